@@ -1,0 +1,178 @@
+"""Typed, frozen job configs (torch-free).
+
+Every stage reads one resolved YAML file (written by the workflow) into a frozen
+dataclass. Unknown keys and wrong types are errors that name the offending key path,
+e.g. ``train.epochs: expected int, got 'ten'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """The two PixMIM knobs (PixMIM is a variant, not a method)."""
+
+    target: str = "pixel"  # reconstruction target: pixel | lowpass
+    radius: float = 40.0  # low-pass radius in frequency bins; r=40 at 224 px: PixMIM Sec. 4.1
+    lowpass_mode: str = "official"  # official (released code) | centered (paper Eq. 2-4)
+    crop: str = "rrc"  # pretraining crop: rrc (MAE) | src (Simple Resized Crop, PixMIM Sec. 4.2)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "results/data/synth"  # ImageFolder root holding train/ and val/
+    img_size: int = 224  # network input size in px
+    num_classes: int = 1000  # label space: ImageNet-1k indices
+    synth_index_map: bool = True  # map wnid folder names to ImageNet-1k indices via timm's list
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The shared training loop's knobs (pretrain, linear probe)."""
+
+    epochs: int = 1
+    warmup_epochs: float = 0.0
+    batch_size: int = 64  # per optimizer step (after accumulation)
+    accum_steps: int = 1
+    base_lr: float = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
+    momentum: float = 0.9  # LARS momentum (linear probe): MAE Table 9
+    optimizer: str = "adamw"  # adamw | lars
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    clip_grad: float | None = None
+    log_every: int = 10  # steps between progress-bar / MLflow step metrics
+    eval_every: int = 1  # epochs between validations (linear probe)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str = "sqlite:///results/mlflow/mlflow.db"  # MLFLOW_TRACKING_URI overrides
+    experiment: str = "pixmim-bench"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One job of one stage for one experiment."""
+
+    experiment: str  # experiment id: {method}-{variant}_{arch}_{epochs}e
+    stage: str
+    method: str = "mae"
+    variant_name: str = "base"
+    arch: str = "vit_cpu_patch8_64"
+    mask_ratio: float = 0.75  # MAE Sec. 4 (75% masking)
+    norm_pix_loss: bool = True  # MAE Sec. A.1, per-patch normalised target
+    variant: VariantConfig = field(default_factory=VariantConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    pretrain_dir: str | None = None  # downstream stages: the pretraining output folder
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _check(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it; raise naming ``path``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(arg, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from a nested mapping, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{where}: unknown key (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}" if path else f.name
+        if f.name in data:
+            kwargs[f.name] = _check(hints[f.name], data[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required key is missing")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) of a config dataclass, ready for YAML."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def load_job_config(path: str | Path) -> JobConfig:
+    """Read and validate a resolved job config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as f:
+        data = yaml.safe_load(f)
+    try:
+        return from_dict(JobConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,1 @@
+"""The shared training engine: one loop for pretraining, linear probe and fine-tune."""

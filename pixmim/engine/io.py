@@ -1,0 +1,45 @@
+"""Atomic file writes (torch-free): a reader never sees a half-written output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON (NaN/inf are rejected)."""
+
+    def _write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+    return atomic_write(path, _write)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    return json.loads(path.read_text())

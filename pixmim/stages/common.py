@@ -1,0 +1,82 @@
+"""What every stage shares: argument parsing, tracker set-up, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pixmim.config import JobConfig, load_job_config, to_dict
+from pixmim.engine.io import atomic_write, write_json, write_text
+from pixmim.engine.loop import ResumeState
+from pixmim.engine.tracking import Tracker
+
+
+def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
+    """``--config FILE --out DIR`` -> (validated config, output folder)."""
+    p = argparse.ArgumentParser(prog=f"python -m pixmim {stage}")
+    p.add_argument("--config", required=True, help="resolved job config (YAML)")
+    p.add_argument("--out", required=True, help="output folder")
+    args = p.parse_args(argv)
+    cfg = load_job_config(args.config)
+    if cfg.stage != stage:
+        raise SystemExit(f"{args.config}: stage is {cfg.stage!r}, expected {stage!r}")
+    return cfg, Path(args.out)
+
+
+def set_threads() -> None:
+    """Honour the thread count the workflow grants a job (OMP_NUM_THREADS)."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
+
+
+def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None) -> Tracker:
+    """Start (or, for a resumed job, reopen) this job's MLflow run."""
+    state = ResumeState(out).load()
+    base = {"experiment": cfg.experiment, "method": cfg.method, "variant": cfg.variant_name,
+            "stage": cfg.stage, "arch": cfg.arch, **cfg.tags, **(tags or {})}
+    tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}", base, to_dict(cfg),
+                      run_id=(state or {}).get("mlflow_run_id") or None)
+    return tracker
+
+
+def save_model(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Atomically save ``{"model": state_dict, "meta": meta}`` (loads with weights_only)."""
+    state = {"model": model.state_dict(), "meta": meta}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig) -> None:
+    """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state.
+
+    The resolved config (defaults filled in) is saved beside the outputs and in MLflow.
+    """
+    resolved = out / "config.resolved.yaml"
+    write_text(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(out / "metrics.json", metrics)
+    for f in (resolved, out / "metrics.json"):
+        tracker.log_artifact(f)
+    tracker.finish("FINISHED")
+    shutil.rmtree(out / "_state", ignore_errors=True)
+
+
+def run_main(stage: str, run, argv: list[str] | None) -> int:
+    cfg, out = parse_args(argv, stage)
+    set_threads()
+    metrics = run(cfg, out)
+    print(f"[{stage}] {cfg.experiment}: " + ", ".join(
+        f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)), file=sys.stderr)
+    return 0

@@ -1,0 +1,114 @@
+"""Stage ``linear_probe``: a linear classifier on frozen pretrained features.
+
+Head: BatchNorm1d(affine=False) + Linear (init std 0.01), LARS, cls token or global pool
+as the method requires (MAE Sec. A.2 / PixMIM Table 10). Reports best and last top-1.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.optim import Lars
+
+from pixmim.config import JobConfig
+from pixmim.data.datasets import build_dataset
+from pixmim.data.transforms import build_eval_transform, build_probe_transform
+from pixmim.engine.io import read_json
+from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.stages import pretrain
+from pixmim.stages.common import finish, load_model_file, run_main, start_tracker
+
+
+def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
+    """Rebuild the pretraining model of ``cfg`` and load its checkpoint (frozen, eval mode)."""
+    ckpt = load_model_file(pretrain_dir / "checkpoint.pth")
+    meta = ckpt["meta"]
+    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
+        raise ValueError(
+            f"{pretrain_dir / 'checkpoint.pth'}: checkpoint is {meta['method']}/{meta['arch']}, "
+            f"config asks for {cfg.method}/{cfg.arch}"
+        )
+    model = pretrain.build(cfg)
+    model.load_state_dict(ckpt["model"])
+    model.requires_grad_(False).eval()
+    return model
+
+
+def build_head(dim: int, num_classes: int) -> nn.Sequential:
+    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    trunc_normal_(head[1].weight, std=0.01)  # MAE main_linprobe.py: head init std 0.01
+    nn.init.zeros_(head[1].bias)
+    return head
+
+
+def lars(head: nn.Module, cfg: JobConfig) -> Lars:
+    """LARS with trust-ratio adaptation on weights only; biases plain SGD (MAE util/lars)."""
+    t = cfg.train
+    decay = [p for p in head.parameters() if p.ndim > 1]
+    rest = [p for p in head.parameters() if p.ndim <= 1]
+    return Lars([{"params": decay, "always_adapt": True}, {"params": rest}],
+                lr=scaled_lr(t), momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+@torch.no_grad()
+def accuracy(encoder: nn.Module, head: nn.Module, loader, device) -> float:
+    head.eval()
+    hits = total = 0
+    for x, y in loader:
+        logits = head(encoder.forward_probe_features(x.to(device)))
+        hits += (logits.argmax(1).cpu() == y).sum().item()
+        total += len(y)
+    return 100.0 * hits / max(total, 1)
+
+
+def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    if cfg.pretrain_dir is None:
+        raise ValueError("pretrain_dir: the linear probe needs a pretraining output folder")
+    seed_everything(cfg.train.seed)
+    device = torch.device(cfg.train.device)
+    pre_dir = Path(cfg.pretrain_dir)
+    encoder = load_encoder(cfg, pre_dir).to(device)
+    head = build_head(encoder.embed_dim, cfg.data.num_classes).to(device)
+    d = cfg.data
+    train_ds = build_dataset(d.root, "train", build_probe_transform(d.img_size), d.synth_index_map)
+    val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map)
+    loader = make_loader(train_ds, cfg.train, train=True)
+    val_loader = make_loader(val_ds, cfg.train, train=False)
+    criterion = nn.CrossEntropyLoss()
+
+    def loss_fn(batch):
+        x, y = batch[0].to(device), batch[1].to(device)
+        with torch.no_grad():
+            feats = encoder.forward_probe_features(x)
+        return criterion(head(feats.float()), y)
+
+    pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
+    tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
+    tracker = start_tracker(cfg, out, tags)
+    t0 = time.perf_counter()
+    try:
+        history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,
+                      evaluate=lambda: {"top1": accuracy(encoder, head, val_loader, device)},
+                      desc="linear_probe", extra_state={"mlflow_run_id": tracker.run_id or ""})
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    evals = [h for h in history if "top1" in h]
+    best = max(evals, key=lambda h: h["top1"])
+    metrics = {
+        "stage": "linear_probe", "experiment": cfg.experiment, "mlflow_run_id": tracker.run_id,
+        "pretrain_run_id": pre_run, "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
+        "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals], "wall_s": time.perf_counter() - t0,
+    }
+    tracker.log_metrics({"top1_best": metrics["top1_best"]}, step=len(history))
+    finish(out, metrics, tracker, cfg)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("linear_probe", run, argv)

@@ -1,0 +1,25 @@
+"""Stage ``mlflow-init``: create the tracking store and experiment once, before jobs fan out.
+
+``python -m pixmim mlflow-init --uri URI --experiment NAME --out MARKER``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pixmim.engine.io import write_json
+from pixmim.engine.tracking import ensure_store, resolve_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pixmim mlflow-init")
+    p.add_argument("--uri", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--out", required=True, help="marker file written when the store is ready")
+    args = p.parse_args(argv)
+    uri = resolve_uri(args.uri)
+    exp_id = ensure_store(uri, args.experiment)
+    write_json(args.out, {"tracking_uri": uri, "experiment": args.experiment,
+                          "experiment_id": exp_id})
+    print(f"MLflow store ready: {uri} (experiment {args.experiment!r}, id {exp_id})")
+    return 0

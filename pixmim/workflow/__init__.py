@@ -1,0 +1,130 @@
+"""Torch-free helpers the Snakefile calls: validate the config, resolve jobs and tables.
+
+Data flows one way: ``config.yaml`` -> :func:`job_config` (pure) -> the rule writes it to
+``results/runs/{exp}/{stage}/config.yaml`` -> ``python -m pixmim <stage>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pixmim.config import ConfigError
+from pixmim.engine.io import write_text
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+STAGES = ("pretrain", "linear_probe")
+# table column -> (stage, key in that stage's metrics.json)
+COLUMN_SOURCES = {"lin": ("linear_probe", "top1_best")}
+
+
+def _error_path(err: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = set(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - allowed)
+        key = f"{path}.{extra[0]}" if path else extra[0]
+        return f"{key}: unknown key (allowed: {', '.join(sorted(allowed))})"
+    return f"{path or '<root>'}: {err.message}"
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> None:
+    """Validate against the JSON schema and cross-check references; raise ConfigError."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    err = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if err is not None:
+        raise ConfigError(f"config key {_error_path(err)}")
+    for i, exp in enumerate(config["experiments"]):
+        if exp["variant"] not in config["variants"]:
+            raise ConfigError(f"config key experiments.{i}.variant: unknown variant "
+                              f"{exp['variant']!r} (declared: {sorted(config['variants'])})")
+    declared = {(e["method"], e["variant"]) for e in config["experiments"]}
+    for name, table in config["tables"].items():
+        labels = {r["label"] for r in table["rows"]}
+        for j, row in enumerate(table["rows"]):
+            where = f"config key tables.{name}.rows.{j}"
+            if (row["method"], row["variant"]) not in declared:
+                raise ConfigError(f"{where}: {row['method']}/{row['variant']} is not in experiments")
+            if row.get("baseline") and row["baseline"] not in labels:
+                raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+
+
+def experiment_id(config: dict[str, Any], method: str, variant: str) -> str:
+    """``{method}-{variant}_{arch}_{epochs}e`` (STYLE: experiment ids)."""
+    return f"{method}-{variant}_{config['arch']}_{config['pretrain']['epochs']}e"
+
+
+def experiments(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Experiment id -> ``{"method", "variant"}`` for every declared pretraining run."""
+    return {experiment_id(config, e["method"], e["variant"]): dict(e)
+            for e in config["experiments"]}
+
+
+def data_root(config: dict[str, Any]) -> str:
+    data = config["data"]
+    return f"{config['results']}/data/synth" if data["source"] == "synth" else data["root"]
+
+
+def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
+    return f"{config['results']}/runs/{exp}/{stage}"
+
+
+def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
+    """The resolved config of one job (what ``python -m pixmim <stage>`` reads)."""
+    exps = experiments(config)
+    if exp not in exps:
+        raise ConfigError(f"unknown experiment {exp!r}; declared: {sorted(exps)}")
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {STAGES}")
+    spec = exps[exp]
+    variant = config["variants"][spec["variant"]]
+    data = config["data"]
+    tables = sorted(n for n, t in config["tables"].items()
+                    if any((r["method"], r["variant"]) == (spec["method"], spec["variant"])
+                           for r in t["rows"]))
+    job = {
+        "experiment": exp, "stage": stage, "method": spec["method"],
+        "variant_name": spec["variant"], "arch": config["arch"],
+        "mask_ratio": config["mask_ratio"], "norm_pix_loss": config["norm_pix_loss"],
+        "variant": {"target": variant["target"], "crop": variant["crop"],
+                    "radius": config["lowpass"]["radius"],
+                    "lowpass_mode": config["lowpass"]["mode"]},
+        "data": {"root": data_root(config), "img_size": data["img_size"],
+                 "num_classes": data["num_classes"]},
+        "train": {**config[stage], "device": config["device"]},
+        "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
+                     "experiment": config["mlflow"]["experiment"]},
+        "tags": {"tables": ",".join(tables)},
+    }
+    if stage != "pretrain":
+        job["pretrain_dir"] = run_dir(config, exp, "pretrain")
+    return job
+
+
+def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Rows of one table with, per column, the metrics file and key that hold our value."""
+    table = config["tables"][name]
+    rows = []
+    for row in table["rows"]:
+        exp = experiment_id(config, row["method"], row["variant"])
+        cells = {}
+        for col in table["columns"]:
+            stage, key = COLUMN_SOURCES[col]
+            cells[col] = {"file": f"{run_dir(config, exp, stage)}/metrics.json", "key": key}
+        rows.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
+                     "baseline": row.get("baseline"), "experiment": exp, "cells": cells})
+    return {"table": name, "title": table["title"], "note": table.get("note", ""), "rows": rows}
+
+
+def table_inputs(config: dict[str, Any], name: str) -> list[str]:
+    return sorted({c["file"] for r in table_spec(config, name)["rows"]
+                   for c in r["cells"].values()})
+
+
+def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Atomically write a resolved config / spec as YAML."""
+    write_text(path, yaml.safe_dump(data, sort_keys=False))

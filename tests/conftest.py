@@ -1,0 +1,28 @@
+"""Shared fixtures: the repo root, the default config, a tiny end-to-end config."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def tiny_overrides(tmp: Path) -> dict:
+    """A config overlay that runs the whole default DAG in about a minute on 2 cores."""
+    return {
+        "results": str(tmp / "results"),
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp / 'results' / 'mlflow' / 'mlflow.db'}",
+                   "experiment": "pixmim-e2e"},
+        "data": {"synth": {"seed": 1, "train_per_class": 6, "val_per_class": 3,
+                           "short_side": 48}},
+        "pretrain": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "base_lr": 1.5e-3,
+                     "log_every": 2},
+        "linear_probe": {"epochs": 2, "warmup_epochs": 0, "batch_size": 16, "base_lr": 0.1},
+    }

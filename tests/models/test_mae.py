@@ -1,0 +1,123 @@
+"""Property and contract tests of the pretraining models (pixmim.models)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pixmim.data.transforms import CROPS
+from pixmim.models import ARCHS, METHODS, create_model
+from pixmim.models.mae import MAE
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+            decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(p=st.sampled_from([2, 4, 8]), g=st.integers(1, 6), n=st.integers(1, 3))
+def test_patchify_round_trip(p, g, n):
+    model = MAE(img_size=p * g, patch_size=p, embed_dim=8, depth=1, num_heads=1,
+                decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=1)
+    imgs = torch.randn(n, 3, p * g, p * g)
+    patches = model.patchify(imgs)
+    assert patches.shape == (n, g * g, p * p * 3)
+    torch.testing.assert_close(model.unpatchify(patches), imgs, rtol=0, atol=0)
+    # patch (0, 1) holds the pixels of rows 0..p-1, columns p..2p-1
+    if g > 1:
+        expected = imgs[0, :, :p, p : 2 * p].permute(1, 2, 0).reshape(-1)
+        torch.testing.assert_close(patches[0, 1], expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(4, 200), ratio=st.floats(0.05, 0.95), n=st.integers(1, 4))
+def test_random_masking_exact_counts_and_inverse(length, ratio, n):
+    x = torch.randn(n, length, 5)
+    visible, mask, ids_restore = MAE.random_masking(x, ratio)
+    keep = int(length * (1 - ratio))
+    assert visible.shape == (n, keep, 5)
+    assert (mask.sum(dim=1) == length - keep).all()
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    # the kept tokens are exactly the unmasked ones, in shuffled order
+    for i in range(n):
+        kept_rows = {tuple(r) for r in x[i][mask[i] == 0].tolist()}
+        assert kept_rows == {tuple(r) for r in visible[i].tolist()}
+    assert (torch.sort(ids_restore, dim=1).values == torch.arange(length)).all()
+
+
+def test_mae_base_keeps_49_of_196():
+    # MAE Sec. 4: 75% masking of 196 patches keeps int(196 * 0.25) = 49.
+    _, mask, _ = MAE.random_masking(torch.zeros(2, 196, 1), 0.75)
+    assert (mask.sum(1) == 147).all()
+
+
+VARIANTS = [(t, c) for t in ("pixel", "lowpass") for c in CROPS]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("target,crop", VARIANTS)
+def test_contract_every_method_and_variant(method, target, crop):
+    torch.manual_seed(0)
+    model = create_model(method, "vit_cpu_patch8_64", **{**TINY, "target": target, "radius": 4})
+    from PIL import Image
+
+    pil = Image.fromarray((torch.rand(40, 56, 3) * 255).byte().numpy())
+    imgs = torch.stack([CROPS[crop](32)(pil) for _ in range(3)])
+    loss, pred, mask = model(imgs)
+    assert torch.isfinite(loss) and loss.ndim == 0 and loss > 0
+    assert pred.shape == (3, 16, 8 * 8 * 3) and mask.shape == (3, 16)
+    assert (mask.sum(1) == 16 - int(16 * 0.25)).all()
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
+
+
+def test_targets_differ_and_lowpass_is_smoother():
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 32, 32)
+    pix = create_model("mae", "vit_cpu_patch8_64", **TINY, target="pixel")
+    low = create_model("mae", "vit_cpu_patch8_64", **TINY, target="lowpass", radius=4.0)
+    t_pix, t_low = pix.forward_target(imgs), low.forward_target(imgs)
+    assert t_pix.shape == t_low.shape
+    # a low-passed target varies less between neighbouring pixels
+    tv = lambda t: (t[..., 3:] - t[..., :-3]).abs().mean()  # noqa: E731
+    assert tv(t_low) < 0.5 * tv(t_pix)
+
+
+def test_fused_and_unfused_attention_agree():
+    torch.manual_seed(0)
+    model = create_model("mae", "vit_cpu_patch8_64", **TINY).eval()
+    imgs = torch.randn(2, 3, 32, 32)
+    model.set_fused_attn(True)
+    fused = model.forward_features(imgs)
+    model.set_fused_attn(False)
+    torch.testing.assert_close(model.forward_features(imgs), fused, atol=1e-5, rtol=1e-4)
+
+
+def test_norm_pix_loss_only_on_masked_patches():
+    model = create_model("mae", "vit_cpu_patch8_64", **TINY)
+    target = torch.randn(2, 16, 192)
+    pred = target.clone()
+    mask = torch.zeros(2, 16)
+    mask[:, :4] = 1
+    model.norm_pix_loss = False
+    assert model.forward_loss(target, pred, mask) == 0
+    pred[:, 4:] += 10.0  # errors on visible patches are ignored
+    assert model.forward_loss(target, pred, mask) == 0
+    pred[:, 0] += 1.0
+    # one of the 4 masked patches per sample has loss 1 -> mean over 8 masked patches = 2/8
+    torch.testing.assert_close(model.forward_loss(target, pred, mask), torch.tensor(0.25))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_registry_builds_every_arch(arch):
+    with torch.device("meta"):
+        model = create_model("mae", arch)
+    assert model.pos_embed.shape[1] == 1 + model.patch_embed.num_patches
+
+
+def test_registry_errors_name_the_key():
+    with pytest.raises(KeyError, match="unknown method 'beit'"):
+        create_model("beit", "vit_cpu_patch8_64")
+    with pytest.raises(KeyError, match="unknown arch"):
+        create_model("mae", "vit_huge")

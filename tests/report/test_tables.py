@@ -1,0 +1,55 @@
+"""Table assembly from metrics.json files (pixmim.report.tables)."""
+
+import json
+import math
+
+import pytest
+
+from pixmim.report.tables import build_table, main, paper_values
+
+
+def _spec(tmp_path, values):
+    rows = []
+    for i, (label, value) in enumerate(values.items()):
+        f = tmp_path / f"m{i}.json"
+        f.write_text(json.dumps({"top1_best": value}))
+        rows.append({"label": label, "experiment": f"exp{i}", "baseline": None if i == 0 else "MAE",
+                     "cells": {"lin": {"file": str(f), "key": "top1_best"}}})
+    return {"table": "table2", "title": "t", "rows": rows}
+
+
+def test_paper_values_hold_table2():
+    t2 = paper_values()["table2"]
+    assert t2["MAE"]["lin"] == 65.6 and t2["PixMIM MAE"]["lin"] == 67.2  # PixMIM Table 2
+
+
+def test_build_table_ours_beside_paper_with_gains(tmp_path):
+    df = build_table(_spec(tmp_path, {"MAE": 40.0, "PixMIM MAE": 43.5}))
+    row = df.set_index("method").loc["PixMIM MAE"]
+    assert row["lin_ours"] == 43.5 and row["lin_paper"] == 67.2
+    assert row["lin_gain_ours"] == pytest.approx(3.5)
+    assert row["lin_gain_paper"] == pytest.approx(1.6)
+    assert row["lin_ours_minus_paper"] == pytest.approx(43.5 - 67.2)
+    assert math.isnan(df.set_index("method").loc["MAE", "lin_gain_ours"])
+
+
+def test_main_writes_csv_and_markdown(tmp_path):
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(_spec(tmp_path, {"MAE": 40.0, "PixMIM MAE": 41.0})))
+    assert main(["--spec", str(spec), "--out", str(tmp_path / "table2")]) == 0
+    md = (tmp_path / "table2.md").read_text()
+    assert "41.0 (67.2)" in md and "+1.0 (+1.6)" in md
+    assert (tmp_path / "table2.csv").read_text().startswith("method,")
+
+
+def test_missing_or_non_finite_values_are_errors(tmp_path):
+    spec = _spec(tmp_path, {"MAE": 40.0})
+    spec["rows"][0]["cells"]["lin"]["key"] = "top1"
+    with pytest.raises(KeyError, match="no key 'top1'"):
+        build_table(spec)
+    (tmp_path / "m0.json").write_text('{"top1_best": NaN}')
+    spec["rows"][0]["cells"]["lin"]["key"] = "top1_best"
+    with pytest.raises(ValueError, match="not finite"):
+        build_table(spec)

@@ -1,0 +1,81 @@
+"""The whole default DAG, end to end, on a tiny overlay of config/config.yaml."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_overrides
+
+
+def snakemake(*args, cwd=ROOT, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/ci", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def write_overlay(tmp_path, **changes):
+    overlay = tiny_overrides(tmp_path)
+    for key, value in changes.items():
+        overlay[key] = value
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    return path
+
+
+def test_bad_config_key_stops_before_any_job(tmp_path):
+    overlay = write_overlay(tmp_path, linear_probe={"epochz": 2})
+    res = snakemake("-n", "--configfile", str(overlay))
+    assert res.returncode != 0
+    assert "linear_probe.epochz: unknown key" in res.stdout + res.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_default_dag_end_to_end(tmp_path):
+    overlay = write_overlay(tmp_path)
+    started = time.time()
+    res = snakemake("--configfile", str(overlay))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    results = tmp_path / "results"
+
+    # every cell of the table is a finite number produced by this run
+    df = pd.read_csv(results / "tables" / "table2.csv")
+    assert list(df["method"]) == ["MAE", "PixMIM MAE"]
+    run_ids = {}
+    for _, row in df.iterrows():
+        metrics_file = results / "runs" / row["experiment"] / "linear_probe" / "metrics.json"
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics_file.stat().st_mtime >= started
+        assert math.isfinite(row["lin_ours"]) and 0.0 <= row["lin_ours"] <= 100.0
+        assert row["lin_ours"] == pytest.approx(metrics["top1_best"], abs=1e-4)
+        assert math.isfinite(row["lin_paper"])
+        run_ids[row["experiment"]] = (metrics["pretrain_run_id"], metrics["mlflow_run_id"])
+    gain = df.set_index("method").loc["PixMIM MAE", "lin_gain_ours"]
+    assert gain == pytest.approx(df["lin_ours"][1] - df["lin_ours"][0], abs=1e-3)
+    assert "PixMIM MAE" in (results / "tables" / "table2.md").read_text()
+
+    # MLflow: both pretraining runs with loss curves, probes nested under them
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    for exp, (pre_id, probe_id) in run_ids.items():
+        pre, probe = client.get_run(pre_id), client.get_run(probe_id)
+        assert pre.info.status == probe.info.status == "FINISHED"
+        assert pre.data.tags["experiment"] == exp and pre.data.tags["stage"] == "pretrain"
+        assert probe.data.tags["mlflow.parentRunId"] == pre_id
+        assert pre.data.params["train.epochs"] == "2"
+        curve = client.get_metric_history(pre_id, "train_loss")
+        assert sorted(m.step for m in curve) == [1, 2]
+        assert all(math.isfinite(m.value) for m in curve)
+        assert len(client.get_metric_history(probe_id, "top1")) == 2
+        artifacts = {a.path for a in client.list_artifacts(pre_id)}
+        assert {"config.resolved.yaml", "metrics.json"} <= artifacts
+
+    # the run is complete: a second invocation has nothing to do
+    again = snakemake("-n", "--configfile", str(overlay))
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
