@@ -11,6 +11,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate_config(config)  # one-line error naming the key, before any job starts
 
 
@@ -24,4 +27,5 @@ include: "workflow/rules/tables.smk"
 rule all:
     input:
         expand(f"{R}/tables/{{table}}.{{ext}}", table=config["tables"], ext=["csv", "md"]),
+        expand(f"{R}/figures/{{table}}_curves.png", table=config["tables"]),
     default_target: True

@@ -13,6 +13,7 @@ STAGES = {
     "pretrain": ("pixmim.stages.pretrain", "Masked-image-modeling pretraining"),
     "linear_probe": ("pixmim.stages.linear_probe", "Linear probe on frozen features"),
     "table": ("pixmim.report.tables", "Assemble a paper table from metrics.json files"),
+    "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
     "mlflow-init": ("pixmim.stages.mlflow_init", "Create the MLflow store and experiment"),
 }
 

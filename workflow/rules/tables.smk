@@ -15,7 +15,8 @@ rule make_table:
         spec=f"{R}/tables/{{table}}.spec.yaml",
         metrics=table_inputs,
     output:
-        csv=f"{R}/tables/{{table}}.csv",
+        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/table.rst",
+                   category="Tables"),
         md=f"{R}/tables/{{table}}.md",
     params:
         stem=f"{R}/tables/{{table}}",
@@ -24,3 +25,18 @@ rule make_table:
     localrule: True
     shell:
         "{PY:q} -m pixmim table --spec {input.spec:q} --out {params.stem:q} > {log:q} 2>&1"
+
+
+rule plot_curves:
+    """Pretraining loss and linear-probe top-1 curves of a table's experiments."""
+    input:
+        spec=f"{R}/tables/{{table}}.spec.yaml",
+        metrics=table_inputs,
+    output:
+        report(f"{R}/figures/{{table}}_curves.png", caption="../report/curves.rst",
+               category="Figures"),
+    log:
+        f"{R}/logs/figures/{{table}}_curves.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure curves --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"

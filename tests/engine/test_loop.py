@@ -1,0 +1,74 @@
+"""The shared training loop: schedule shape and resume equivalence."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pixmim.config import TrainConfig
+from pixmim.engine.loop import ResumeState, build_scheduler, fit, make_loader, scaled_lr
+
+
+def test_lr_scaling_rule():
+    # lr = base_lr * batch / 256 (MAE: 1.5e-4 x 4096 / 256 = 2.4e-3)
+    assert scaled_lr(TrainConfig(base_lr=1.5e-4, batch_size=4096)) == pytest.approx(2.4e-3)
+
+
+def test_per_iteration_warmup_then_cosine():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, min_lr=0.0)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for step in range(50):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(1.0)  # peak right after warm-up
+    assert lrs[30] == pytest.approx(0.5, abs=1e-6)  # half-way through the cosine
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _train(tmp, epochs, interrupt_at=None):
+    torch.manual_seed(123)
+    data = torch.utils.data.TensorDataset(torch.randn(48, 6), torch.randint(0, 3, (48,)))
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.2), nn.Linear(16, 3))
+    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=8, base_lr=0.5, seed=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg))
+    calls = {"n": 0}
+
+    def evaluate():
+        calls["n"] += 1
+        if calls["n"] == interrupt_at:
+            raise Interrupt
+        return {}
+
+    def loss_fn(batch):
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    history = fit(model, loss_fn, opt, make_loader(data, cfg, train=True), cfg, tmp,
+                  evaluate=evaluate, desc="test")
+    return model, history
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    ref, ref_hist = _train(tmp_path / "a", epochs=4)
+    with pytest.raises(Interrupt):
+        _train(tmp_path / "b", epochs=4, interrupt_at=3)  # killed during epoch 3
+    assert ResumeState(tmp_path / "b").load()["epoch"] == 2
+    resumed, hist = _train(tmp_path / "b", epochs=4)
+    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in ref_hist]
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    model = nn.Linear(2, 1)
+    cfg = TrainConfig(epochs=1, batch_size=4)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.zeros(8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at epoch 1, step 0"):
+        fit(model, lambda b: model(b[0]).sum() * float("nan"), opt,
+            make_loader(data, cfg, train=True), cfg, tmp_path)
