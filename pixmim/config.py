@@ -25,15 +25,17 @@ class ConfigError(ValueError):
 class VariantConfig:
     """The two PixMIM knobs (PixMIM is a variant, not a method)."""
 
-    target: str = "pixel"  # reconstruction target: pixel | lowpass
-    radius: float = 40.0  # low-pass radius in frequency bins; r=40 at 224 px: PixMIM Sec. 4.1
+    target: str = "pixel"  # pixel | lowpass | highpass (Table 22) | adaptive (Table 21)
+    radius: float = 40.0  # filter radius in frequency bins; r=40 at 224 px: PixMIM Sec. 4.1
     lowpass_mode: str = "official"  # official (released code) | centered (paper Eq. 2-4)
-    crop: str = "rrc"  # pretraining crop: rrc (MAE) | src (Simple Resized Crop, PixMIM Sec. 4.2)
+    adaptive_range: tuple[float, float] = (20.0, 60.0)  # learnable radius range: Table 21
+    crop: str = "rrc"  # rrc (MAE) | src (PixMIM Sec. 4.2) | cc | bg | resize (Table 5b)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "results/data/synth"  # ImageFolder root holding train/ and val/
+    masks_root: str | None = None  # foreground masks (masks_root/<split>/<wnid>/<name>.png)
     img_size: int = 224  # network input size in px
     num_classes: int = 1000  # label space: ImageNet-1k indices
     synth_index_map: bool = True  # map wnid folder names to ImageNet-1k indices via timm's list
@@ -56,10 +58,13 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    compile: bool = False  # torch.compile the model's training forward
     clip_grad: float | None = None
-    log_every: int = 10  # steps between progress-bar / MLflow step metrics
+    log_every: int = 10  # optimizer steps between step-level MLflow metrics
     eval_every: int = 1  # epochs between validations (linear probe)
+    ckpt_every_steps: int = 0  # resume checkpoint every N optimizer steps (0: off)
+    ckpt_every_minutes: float = 10.0  # ... and/or every N minutes of wall time (0: off)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,11 @@
 """Shared fixtures: the repo root, the default config, a tiny end-to-end config."""
 
+import os
 from pathlib import Path
+
+# Tiny models run fastest single-threaded, and subprocess tests then do not oversubscribe
+# the cores (set before anything imports torch).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import yaml

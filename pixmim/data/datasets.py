@@ -1,19 +1,72 @@
-"""ImageFolder datasets labelled in the ImageNet-1k index space."""
+"""Image datasets labelled in the ImageNet-1k index space, with deterministic samples.
+
+Training loaders draw keys ``(index, sample_seed)`` from :class:`EpochSampler`; the dataset
+seeds the augmentation of each sample from its key, so a sample's crop (and the mask noise
+the training step derives from the same seed) depends only on (seed, epoch, index): not on
+the worker, the process rank or where a resumed epoch restarts.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from PIL import Image
+from torch.utils.data import Sampler
 from torchvision.datasets import ImageFolder
 
 from pixmim.data.imagenet_meta import imagenet_wnids
 
 
-def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool = True):
-    """An ImageFolder over ``root/split`` whose labels are ImageNet-1k indices.
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed unique to (run seed, epoch, sample index)."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
 
-    Folder names must be ImageNet wnids (``n01440764``); on the real ImageNet the
-    mapping is the identity, on the embedded dataset it maps 16 folders to their indices.
+
+class ImageDataset(ImageFolder):
+    """An ImageFolder whose keys may carry a sample seed and whose samples may carry masks.
+
+    ``dataset[i]`` -> ``(img, label)``; ``dataset[(i, seed)]`` -> ``(img, label, seed)``
+    with the transform run under ``torch.manual_seed(seed)``. Transforms whose
+    ``needs_mask`` is true also receive the foreground mask (``masks_root/<class>/<file>``).
+    """
+
+    def __init__(self, root: str | Path, transform, masks_root: str | Path | None = None,
+                 imagenet_labels: bool = True) -> None:
+        super().__init__(str(root), transform=transform)
+        self.masks_root = Path(masks_root) if masks_root else None
+        if imagenet_labels:
+            index = {w: i for i, w in enumerate(imagenet_wnids())}
+            unknown = [c for c in self.classes if c not in index]
+            if unknown:
+                raise ValueError(f"data.root: {root} has non-ImageNet class folders: {unknown[:3]}")
+            self.target_transform = [index[c] for c in self.classes].__getitem__
+
+    def _mask(self, path: str) -> Image.Image:
+        if self.masks_root is None:
+            raise ValueError("variant.crop needs foreground masks: set data.masks_root")
+        rel = Path(path).relative_to(self.root)
+        mask_path = self.masks_root / rel.with_suffix(".png")
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"data.masks_root: no mask for {rel}: {mask_path}")
+        return Image.open(mask_path).convert("L")
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        path, label = self.samples[index]
+        img = self.loader(path)
+        mask = self._mask(path) if getattr(self.transform, "needs_mask", False) else None
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            img = self.transform(img, mask) if mask is not None else self.transform(img)
+        label = self.target_transform(label) if self.target_transform else label
+        return (img, label) if seed is None else (img, label, seed)
+
+
+def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool = True,
+                  masks_root: str | Path | None = None) -> ImageDataset:
+    """``root/split`` as an :class:`ImageDataset`; masks under ``masks_root/split``.
 
     Raises:
         FileNotFoundError: naming ``data.root`` when the split folder is absent.
@@ -21,12 +74,32 @@ def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"data.root: dataset split folder not found: {folder}")
-    ds = ImageFolder(str(folder), transform=transform)
-    if imagenet_labels:
-        index = {w: i for i, w in enumerate(imagenet_wnids())}
-        unknown = [c for c in ds.classes if c not in index]
-        if unknown:
-            raise ValueError(f"data.root: {folder} has non-ImageNet class folders: {unknown[:3]}")
-        to_imagenet = [index[c] for c in ds.classes]
-        ds.target_transform = to_imagenet.__getitem__
-    return ds
+    masks = Path(masks_root) / split if masks_root else None
+    return ImageDataset(folder, transform, masks, imagenet_labels)
+
+
+class EpochSampler(Sampler):
+    """Deterministic per-epoch shuffling, sharded over ranks, resumable inside an epoch.
+
+    Yields ``(index, sample_seed)``. Every rank sees ``len(dataset) // world`` samples per
+    epoch (the tail is dropped so ranks stay in step): rank ``r`` takes positions
+    ``r, r + world, ...`` of the epoch's permutation, so a single process with batch ``B``
+    and ``world`` processes with batch ``B / world`` see the same samples at each step.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start ``epoch``, skipping the first ``skip`` samples of this rank (resume)."""
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.size // self.world - self.skip
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
+        perm = torch.randperm(self.size, generator=g)[: self.size // self.world * self.world]
+        for i in perm[self.rank :: self.world][self.skip :].tolist():
+            yield i, sample_seed(self.seed, self.epoch, i)

@@ -1,75 +1,112 @@
-"""Named image transforms: pretraining crops and evaluation pipelines.
+"""Named image transforms: the pretraining crops (the PixMIM ``crop`` knob) and eval.
 
-``CROPS`` is the registry of pretraining crops (the PixMIM ``crop`` knob):
+``CROPS`` is the registry of pretraining crops; each maps ``img_size`` to a callable
+``(img, mask=None) -> img`` on PIL images (``mask``: the foreground mask, used by ``bg``):
 
-* ``rrc``: RandomResizedCrop(scale=(0.2, 1.0), bicubic) + flip, MAE's pretraining crop
+* ``rrc``: RandomResizedCrop(scale=(0.2, 1.0), bicubic) + flip: MAE's pretraining crop
   (MAE Sec. A.1, official ``main_pretrain.py``).
 * ``src``: Simple Resized Crop (PixMIM Sec. 4.2, DeiT III): resize the shorter side to
   the input size (bilinear, as in the official mmselfsup config), reflect-pad 4 px, random
   square crop, flip.
+* ``cc``: centre crop (PixMIM Table 5b): resize the shorter side to size / 0.875, take the
+  centre square, flip.
+* ``bg``: background-focused RRC (PixMIM Table 5b "BG", Appendix C): draw RRC boxes up to 50
+  times until one holds under 20% of the object's area, else keep the last plain RRC box.
+* ``resize``: no crop; the whole image resized to a square (aspect not kept), flip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import torch
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
+RRC_SCALE = (0.2, 1.0)  # MAE pretraining crop scale: MAE main_pretrain.py
+BG_TRIES, BG_MAX_COVERAGE = 50, 0.2  # PixMIM Appendix C
 
 
-def _finish(ops: list) -> T.Compose:
-    return T.Compose([*ops, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+class Crop:
+    """A pretraining crop: PIL image (+ optional mask) -> normalised tensor [3, S, S]."""
+
+    needs_mask = False
+
+    def __init__(self, ops: list) -> None:
+        self.ops = T.Compose(ops)
+        self.finish = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __call__(self, img: Image.Image, mask: Image.Image | None = None) -> torch.Tensor:
+        return self.finish(self.ops(img))
 
 
-def rrc(img_size: int) -> T.Compose:
-    # scale (0.2, 1.0), bicubic: MAE official pretraining augmentation
-    return _finish(
-        [
-            T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC),
-            T.RandomHorizontalFlip(),
-        ]
-    )
+class BackgroundCrop(Crop):
+    """RRC retried until the crop keeps under 20% of the foreground (PixMIM Appendix C)."""
+
+    needs_mask = True
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__([T.RandomHorizontalFlip()])
+        self.size = img_size
+
+    def __call__(self, img: Image.Image, mask: Image.Image | None = None) -> torch.Tensor:
+        if mask is None:
+            raise ValueError("variant.crop 'bg' needs foreground masks (data.masks_root)")
+        fg = np.asarray(mask) > 127
+        total = max(int(fg.sum()), 1)
+        for _ in range(BG_TRIES):
+            i, j, h, w = T.RandomResizedCrop.get_params(img, RRC_SCALE, (3 / 4, 4 / 3))
+            if fg[i : i + h, j : j + w].sum() / total < BG_MAX_COVERAGE:
+                break
+        img = F.resized_crop(img, i, j, h, w, [self.size, self.size], BICUBIC)
+        return self.finish(self.ops(img))
 
 
-def src(img_size: int) -> T.Compose:
+def rrc(img_size: int) -> Crop:
+    return Crop([T.RandomResizedCrop(img_size, scale=RRC_SCALE, interpolation=BICUBIC),
+                 T.RandomHorizontalFlip()])
+
+
+def src(img_size: int) -> Crop:
     # 4 px reflect padding: PixMIM Sec. 4.2 / DeiT III; bilinear: mmselfsup PixMIM config
-    return _finish(
-        [
-            T.Resize(img_size, interpolation=InterpolationMode.BILINEAR),
-            T.RandomCrop(img_size, padding=4, padding_mode="reflect"),
-            T.RandomHorizontalFlip(),
-        ]
-    )
+    return Crop([T.Resize(img_size, interpolation=BILINEAR),
+                 T.RandomCrop(img_size, padding=4, padding_mode="reflect"),
+                 T.RandomHorizontalFlip()])
 
 
-CROPS: dict[str, Callable[[int], T.Compose]] = {"rrc": rrc, "src": src}
+def cc(img_size: int) -> Crop:
+    return Crop([T.Resize(int(img_size / 0.875), interpolation=BICUBIC),
+                 T.CenterCrop(img_size), T.RandomHorizontalFlip()])
 
 
-def build_pretrain_transform(crop: str, img_size: int) -> T.Compose:
+def resize(img_size: int) -> Crop:
+    return Crop([T.Resize((img_size, img_size), interpolation=BICUBIC),
+                 T.RandomHorizontalFlip()])
+
+
+CROPS: dict[str, Callable[[int], Crop]] = {
+    "rrc": rrc, "src": src, "cc": cc, "bg": BackgroundCrop, "resize": resize}
+
+
+def build_pretrain_transform(crop: str, img_size: int) -> Crop:
     """The pretraining transform named ``crop`` (a key of ``CROPS``)."""
     if crop not in CROPS:
         raise KeyError(f"variant.crop: unknown crop {crop!r}; registered: {sorted(CROPS)}")
     return CROPS[crop](img_size)
 
 
-def build_probe_transform(img_size: int) -> T.Compose:
+def build_probe_transform(img_size: int) -> Crop:
     """Linear-probe training transform: RandomResizedCrop + flip (PixMIM Table 10)."""
-    return _finish(
-        [
-            T.RandomResizedCrop(img_size, interpolation=InterpolationMode.BICUBIC),
-            T.RandomHorizontalFlip(),
-        ]
-    )
+    return Crop([T.RandomResizedCrop(img_size, interpolation=BICUBIC), T.RandomHorizontalFlip()])
 
 
-def build_eval_transform(img_size: int, crop_pct: float = 0.875) -> T.Compose:
+def build_eval_transform(img_size: int, crop_pct: float = 0.875) -> Crop:
     """Evaluation: resize the shorter side to img_size / 0.875 (256 for 224), centre crop."""
-    return _finish(
-        [
-            T.Resize(int(img_size / crop_pct), interpolation=InterpolationMode.BICUBIC),
-            T.CenterCrop(img_size),
-        ]
-    )
+    return Crop([T.Resize(int(img_size / crop_pct), interpolation=BICUBIC),
+                 T.CenterCrop(img_size)])

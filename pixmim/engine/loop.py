@@ -1,10 +1,16 @@
 """One training loop for every stage (pretrain, linear probe, later fine-tune).
 
 A stage supplies the trainable module, a ``loss_fn(batch) -> loss`` and an optional
-``evaluate() -> metrics``; the loop owns the optimizer steps, gradient accumulation,
-the per-iteration warm-up + cosine schedule, autocast, the finite-loss guard, progress
-bars, MLflow metrics and resumable state. Resume state lives in ``<out>/_state/``,
-outside the workflow's declared outputs, so a killed job restarts where it stopped.
+``evaluate() -> metrics``; the loop owns the optimizer steps, gradient accumulation, the
+per-iteration warm-up + cosine schedule, autocast (bf16, or fp16 with a scaler), the
+finite-loss guard, progress bars, MLflow metrics and resumable state.
+
+Resume state lives in ``<out>/_state/last.pth``, outside the workflow's declared outputs,
+written atomically every ``ckpt_every_steps`` optimizer steps and/or
+``ckpt_every_minutes`` of wall time, and at each epoch end. A restarted job resumes from it
+mid-epoch: the sampler skips the samples already seen, and since every sample's
+augmentation and mask noise derive from (seed, epoch, index), the resumed run reproduces
+the uninterrupted one exactly (CPU, deterministic kernels).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from pixmim.config import TrainConfig
+from pixmim.data.datasets import EpochSampler
+from pixmim.engine.distributed import DistInfo, all_reduce_sum, barrier
 from pixmim.engine.io import atomic_write
 
 
@@ -51,6 +59,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_loader(dataset, cfg: TrainConfig, train: bool, dist: DistInfo | None = None):
+    """Training: an :class:`EpochSampler` over ranks; evaluation: this rank's shard, in order."""
+    dist = dist or DistInfo()
+    per_step = cfg.batch_size // cfg.accum_steps // dist.world
+    if per_step < 1:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is smaller than "
+                         f"accum_steps x processes ({cfg.accum_steps} x {dist.world})")
+    if train:
+        sampler = EpochSampler(len(dataset), cfg.seed, dist.rank, dist.world)
+    else:
+        sampler = list(range(dist.rank, len(dataset), dist.world))
+    # A private generator: creating an iterator then draws its worker base seed without
+    # advancing the global RNG (which dropout and drop path use), so resume stays exact.
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=per_step, sampler=sampler, drop_last=train,
+        num_workers=cfg.num_workers, pin_memory=cfg.device.startswith("cuda"),
+        persistent_workers=cfg.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 class ResumeState:
     """The resumable training state file ``<out>/_state/last.pth`` (tensors and plain data)."""
 
@@ -63,104 +98,154 @@ class ResumeState:
         return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def save(self, state: dict[str, Any]) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a process killed mid-write
         atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
 
-def make_loader(dataset, cfg: TrainConfig, train: bool) -> torch.utils.data.DataLoader:
-    """A loader whose shuffling is reseeded each epoch by ``loader.generator``."""
-    per_step = cfg.batch_size // cfg.accum_steps
-    gen = torch.Generator()
-    gen.manual_seed(cfg.seed)
-    sampler = torch.utils.data.RandomSampler(dataset, generator=gen) if train else None
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=per_step, sampler=sampler, drop_last=train, generator=gen,
-        num_workers=cfg.num_workers, pin_memory=cfg.device.startswith("cuda"),
-        persistent_workers=cfg.num_workers > 0,
-    )
+class Trainer:
+    """Runs ``loss_fn`` over ``loader`` for ``cfg.epochs`` epochs; see the module docstring."""
 
+    def __init__(self, module: nn.Module, loss_fn: Callable[[Any], torch.Tensor], optimizer,
+                 loader, cfg: TrainConfig, out: Path, tracker=None,
+                 evaluate: Callable[[], dict[str, float]] | None = None, desc: str = "train",
+                 dist: DistInfo | None = None, extra_state: dict[str, Any] | None = None):
+        self.module, self.loss_fn, self.optimizer, self.loader = module, loss_fn, optimizer, loader
+        self.cfg, self.tracker, self.evaluate, self.desc = cfg, tracker, evaluate, desc
+        self.dist, self.extra_state = dist or DistInfo(), extra_state or {}
+        if len(loader.sampler) // loader.batch_size < cfg.accum_steps:
+            raise ValueError(f"train.batch_size: {cfg.batch_size} leaves no full step per epoch")
+        self.steps_per_epoch = len(loader.sampler) // loader.batch_size // cfg.accum_steps
+        self.scheduler = build_scheduler(optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type) if cfg.precision == "fp16" \
+            else None
+        self.resume = ResumeState(out)
+        self.epoch = self.batches_done = self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
+        self.last_save = time.monotonic()
 
-def fit(
-    module: nn.Module,
-    loss_fn: Callable[[Any], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    cfg: TrainConfig,
-    out: Path,
-    tracker=None,
-    evaluate: Callable[[], dict[str, float]] | None = None,
-    desc: str = "train",
-    extra_state: dict[str, Any] | None = None,
-) -> list[dict[str, float]]:
-    """Train ``module`` for ``cfg.epochs`` epochs, resuming from ``<out>/_state`` if present.
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else {},
+                "rng": torch.get_rng_state(), "epoch": self.epoch,
+                "batches_done": self.batches_done, "step": self.step, "history": self.history,
+                "partial": dict(self.partial), **self.extra_state}
 
-    Returns:
-        history: one dict per epoch (``epoch``, ``train_loss``, ``lr``, ``images_per_s``,
-        plus whatever ``evaluate`` returned).
-    """
-    if len(loader) < cfg.accum_steps:
-        raise ValueError(f"train.batch_size: {cfg.batch_size} leaves no full step per epoch")
-    steps_per_epoch = len(loader) // cfg.accum_steps
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    resume = ResumeState(out)
-    history: list[dict[str, float]] = []
-    start_epoch, step = 0, 0
-    if (state := resume.load()) is not None:
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    def load(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        history, start_epoch, step = state["history"], state["epoch"], state["step"]
-        print(f"[{desc}] resumed from {resume.path} at epoch {start_epoch}", file=sys.stderr)
-    device = torch.device(cfg.device)
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.generator.manual_seed(cfg.seed * 10_000 + epoch)
-        record, step = _train_epoch(module, loss_fn, optimizer, scheduler, loader, cfg, device,
-                                    epoch, step, tracker, desc)
-        last = epoch + 1 == cfg.epochs
-        if evaluate is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
-            record.update(evaluate())
-        history.append(record)
-        if tracker is not None:
-            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
-        print(f"[{desc}] " + " ".join(f"{k}={v:.4g}" for k, v in record.items()), file=sys.stderr)
-        resume.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1,
-                     "step": step, **(extra_state or {})})
-    return history
+        self.epoch, self.batches_done, self.step = state["epoch"], state["batches_done"], \
+            state["step"]
+        self.history, self.partial = state["history"], state["partial"]
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            self.resume.save(self.state())
+        self.last_save = time.monotonic()
+        barrier(self.dist)
+
+    def _checkpoint_due(self) -> bool:
+        c = self.cfg
+        by_steps = c.ckpt_every_steps > 0 and self.step % c.ckpt_every_steps == 0
+        by_time = c.ckpt_every_minutes > 0 and \
+            time.monotonic() - self.last_save >= 60 * c.ckpt_every_minutes
+        return by_steps or by_time
+
+    # ------------------------------------------------------------------ train
+    def fit(self) -> list[dict[str, float]]:
+        """Train (resuming if a state file exists); return one record per epoch."""
+        if (state := self.resume.load()) is not None:
+            self.load(state)
+            print(f"[{self.desc}] resumed from {self.resume.path}: epoch {self.epoch + 1}, "
+                  f"step {self.step}", file=sys.stderr)
+        while self.epoch < self.cfg.epochs:
+            self._train_epoch()
+            record = self._finish_epoch()
+            self.history.append(record)
+            self.epoch, self.batches_done = self.epoch + 1, 0
+            self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
+            self.save()
+            if self.tracker is not None:
+                self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"},
+                                         step=record["epoch"])
+            if self.dist.is_main:
+                print(f"[{self.desc}] " + " ".join(f"{k}={v:.4g}" for k, v in record.items()),
+                      file=sys.stderr)
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg, dev = self.cfg, self.dist.device
+        self.module.train()
+        self.loader.sampler.set_epoch(self.epoch, skip=self.batches_done * self.loader.batch_size)
+        bar = tqdm(self.loader, desc=f"{self.desc} {self.epoch + 1}/{cfg.epochs}",
+                   file=sys.stderr, leave=False, disable=not self.dist.is_main,
+                   initial=self.batches_done, total=self.batches_done + len(self.loader),
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, unit="it")
+        t0 = time.perf_counter()
+        for batch in bar:
+            self.scheduler.step_update(self.step)
+            with autocast_for(cfg, dev):
+                loss = self.loss_fn(batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"non-finite loss {value} at epoch {self.epoch + 1}, step {self.step}; "
+                    f"the last good state is kept in {self.resume.path}")
+            scaled = loss / cfg.accum_steps
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            self.batches_done += 1
+            n = len(batch[0])
+            self.partial["loss_sum"] += value * n
+            self.partial["count"] += n
+            if self.batches_done % cfg.accum_steps == 0:
+                self._optimizer_step()
+                self.partial["time"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if self._checkpoint_due():
+                    self.save()
+            rate = self.partial["count"] * self.dist.world / max(self.partial["time"], 1e-9)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{rate:.0f}", refresh=False)
+        bar.close()
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(self.module.parameters(), cfg.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.tracker is not None and self.step % cfg.log_every == 0:
+            avg = self.partial["loss_sum"] / max(self.partial["count"], 1)
+            self.tracker.log_metrics({"train_loss_step": avg}, step=self.step)
+
+    def _finish_epoch(self) -> dict[str, float]:
+        loss_sum, count = all_reduce_sum([self.partial["loss_sum"], self.partial["count"]],
+                                         self.dist)
+        record = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(count, 1),
+                  "lr": self.optimizer.param_groups[0]["lr"],
+                  "images_per_s": count / max(self.partial["time"], 1e-9),
+                  "epoch_time_s": self.partial["time"]}
+        last = self.epoch + 1 == self.cfg.epochs
+        if self.evaluate is not None and ((self.epoch + 1) % self.cfg.eval_every == 0 or last):
+            record.update(self.evaluate())
+        return record
 
 
-def _train_epoch(module, loss_fn, optimizer, scheduler, loader: Iterable, cfg: TrainConfig,
-                 device, epoch, step, tracker, desc) -> tuple[dict[str, float], int]:
-    module.train()
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if cfg.precision == "bf16" else nullcontext()
-    )
-    total, count, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", file=sys.stderr, leave=False,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, unit="it")
-    for i, batch in enumerate(bar):
-        scheduler.step_update(step)
-        with autocast:
-            loss = loss_fn(batch)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(
-                f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}; "
-                f"the last good state is kept in {Path('_state') / 'last.pth'} of the run folder"
-            )
-        (loss / cfg.accum_steps).backward()
-        if (i + 1) % cfg.accum_steps == 0:
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if tracker is not None and step % cfg.log_every == 0:
-                tracker.log_metrics({"train_loss_step": loss.item()}, step=step)
-        total += loss.item() * len(batch[0])
-        count += len(batch[0])
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
-    bar.close()
-    dt = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "train_loss": total / max(count, 1),
-            "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / dt,
-            "epoch_time_s": dt}, step
+def fit(module: nn.Module, loss_fn, optimizer, loader, cfg: TrainConfig, out: Path,
+        tracker=None, evaluate=None, desc: str = "train", extra_state=None,
+        dist: DistInfo | None = None) -> list[dict[str, float]]:
+    """Train ``module``; see :class:`Trainer`. Returns one record per epoch."""
+    return Trainer(module, loss_fn, optimizer, loader, cfg, out, tracker, evaluate, desc,
+                   dist, extra_state).fit()

@@ -18,6 +18,7 @@ from timm.optim import Lars
 from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
+from pixmim.engine import distributed
 from pixmim.engine.io import read_json
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.stages import pretrain
@@ -56,57 +57,69 @@ def lars(head: nn.Module, cfg: JobConfig) -> Lars:
 
 
 @torch.no_grad()
-def accuracy(encoder: nn.Module, head: nn.Module, loader, device) -> float:
+def accuracy(encoder: nn.Module, head: nn.Module, loader, dist) -> float:
+    """Top-1 (%) over this rank's shard, summed over ranks."""
     head.eval()
     hits = total = 0
     for x, y in loader:
-        logits = head(encoder.forward_probe_features(x.to(device)))
+        logits = head(encoder.forward_probe_features(x.to(dist.device)))
         hits += (logits.argmax(1).cpu() == y).sum().item()
         total += len(y)
+    hits, total = distributed.all_reduce_sum([hits, total], dist)
     return 100.0 * hits / max(total, 1)
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: the linear probe needs a pretraining output folder")
+    dist = distributed.setup(cfg.train.device)
     seed_everything(cfg.train.seed)
-    device = torch.device(cfg.train.device)
     pre_dir = Path(cfg.pretrain_dir)
-    encoder = load_encoder(cfg, pre_dir).to(device)
-    head = build_head(encoder.embed_dim, cfg.data.num_classes).to(device)
+    encoder = load_encoder(cfg, pre_dir).to(dist.device)
+    head = build_head(encoder.embed_dim, cfg.data.num_classes).to(dist.device)
+    if dist.enabled:
+        head = nn.SyncBatchNorm.convert_sync_batchnorm(head)
     d = cfg.data
     train_ds = build_dataset(d.root, "train", build_probe_transform(d.img_size), d.synth_index_map)
     val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map)
-    loader = make_loader(train_ds, cfg.train, train=True)
-    val_loader = make_loader(val_ds, cfg.train, train=False)
+    loader = make_loader(train_ds, cfg.train, train=True, dist=dist)
+    val_loader = make_loader(val_ds, cfg.train, train=False, dist=dist)
     criterion = nn.CrossEntropyLoss()
+    forward_head = distributed.wrap(head, dist)
 
     def loss_fn(batch):
-        x, y = batch[0].to(device), batch[1].to(device)
+        x, y = batch[0].to(dist.device), batch[1].to(dist.device)
         with torch.no_grad():
             feats = encoder.forward_probe_features(x)
-        return criterion(head(feats.float()), y)
+        return criterion(forward_head(feats.float()), y)
 
     pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
     tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
-    tracker = start_tracker(cfg, out, tags)
+    tracker = start_tracker(cfg, out, tags) if dist.is_main else None
     t0 = time.perf_counter()
     try:
         history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,
-                      evaluate=lambda: {"top1": accuracy(encoder, head, val_loader, device)},
-                      desc="linear_probe", extra_state={"mlflow_run_id": tracker.run_id or ""})
+                      evaluate=lambda: {"top1": accuracy(encoder, head, val_loader, dist)},
+                      desc="linear_probe", dist=dist,
+                      extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     except BaseException:
-        tracker.finish("FAILED")
+        if tracker:
+            tracker.finish("FAILED")
         raise
     evals = [h for h in history if "top1" in h]
     best = max(evals, key=lambda h: h["top1"])
     metrics = {
-        "stage": "linear_probe", "experiment": cfg.experiment, "mlflow_run_id": tracker.run_id,
+        "stage": "linear_probe", "experiment": cfg.experiment,
+        "mlflow_run_id": tracker.run_id if tracker else None,
         "pretrain_run_id": pre_run, "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
-        "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals], "wall_s": time.perf_counter() - t0,
+        "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
+        "wall_s": time.perf_counter() - t0,
     }
-    tracker.log_metrics({"top1_best": metrics["top1_best"]}, step=len(history))
-    finish(out, metrics, tracker, cfg)
+    if tracker:
+        tracker.log_metrics({"top1_best": metrics["top1_best"]}, step=len(history))
+        finish(out, metrics, tracker, cfg)
+    distributed.barrier(dist)
+    distributed.teardown(dist)
     return metrics
 
 

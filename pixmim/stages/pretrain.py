@@ -1,6 +1,7 @@
 """Stage ``pretrain``: masked-image-modeling pretraining of one experiment.
 
-Writes ``<out>/checkpoint.pth`` (model weights + meta) and ``<out>/metrics.json``.
+Writes ``<out>/checkpoint.pth`` (model weights + meta) and ``<out>/metrics.json``. Runs as
+one process or under ``torchrun`` (DistributedDataParallel, NCCL on GPUs, gloo on CPUs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from timm.optim import create_optimizer_v2
 from pixmim.config import JobConfig, to_dict
 from pixmim.data.datasets import build_dataset
 from pixmim.data.transforms import build_pretrain_transform
+from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.models import create_model
 from pixmim.stages.common import finish, run_main, save_model, start_tracker
@@ -25,44 +27,63 @@ def build(cfg: JobConfig) -> torch.nn.Module:
     v = cfg.variant
     return create_model(cfg.method, cfg.arch, img_size=cfg.data.img_size,
                         mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
-                        target=v.target, radius=v.radius, lowpass_mode=v.lowpass_mode)
+                        target=v.target, radius=v.radius, lowpass_mode=v.lowpass_mode,
+                        adaptive_range=v.adaptive_range)
+
+
+def mask_noise(seeds: torch.Tensor, units: int) -> torch.Tensor:
+    """[N, units] uniform noise, each row drawn from its sample's seed (rank-independent)."""
+    rows = [torch.rand(units, generator=torch.Generator().manual_seed(int(s) ^ 0x5EED))
+            for s in seeds]
+    return torch.stack(rows)
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    dist = distributed.setup(cfg.train.device)
     seed_everything(cfg.train.seed)
-    device = torch.device(cfg.train.device)
-    model = build(cfg).to(device)
-    dataset = build_dataset(cfg.data.root, "train",
-                            build_pretrain_transform(cfg.variant.crop, cfg.data.img_size),
-                            imagenet_labels=cfg.data.synth_index_map)
-    loader = make_loader(dataset, cfg.train, train=True)
+    model = build(cfg).to(dist.device)
+    data = cfg.data
+    dataset = build_dataset(data.root, "train",
+                            build_pretrain_transform(cfg.variant.crop, data.img_size),
+                            data.synth_index_map, data.masks_root)
+    loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
     optimizer = create_optimizer_v2(model, "adamw", lr=scaled_lr(t), weight_decay=t.weight_decay,
                                     betas=t.betas)
+    forward = distributed.wrap(torch.compile(model) if t.compile else model, dist)
 
     def loss_fn(batch):
-        return model(batch[0].to(device, non_blocking=True))[0]
+        imgs, _, seeds = batch
+        noise = mask_noise(seeds, model.num_mask_units)
+        return forward(imgs.to(dist.device, non_blocking=True), noise=noise.to(dist.device))[0]
 
-    tracker = start_tracker(cfg, out)
+    tracker = start_tracker(cfg, out) if dist.is_main else None
     t0 = time.perf_counter()
     try:
         history = fit(model, loss_fn, optimizer, loader, t, out, tracker, desc="pretrain",
-                      extra_state={"mlflow_run_id": tracker.run_id or ""})
+                      dist=dist, extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     except BaseException:
-        tracker.finish("FAILED")
+        if tracker:
+            tracker.finish("FAILED")
         raise
-    meta = {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
-            "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
-            "mlflow_run_id": tracker.run_id or ""}
-    save_model(out / "checkpoint.pth", model, meta)
     metrics = {
-        "stage": "pretrain", "experiment": cfg.experiment, "mlflow_run_id": tracker.run_id,
+        "stage": "pretrain", "experiment": cfg.experiment,
+        "mlflow_run_id": tracker.run_id if tracker else None,
         "final_loss": history[-1]["train_loss"],
         "loss_curve": [h["train_loss"] for h in history],
         "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
-        "epochs": len(history), "wall_s": time.perf_counter() - t0,
+        "epochs": len(history), "world_size": dist.world, "wall_s": time.perf_counter() - t0,
     }
-    finish(out, metrics, tracker, cfg)
+    if cfg.variant.target == "adaptive":
+        metrics["final_radius"] = model.current_radius
+    if dist.is_main:
+        meta = {"method": cfg.method, "arch": cfg.arch, "img_size": data.img_size,
+                "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
+                "mlflow_run_id": metrics["mlflow_run_id"] or ""}
+        save_model(out / "checkpoint.pth", model, meta)
+        finish(out, metrics, tracker, cfg)
+    distributed.barrier(dist)
+    distributed.teardown(dist)
     return metrics
 
 

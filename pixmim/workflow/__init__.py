@@ -42,6 +42,13 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) ->
         if exp["variant"] not in config["variants"]:
             raise ConfigError(f"config key experiments.{i}.variant: unknown variant "
                               f"{exp['variant']!r} (declared: {sorted(config['variants'])})")
+    from pixmim.models import ARCHS
+
+    for i, exp in enumerate(config["experiments"]):
+        arch = arch_of(config, exp)
+        if arch not in ARCHS[exp["method"]]:
+            raise ConfigError(f"config key experiments.{i}: arch {arch!r} is not registered for "
+                              f"{exp['method']} (registered: {sorted(ARCHS[exp['method']])})")
     declared = {(e["method"], e["variant"]) for e in config["experiments"]}
     for name, table in config["tables"].items():
         labels = {r["label"] for r in table["rows"]}
@@ -53,20 +60,36 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) ->
                 raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
 
 
+def arch_of(config: dict[str, Any], exp: dict[str, str]) -> str:
+    """An experiment's arch: its own ``arch``, else ``archs[method]``, else ``arch``."""
+    return exp.get("arch") or config.get("archs", {}).get(exp["method"]) or config["arch"]
+
+
 def experiment_id(config: dict[str, Any], method: str, variant: str) -> str:
     """``{method}-{variant}_{arch}_{epochs}e`` (STYLE: experiment ids)."""
-    return f"{method}-{variant}_{config['arch']}_{config['pretrain']['epochs']}e"
+    arch = arch_of(config, {"method": method})
+    return f"{method}-{variant}_{arch}_{config['pretrain']['epochs']}e"
 
 
 def experiments(config: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Experiment id -> ``{"method", "variant"}`` for every declared pretraining run."""
-    return {experiment_id(config, e["method"], e["variant"]): dict(e)
-            for e in config["experiments"]}
+    """Experiment id -> ``{"method", "variant", "arch"}`` for every declared pretraining run."""
+    out = {}
+    for e in config["experiments"]:
+        arch = arch_of(config, e)
+        exp_id = f"{e['method']}-{e['variant']}_{arch}_{config['pretrain']['epochs']}e"
+        out[exp_id] = {**e, "arch": arch}
+    return out
 
 
 def data_root(config: dict[str, Any]) -> str:
     data = config["data"]
     return f"{config['results']}/data/synth" if data["source"] == "synth" else data["root"]
+
+
+def masks_root(config: dict[str, Any]) -> str | None:
+    """Foreground masks: the generator's ``masks/`` for synthetic data, else the config key."""
+    data = config["data"]
+    return f"{data_root(config)}/masks" if data["source"] == "synth" else data.get("masks_root")
 
 
 def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
@@ -88,13 +111,14 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
                            for r in t["rows"]))
     job = {
         "experiment": exp, "stage": stage, "method": spec["method"],
-        "variant_name": spec["variant"], "arch": config["arch"],
+        "variant_name": spec["variant"], "arch": spec["arch"],
         "mask_ratio": config["mask_ratio"], "norm_pix_loss": config["norm_pix_loss"],
         "variant": {"target": variant["target"], "crop": variant["crop"],
                     "radius": config["lowpass"]["radius"],
-                    "lowpass_mode": config["lowpass"]["mode"]},
-        "data": {"root": data_root(config), "img_size": data["img_size"],
-                 "num_classes": data["num_classes"]},
+                    "lowpass_mode": config["lowpass"]["mode"],
+                    "adaptive_range": config["lowpass"].get("adaptive_range", [20.0, 60.0])},
+        "data": {"root": data_root(config), "masks_root": masks_root(config),
+                 "img_size": data["img_size"], "num_classes": data["num_classes"]},
         "train": {**config[stage], "device": config["device"]},
         "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
                      "experiment": config["mlflow"]["experiment"]},
@@ -110,7 +134,8 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     table = config["tables"][name]
     rows = []
     for row in table["rows"]:
-        exp = experiment_id(config, row["method"], row["variant"])
+        exp = next(k for k, e in experiments(config).items()
+                   if (e["method"], e["variant"]) == (row["method"], row["variant"]))
         cells = {}
         for col in table["columns"]:
             stage, key = COLUMN_SOURCES[col]

@@ -31,34 +31,50 @@ class Interrupt(Exception):
     pass
 
 
-def _train(tmp, epochs, interrupt_at=None):
+class Toy(torch.utils.data.Dataset):
+    """48 samples; keys (index, seed) add seeded augmentation noise, as ImageDataset does."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+
+    def __len__(self):
+        return 48
+
+    def __getitem__(self, key):
+        i, seed = key
+        noise = torch.randn(6, generator=torch.Generator().manual_seed(seed)) * 0.1
+        return self.x[i] + noise, self.y[i], seed
+
+
+def _train(tmp, epochs, interrupt_at_step=None, accum=1):
     torch.manual_seed(123)
-    data = torch.utils.data.TensorDataset(torch.randn(48, 6), torch.randint(0, 3, (48,)))
     model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.2), nn.Linear(16, 3))
-    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=8, base_lr=0.5, seed=3)
+    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=8, accum_steps=accum,
+                      base_lr=0.5, seed=3, ckpt_every_steps=1)
     opt = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg))
     calls = {"n": 0}
 
-    def evaluate():
-        calls["n"] += 1
-        if calls["n"] == interrupt_at:
-            raise Interrupt
-        return {}
-
     def loss_fn(batch):
+        calls["n"] += 1
+        if calls["n"] == interrupt_at_step:
+            raise Interrupt
         return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
-    history = fit(model, loss_fn, opt, make_loader(data, cfg, train=True), cfg, tmp,
-                  evaluate=evaluate, desc="test")
+    history = fit(model, loss_fn, opt, make_loader(Toy(), cfg, train=True), cfg, tmp,
+                  evaluate=lambda: {}, desc="test")
     return model, history
 
 
-def test_resume_gives_identical_weights(tmp_path):
-    ref, ref_hist = _train(tmp_path / "a", epochs=4)
+@pytest.mark.parametrize("accum", [1, 2])
+@pytest.mark.parametrize("interrupt_at", [4, 9, 14])  # mid-epoch and at an epoch boundary
+def test_resume_gives_identical_weights(tmp_path, interrupt_at, accum):
+    ref, ref_hist = _train(tmp_path / "a", epochs=3, accum=accum)
     with pytest.raises(Interrupt):
-        _train(tmp_path / "b", epochs=4, interrupt_at=3)  # killed during epoch 3
-    assert ResumeState(tmp_path / "b").load()["epoch"] == 2
-    resumed, hist = _train(tmp_path / "b", epochs=4)
+        _train(tmp_path / "b", epochs=3, interrupt_at_step=interrupt_at, accum=accum)
+    state = ResumeState(tmp_path / "b").load()
+    assert state["step"] == (interrupt_at - 1) // accum
+    resumed, hist = _train(tmp_path / "b", epochs=3, accum=accum)
     for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in ref_hist]
@@ -67,8 +83,7 @@ def test_resume_gives_identical_weights(tmp_path):
 def test_non_finite_loss_stops_with_the_step(tmp_path):
     model = nn.Linear(2, 1)
     cfg = TrainConfig(epochs=1, batch_size=4)
-    data = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.zeros(8))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="non-finite loss nan at epoch 1, step 0"):
-        fit(model, lambda b: model(b[0]).sum() * float("nan"), opt,
-            make_loader(data, cfg, train=True), cfg, tmp_path)
+        fit(model, lambda b: model(b[0][:, :2]).sum() * float("nan"), opt,
+            make_loader(Toy(), cfg, train=True), cfg, tmp_path)

@@ -1,0 +1,83 @@
+"""Load a pretrained encoder into its downstream model, asserting the exact keys.
+
+ViT methods (``mae``, ``mff``, ``lsmae``) load into timm's ``VisionTransformer`` (the
+``vit_*_patch16_*`` family) through :func:`vit_checkpoint_filter`; ``convmae`` loads into
+our ``ConvViT`` through ``pixmim.models.convmae.convmae_to_convvit``. Every load checks the
+missing and unexpected keys against what the downstream model is expected to add, and
+raises naming the offending keys (a checkpoint of another method or size fails here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from pixmim.models import archs
+
+# Pretraining-only parameters, dropped on export: decoder, mask token, MFF fusion, radius.
+_PRETRAIN_ONLY = ("decoder_", "mask_token", "fusion_", "radius_logit")
+_ENCODER_KEYS = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+
+
+def vit_for(method: str, arch: str, num_classes: int = 1000, global_pool: str = "avg",
+            drop_path_rate: float = 0.0) -> nn.Module:
+    """The timm ViT matching a pretraining ``arch`` (same width, depth, heads, patch, size)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if method == "convmae":
+        raise ValueError("convmae exports to pixmim.models.convmae.ConvViT, not a timm ViT")
+    a = archs(method)[arch]
+    return VisionTransformer(
+        img_size=a.get("img_size", 224), patch_size=a.get("patch_size", 16),
+        embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
+        mlp_ratio=a.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=num_classes,
+        global_pool=global_pool, drop_path_rate=drop_path_rate,
+    )
+
+
+def vit_checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module
+                          ) -> dict[str, torch.Tensor]:
+    """Map a ViT-method pretraining state dict onto timm ``VisionTransformer`` keys.
+
+    Drops the pretraining-only parameters; drops the final ``norm`` when the target model
+    pools with ``fc_norm`` (global pool: MAE fine-tuning re-initialises that norm).
+    """
+    out = {}
+    uses_norm = not isinstance(getattr(model, "norm", None), nn.Identity)
+    for key, value in state_dict.items():
+        if key.startswith(_PRETRAIN_ONLY) or (key.startswith("norm.") and not uses_norm):
+            continue
+        out[key] = value
+    return out
+
+
+def expected_new_keys(model: nn.Module) -> set[str]:
+    """Keys a downstream ViT adds on top of the encoder: the head (and fc_norm)."""
+    return {k for k in model.state_dict() if k.startswith(("head.", "fc_norm."))}
+
+
+def load_pretrained(model: nn.Module, state_dict: dict[str, torch.Tensor],
+                    method: str) -> dict[str, Any]:
+    """Load an encoder into ``model``; assert exactly the expected missing/unexpected keys."""
+    if method == "convmae":
+        from pixmim.models.convmae import load_convmae_encoder
+
+        load_convmae_encoder(model, state_dict)
+        return {"missing": sorted(expected_new_keys(model)), "unexpected": []}
+    unknown = [k for k in state_dict
+               if not k.startswith(_PRETRAIN_ONLY) and not k.startswith(_ENCODER_KEYS)]
+    if unknown:
+        raise KeyError(f"checkpoint has keys no {method} encoder has: {unknown[:5]}")
+    filtered = vit_checkpoint_filter(state_dict, model)
+    try:
+        result = model.load_state_dict(filtered, strict=False)
+    except RuntimeError as e:  # shape mismatch: another size
+        raise ValueError(f"checkpoint does not fit the {method} model: {e}") from None
+    missing, unexpected = set(result.missing_keys), set(result.unexpected_keys)
+    if missing != expected_new_keys(model) or unexpected:
+        raise KeyError(
+            f"unexpected key mismatch loading the {method} encoder: missing "
+            f"{sorted(missing - expected_new_keys(model))}, unexpected {sorted(unexpected)}")
+    return {"missing": sorted(missing), "unexpected": sorted(unexpected)}
