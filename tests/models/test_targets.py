@@ -82,3 +82,28 @@ def test_rejects_bad_input():
         lowpass(torch.rand(1, 3, 8, 8), 2.0, mode="gaussian")
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         lowpass(torch.rand(3, 8, 8), 2.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.sampled_from([7, 8, 15, 16, 33, 64]), w=st.sampled_from([8, 9, 16, 31, 64]),
+       radius=st.floats(0.0, 40.0), mode=st.sampled_from(["official", "centered"]),
+       seed=st.integers(0, 99))
+def test_band_dft_equals_fft_formulation(h, w, radius, mode, seed):
+    from pixmim.models.targets import highpass, lowpass_fft, lowpass_mask
+    from pixmim.models.targets import apply_spectral_mask
+
+    img = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(lowpass(img, radius, mode), lowpass_fft(img, radius, mode),
+                               atol=2e-5, rtol=0)
+    complement = 1.0 - lowpass_mask(h, w, radius, mode)
+    torch.testing.assert_close(highpass(img, radius, mode),
+                               apply_spectral_mask(img, complement, mode), atol=2e-5, rtol=0)
+
+
+def test_band_dft_at_paper_size():
+    from pixmim.models.targets import lowpass_fft
+
+    img = torch.rand(2, 3, 224, 224)
+    for mode in ("official", "centered"):
+        torch.testing.assert_close(lowpass(img, 40.0, mode), lowpass_fft(img, 40.0, mode),
+                                   atol=2e-5, rtol=0)
