@@ -98,14 +98,16 @@ def make_step(model, opt, imgs, precision: str, device):
     return step
 
 
-def bench_step(method, arch, precision, args, device, compile_model=False):
+def bench_step(method, arch, precision, args, device, compile_model=False, steps=None,
+               **model_kwargs):
     reset_peak(device)
-    model = create_model(method, arch).to(device)
+    model = create_model(method, arch, **model_kwargs).to(device)
     size = archs(method)[arch].get("img_size", 224)
     imgs = torch.randn(args.batch, 3, size, size, device=device)
     opt = build_optimizer(model, TrainConfig(), device)
     fwd = torch.compile(model) if compile_model else model
-    ms = median_ms(make_step(fwd, opt, imgs, precision, device), device, args.steps, args.warmup)
+    ms = median_ms(make_step(fwd, opt, imgs, precision, device), device, steps or args.steps,
+                   args.warmup)
     row = {"method": method, "arch": arch, "precision": precision, "batch": args.batch,
            "compile": compile_model, "step_ms": ms, "images_per_s": 1000 * args.batch / ms,
            "peak_mem_mib": peak_mib(device)}
@@ -126,6 +128,19 @@ def bench_lowpass(step_row, args, device):
                      "lowpass_ms": ms, "step_ms": step_row["step_ms"],
                      "percent_of_step": 100 * ms / step_row["step_ms"]})
     return rows
+
+
+def bench_target_in_step(arch, precision, args, device, compile_model):
+    """The low-pass target's cost inside a real step: step(lowpass) - step(pixel)."""
+    size = archs("mae")[arch].get("img_size", 224)
+    rows = {}
+    for target in ("pixel", "lowpass"):
+        rows[target] = bench_step("mae", arch, precision, args, device, compile_model,
+                                  steps=2 * args.steps, target=target, radius=40.0 * size / 224)
+    delta = rows["lowpass"]["step_ms"] - rows["pixel"]["step_ms"]
+    return {"arch": arch, "precision": precision, "compile": compile_model, "batch": args.batch,
+            "pixel_step_ms": rows["pixel"]["step_ms"], "lowpass_step_ms": rows["lowpass"]["step_ms"],
+            "delta_ms": delta, "percent_of_step": 100 * delta / rows["pixel"]["step_ms"]}
 
 
 def bench_baseline(arch, args, device):
@@ -184,6 +199,8 @@ def main(argv=None) -> int:
         print(f"torch.compile failed ({type(e).__name__}: {e}); timing eager", flush=True)
         args.compile = False
         ours = bench_step("mae", arch, "fp32", args, device)
+    in_step = [bench_target_in_step(arch, prec, args, device, args.compile)
+               for prec in args.precisions.split(",")]
     compare = {"arch": arch, "batch": args.batch, "plain_step_ms": plain["step_ms"],
                "ours_step_ms": ours["step_ms"], "ours_compiled": args.compile,
                "speedup": plain["step_ms"] / ours["step_ms"]}
@@ -193,6 +210,9 @@ def main(argv=None) -> int:
     print("\n## Low-pass target (official) as a share of the MAE step\n")
     print(table(lows, ["lowpass_impl", "arch", "precision", "batch", "lowpass_ms", "step_ms",
                        "percent_of_step"]))
+    print("\n## Low-pass target inside the step: step(lowpass) - step(pixel), same seeds\n")
+    print(table(in_step, ["arch", "precision", "compile", "batch", "pixel_step_ms",
+                          "lowpass_step_ms", "delta_ms", "percent_of_step"]))
     print("\n## Our MAE step vs a straightforward MAE (fp32)\n")
     print(table([plain, ours], ["method", "arch", "compile", "batch", "step_ms",
                                 "images_per_s", "peak_mem_mib"]))
@@ -200,7 +220,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"device": str(device), "torch": torch.__version__, "steps": steps,
-             "lowpass": lows, "compare": compare, "plain": plain, "ours": ours}, indent=2))
+             "lowpass": lows, "lowpass_in_step": in_step, "compare": compare, "plain": plain, "ours": ours}, indent=2))
     return 0
 
 

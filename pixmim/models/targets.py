@@ -72,25 +72,29 @@ def _band_bases(h: int, w: int, radius: float, mode: str, device: str):
     """Partial DFT matrices over the frequency rows/columns that the disk touches.
 
     With ``e_h[k, y] = exp(-2 pi i f_k y / H)`` for the signed frequencies ``f_k`` of the
-    band (and ``e_w`` alike), returns real-stacked forms for the two large products:
-    ``fwd_w`` [W, 2Kw] = [Re e_w^T | Im e_w^T], ``inv_w`` [2Kw, 2W] (the complex product
-    with conj(e_w) written on stacked real and imaginary parts), ``e_h`` [Kh, H] complex64
-    and the disk [Kh, Kw].
+    band (``e_w`` alike), returns real matrices whose products need no complex copies:
+    ``fwd_w`` [W, 2Kw] gives a row spectrum as interleaved (re, im) pairs (a view as
+    complex), ``inv_w`` [2Kw, 2W] (or [2Kw, W] for the real part only) maps interleaved
+    pairs back to interleaved pixels; ``e_h`` [Kh, H] complex64; the disk [Kh, Kw].
     """
     mask = lowpass_mask(h, w, radius, mode)
     rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
     fy, fx = (rows - h // 2).double(), (cols - w // 2).double()  # fftshift index -> frequency
     e_h = torch.exp(-2j * math.pi * fy[:, None] * torch.arange(h).double()[None] / h)
     e_w = torch.exp(-2j * math.pi * fx[:, None] * torch.arange(w).double()[None] / w)
-    fwd_w = torch.cat([e_w.real.T, e_w.imag.T], dim=1)
-    c, s = e_w.real, -e_w.imag  # conj(e_w) = c + i s
-    inv_w = torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)], 0)
+    kw = len(cols)
+    fwd_w = torch.stack([e_w.real.T, e_w.imag.T], dim=-1).reshape(w, 2 * kw)
+    # (b_re + i b_im)(c + i s) with conj(e_w) = c + i s: re = b_re c - b_im s, im = b_re s + b_im c
+    c, s_ = e_w.real, -e_w.imag
+    inv_w = torch.stack([torch.stack([c, s_], -1), torch.stack([-s_, c], -1)], 1)  # [Kw,2,W,2]
+    inv_w = inv_w.reshape(2 * kw, 2 * w) if mode == "official" else inv_w[..., 0].reshape(
+        2 * kw, w)
     dev = torch.device(device)
     return (fwd_w.to(dev, torch.float32), inv_w.to(dev, torch.float32),
             e_h.to(dev, torch.complex64), mask[rows][:, cols].to(dev))
 
 
-def _band_lowpass(img: torch.Tensor, radius: float, mode: str):
+def _band_lowpass(img: torch.Tensor, radius: float, mode: str) -> torch.Tensor:
     """Low-passed images [N, C, H, W] by partial DFTs over the disk's band only.
 
     Equal to the inverse DFT of the disk-masked spectrum with frequencies indexed from DC;
@@ -99,16 +103,16 @@ def _band_lowpass(img: torch.Tensor, radius: float, mode: str):
     frequencies per axis, so a few small matrix products replace two full FFTs.
 
     Returns:
-        (real, imag): the two [N, C, H, W] float32 parts of the filtered images.
+        official: complex64 [N, C, H, W]; centered: its real part, float32.
     """
-    h, w = img.shape[-2:]
+    n, c, h, w = img.shape
     fwd_w, inv_w, e_h, disk = _band_bases(h, w, float(radius), mode, str(img.device))
     kw = disk.shape[1]
-    a = img.float() @ fwd_w  # [N, C, H, 2Kw]: rows' spectra (real image -> real products)
-    spec = e_h @ torch.complex(a[..., :kw], a[..., kw:])  # [N, C, Kh, Kw]
+    a = torch.view_as_complex((img.float() @ fwd_w).view(n, c, h, kw, 2))  # rows' spectra
+    spec = e_h @ a  # [N, C, Kh, Kw]
     b = e_h.conj().transpose(0, 1) @ (spec * disk)  # [N, C, H, Kw]
-    out = torch.cat([b.real, b.imag], dim=-1) @ inv_w / (h * w)  # [N, C, H, 2W]
-    return out[..., :w], out[..., w:]
+    out = torch.view_as_real(b).reshape(n, c, h, 2 * kw) @ inv_w / (h * w)
+    return torch.view_as_complex(out.view(n, c, h, w, 2)) if mode == "official" else out
 
 
 def lowpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.Tensor:
@@ -124,8 +128,8 @@ def lowpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.T
     """
     _check(img, mode)
     with torch.autocast(device_type=img.device.type, enabled=False):
-        re, im = _band_lowpass(img, radius, mode)
-        return torch.sqrt(re * re + im * im) if mode == "official" else re
+        out = _band_lowpass(img, radius, mode)
+        return out.abs() if mode == "official" else out
 
 
 def lowpass_fft(img: torch.Tensor, radius: float, mode: str = "official") -> torch.Tensor:
@@ -143,9 +147,8 @@ def highpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.
     """
     _check(img, mode)
     with torch.autocast(device_type=img.device.type, enabled=False):
-        re, im = _band_lowpass(img, radius, mode)
-        re = img.float() - re
-        return torch.sqrt(re * re + im * im) if mode == "official" else re
+        return (img.float() - _band_lowpass(img, radius, mode)).abs() if mode == "official" \
+            else img.float() - _band_lowpass(img, radius, mode)
 
 
 def soft_lowpass(img: torch.Tensor, radius: torch.Tensor, mode: str = "official",
