@@ -3,6 +3,7 @@
 # `snakemake results/tables/table2.md` builds one table and only what it needs.
 from snakemake.utils import min_version
 
+from pixmim import workflow as W
 from pixmim.workflow import validate_config
 
 min_version("9.0")
@@ -20,6 +21,7 @@ validate_config(config)  # one-line error naming the key, before any job starts
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
@@ -27,5 +29,7 @@ include: "workflow/rules/tables.smk"
 rule all:
     input:
         expand(f"{R}/tables/{{table}}.{{ext}}", table=config["tables"], ext=["csv", "md"]),
-        expand(f"{R}/figures/{{table}}_curves.png", table=config["tables"]),
+        expand(f"{R}/figures/{{table}}_curves.png", table=W.curve_tables(config)),
+        expand(f"{R}/figures/fig8_shape_bias.png", figure=config["figures"]) if "fig8" in
+        config["figures"] else [],
     default_target: True

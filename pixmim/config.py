@@ -42,6 +42,19 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Robustness and shape-bias evaluation sets (real-dataset folder layouts)."""
+
+    imagenet_c: str | None = None  # <root>/<corruption>/<severity 1-5>/<wnid>/*
+    imagenet_a: str | None = None  # <root>/<wnid>/* (200-class subset)
+    imagenet_r: str | None = None  # <root>/<wnid>/* (200-class subset)
+    imagenet_sketch: str | None = None  # <root>/<wnid>/* (1000 classes)
+    cue_conflict: str | None = None  # <root>/<shape>/<shape><i>-<texture><j>.png (Geirhos)
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The shared training loop's knobs (pretrain, linear probe)."""
 
@@ -68,6 +81,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """End-to-end fine-tuning knobs (PixMIM Table 9 / MAE Table 11); timm implementations."""
+
+    layer_decay: float = 0.75  # layer-wise lr decay (paper 0.75; released configs 0.65)
+    drop_path: float = 0.1  # stochastic depth rate
+    global_pool: str = "avg"  # avg (MAE fine-tuning) | token
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # RandAugment (9, 0.5)
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1  # label smoothing
+    reprob: float = 0.25  # random erasing probability
+    fraction: float = 1.0  # class-balanced share of the training set (few-shot: 0.01, 0.1)
+    subset_seed: int = 0  # seed of the few-shot subset draw
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str = "sqlite:///results/mlflow/mlflow.db"  # MLFLOW_TRACKING_URI overrides
     experiment: str = "pixmim-bench"
@@ -90,6 +119,9 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pretrain_dir: str | None = None  # downstream stages: the pretraining output folder
+    finetune_dir: str | None = None  # robustness / shape bias: the fine-tune output folder
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     tags: dict[str, str] = field(default_factory=dict)
 
 

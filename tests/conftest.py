@@ -30,4 +30,8 @@ def tiny_overrides(tmp: Path) -> dict:
         "pretrain": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "base_lr": 1.5e-3,
                      "log_every": 2},
         "linear_probe": {"epochs": 2, "warmup_epochs": 0, "batch_size": 16, "base_lr": 0.1},
+        "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 16},
+        "few_shot": {"batch_size": 4, "epochs": 1, "warmup_epochs": 0},
+        "evaluation": {"views": {"seed": 1, "c_per_class": 1, "a_per_class": 2,
+                                 "r_per_class": 2, "sketch_per_class": 1, "cue_per_shape": 2}},
     }

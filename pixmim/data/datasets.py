@@ -8,8 +8,11 @@ the worker, the process rank or where a resumed epoch restarts.
 
 from __future__ import annotations
 
+import random
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Sampler
@@ -56,12 +59,60 @@ class ImageDataset(ImageFolder):
         path, label = self.samples[index]
         img = self.loader(path)
         mask = self._mask(path) if getattr(self.transform, "needs_mask", False) else None
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with _seeded(seed):
             img = self.transform(img, mask) if mask is not None else self.transform(img)
         label = self.target_transform(label) if self.target_transform else label
         return (img, label) if seed is None else (img, label, seed)
+
+
+@contextmanager
+def _seeded(seed: int | None):
+    """Seed torch, ``random`` and numpy (timm's RandAugment draws from ``random``) for one
+    sample, restoring their states afterwards."""
+    if seed is None:
+        yield
+        return
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class Subset(torch.utils.data.Dataset):
+    """``dataset`` restricted to ``indices``; passes ``(index, seed)`` keys through."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], key[1])]
+        return self.dataset[self.indices[key]]
+
+
+def class_balanced_subset(targets: list[int], fraction: float, seed: int) -> list[int]:
+    """A deterministic class-balanced subset: ``round(fraction * n_c)`` (at least 1) samples
+    of each class ``c``, drawn by a seeded permutation (few-shot fine-tuning, Table 19)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"finetune.fraction must be in (0, 1], got {fraction}")
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    chosen = []
+    for c, idx in sorted(by_class.items()):
+        g = torch.Generator().manual_seed(sample_seed(seed, c, len(idx)))
+        k = max(1, round(fraction * len(idx)))
+        chosen += [idx[j] for j in torch.randperm(len(idx), generator=g)[:k].tolist()]
+    return sorted(chosen)
 
 
 def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool = True,

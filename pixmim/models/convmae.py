@@ -259,6 +259,23 @@ class ConvViT(nn.Module, ConvEncoderMixin):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        """Layer ids for layer-wise lr decay (timm): the stem, each block of the three stages
+        in order (stage embeds with their stage), then fusion, norms and head last."""
+        d1, d2 = len(self.blocks1), len(self.blocks2)
+        starts = {"blocks1": 1, "blocks2": 2 + d1, "blocks3": 3 + d1 + d2}
+        embeds = {"patch_embed1": 0, "patch_embed2": 1 + d1, "patch_embed3": 2 + d1 + d2,
+                  "patch_embed4": 2 + d1 + d2, "pos_embed": 2 + d1 + d2}
+
+        def layer_id(name: str) -> float:
+            head, _, rest = name.partition(".")
+            if head in starts:
+                return starts[head] + int(rest.split(".")[0])
+            return embeds.get(head, float("inf"))
+
+        return layer_id
+
     def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
         """imgs: [N, 3, H, W] -> tokens [N, L, D]."""
         return self.encode(imgs)

@@ -41,7 +41,22 @@ def curves(spec: dict, out: Path) -> Path:
     return out
 
 
-FIGURES = {"curves": curves}
+def shape_bias(spec: dict, out: Path) -> Path:
+    """Figure 8 from the shape_bias stages' metrics; its data also as ``<out>.csv``."""
+    import pandas as pd
+
+    from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
+
+    results = {row["label"]: figure_input(read_json(row["file"])) for row in spec["rows"]}
+    rows = [{"model": model, "category": c, "shape_bias": v}
+            for model, values in results.items() for c, v in values.items()]
+    plot_shape_bias(results, out)
+    csv = pd.DataFrame(rows).to_csv(index=False, float_format="%.4f")
+    atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(csv))
+    return out
+
+
+FIGURES = {"curves": curves, "shape_bias": shape_bias}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from pixmim.config import JobConfig, load_job_config, to_dict
+from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.engine.io import atomic_write, write_json, write_text
 from pixmim.engine.loop import ResumeState
 from pixmim.engine.tracking import Tracker
@@ -25,7 +27,7 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
     cfg = load_job_config(args.config)
-    if cfg.stage != stage:
+    if cfg.stage != stage and not cfg.stage.startswith(f"{stage}_"):  # finetune_1pct, ...
         raise SystemExit(f"{args.config}: stage is {cfg.stage!r}, expected {stage!r}")
     return cfg, Path(args.out)
 
@@ -35,6 +37,28 @@ def set_threads() -> None:
     n = os.environ.get("OMP_NUM_THREADS")
     if n and n.isdigit():
         torch.set_num_threads(int(n))
+
+
+@contextmanager
+def tracked(cfg: JobConfig, out: Path, dist: DistInfo, tags: dict[str, str] | None = None):
+    """The job's MLflow run on the main process (None elsewhere), marked FAILED on error."""
+    tracker = start_tracker(cfg, out, tags) if dist.is_main else None
+    try:
+        yield tracker
+    except BaseException:
+        if tracker:
+            tracker.finish("FAILED")
+        raise
+
+
+def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: JobConfig,
+             dist: DistInfo) -> dict[str, Any]:
+    """Main process writes the outputs (:func:`finish`); every process then leaves the group."""
+    if tracker is not None:
+        finish(out, metrics, tracker, cfg)
+    barrier(dist)
+    teardown(dist)
+    return metrics
 
 
 def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None) -> Tracker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-VIEWS = {"synth": "pixmim.data.synth"}
+VIEWS = {"synth": "pixmim.data.synth", "views": "pixmim.data.views"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from pixmim.engine import distributed
 from pixmim.engine.io import read_json
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.stages import pretrain
-from pixmim.stages.common import finish, load_model_file, run_main, start_tracker
+from pixmim.stages.common import complete, load_model_file, run_main, tracked
 
 
 def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
@@ -95,17 +95,12 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 
     pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
     tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
-    tracker = start_tracker(cfg, out, tags) if dist.is_main else None
     t0 = time.perf_counter()
-    try:
+    with tracked(cfg, out, dist, tags) as tracker:
         history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,
                       evaluate=lambda: {"top1": accuracy(encoder, head, val_loader, dist)},
                       desc="linear_probe", dist=dist,
                       extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
-    except BaseException:
-        if tracker:
-            tracker.finish("FAILED")
-        raise
     evals = [h for h in history if "top1" in h]
     best = max(evals, key=lambda h: h["top1"])
     metrics = {
@@ -117,10 +112,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     }
     if tracker:
         tracker.log_metrics({"top1_best": metrics["top1_best"]}, step=len(history))
-        finish(out, metrics, tracker, cfg)
-    distributed.barrier(dist)
-    distributed.teardown(dist)
-    return metrics
+    return complete(out, metrics, tracker, cfg, dist)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from pixmim.data.transforms import build_pretrain_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.models import create_model
-from pixmim.stages.common import finish, run_main, save_model, start_tracker
+from pixmim.stages.common import complete, run_main, save_model, tracked
 
 
 def build(cfg: JobConfig) -> torch.nn.Module:
@@ -64,15 +64,11 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         noise = mask_noise(seeds, model.num_mask_units)
         return forward(imgs.to(dist.device, non_blocking=True), noise=noise.to(dist.device))[0]
 
-    tracker = start_tracker(cfg, out) if dist.is_main else None
     t0 = time.perf_counter()
-    try:
+    with tracked(cfg, out, dist) as tracker:
         history = fit(model, loss_fn, optimizer, loader, t, out, tracker, desc="pretrain",
-                      dist=dist, extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
-    except BaseException:
-        if tracker:
-            tracker.finish("FAILED")
-        raise
+                      dist=dist,
+                      extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     metrics = {
         "stage": "pretrain", "experiment": cfg.experiment,
         "mlflow_run_id": tracker.run_id if tracker else None,
@@ -88,10 +84,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
                 "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
                 "mlflow_run_id": metrics["mlflow_run_id"] or ""}
         save_model(out / "checkpoint.pth", model, meta)
-        finish(out, metrics, tracker, cfg)
-    distributed.barrier(dist)
-    distributed.teardown(dist)
-    return metrics
+    return complete(out, metrics, tracker, cfg, dist)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ Data flows one way: ``config.yaml`` -> :func:`job_config` (pure) -> the rule wri
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,23 @@ from pixmim.config import ConfigError
 from pixmim.engine.io import write_text
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-STAGES = ("pretrain", "linear_probe")
+STAGES = ("pretrain", "linear_probe", "finetune", "finetune_1pct", "finetune_10pct",
+          "robustness", "shape_bias")
+FEW_SHOT = {"finetune_1pct": 0.01, "finetune_10pct": 0.1}  # PixMIM Table 19
 # table column -> (stage, key in that stage's metrics.json)
-COLUMN_SOURCES = {"lin": ("linear_probe", "top1_best")}
+COLUMN_SOURCES = {
+    "lin": ("linear_probe", "top1_best"),
+    "ft": ("finetune", "top1_best"),
+    "in_c": ("robustness", "mce"),
+    "in_a": ("robustness", "imagenet_a_top1"),
+    "in_r": ("robustness", "imagenet_r_top1"),
+    "in_s": ("robustness", "imagenet_sketch_top1"),
+    "fs1": ("finetune_1pct", "top1_best"),
+    "fs10": ("finetune_10pct", "top1_best"),
+}
+# the robustness / shape-bias sets, as config keys of data.eval_roots and view folder names
+EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
+             "imagenet_sketch": "imagenet-sketch", "cue_conflict": "cue-conflict"}
 
 
 def _error_path(err: jsonschema.ValidationError) -> str:
@@ -50,6 +65,11 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) ->
             raise ConfigError(f"config key experiments.{i}: arch {arch!r} is not registered for "
                               f"{exp['method']} (registered: {sorted(ARCHS[exp['method']])})")
     declared = {(e["method"], e["variant"]) for e in config["experiments"]}
+    for name, fig in config["figures"].items():
+        for j, row in enumerate(fig["rows"]):
+            if (row["method"], row["variant"]) not in declared:
+                raise ConfigError(f"config key figures.{name}.rows.{j}: {row['method']}/"
+                                  f"{row['variant']} is not in experiments")
     for name, table in config["tables"].items():
         labels = {r["label"] for r in table["rows"]}
         for j, row in enumerate(table["rows"]):
@@ -92,6 +112,38 @@ def masks_root(config: dict[str, Any]) -> str | None:
     return f"{data_root(config)}/masks" if data["source"] == "synth" else data.get("masks_root")
 
 
+def views_root(config: dict[str, Any]) -> str:
+    return f"{config['results']}/data/synth_views"
+
+
+def eval_roots(config: dict[str, Any]) -> dict[str, str | None]:
+    """Robustness / shape-bias set roots: generated views, or ``data.eval_roots`` keys."""
+    if config["data"]["source"] == "synth":
+        return {k: f"{views_root(config)}/{v}" for k, v in EVAL_SETS.items()}
+    roots = config["data"].get("eval_roots") or {}
+    return {k: roots.get(k) for k in EVAL_SETS}
+
+
+def _train_section(config: dict[str, Any], stage: str) -> tuple[dict, dict]:
+    """(train keys, fine-tune knobs) of a stage; fine-tune recipes override the section."""
+    from pixmim.config import FinetuneConfig
+
+    if stage.startswith("finetune"):
+        section = {**config["finetune"]}
+        recipe = section.pop("recipe")
+        section.update(config["finetune_recipes"][recipe])
+        knobs = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        finetune = {k: v for k, v in section.items() if k in knobs}
+        train = {k: v for k, v in section.items() if k not in knobs}
+        if stage in FEW_SHOT:
+            finetune["fraction"] = FEW_SHOT[stage]
+            train.update(config.get("few_shot", {}))
+        return train, finetune
+    if stage in ("robustness", "shape_bias"):
+        return {}, {}
+    return dict(config[stage]), {}
+
+
 def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
     return f"{config['results']}/runs/{exp}/{stage}"
 
@@ -106,6 +158,7 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
     spec = exps[exp]
     variant = config["variants"][spec["variant"]]
     data = config["data"]
+    train, finetune = _train_section(config, stage)
     tables = sorted(n for n, t in config["tables"].items()
                     if any((r["method"], r["variant"]) == (spec["method"], spec["variant"])
                            for r in t["rows"]))
@@ -119,13 +172,18 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
                     "adaptive_range": config["lowpass"].get("adaptive_range", [20.0, 60.0])},
         "data": {"root": data_root(config), "masks_root": masks_root(config),
                  "img_size": data["img_size"], "num_classes": data["num_classes"]},
-        "train": {**config[stage], "device": config["device"]},
+        "train": {**train, "device": config["device"]},
         "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
                      "experiment": config["mlflow"]["experiment"]},
         "tags": {"tables": ",".join(tables)},
     }
+    if finetune:
+        job["finetune"] = finetune
     if stage != "pretrain":
         job["pretrain_dir"] = run_dir(config, exp, "pretrain")
+    if stage in ("robustness", "shape_bias"):
+        job["finetune_dir"] = run_dir(config, exp, "finetune")
+        job["eval"] = {**eval_roots(config), **config["evaluation"]["loader"]}
     return job
 
 
@@ -143,6 +201,23 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         rows.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
                      "baseline": row.get("baseline"), "experiment": exp, "cells": cells})
     return {"table": name, "title": table["title"], "note": table.get("note", ""), "rows": rows}
+
+
+def curve_tables(config: dict[str, Any]) -> list[str]:
+    """Tables whose experiments get a loss / linear-probe curves figure (those with ``lin``)."""
+    return [n for n, t in config["tables"].items() if "lin" in t["columns"]]
+
+
+def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Rows of a figure with the metrics file of the stage that feeds it (fig8: shape_bias)."""
+    stage = {"fig8": "shape_bias"}[name]
+    rows = []
+    for row in config["figures"][name]["rows"]:
+        exp = next(k for k, e in experiments(config).items()
+                   if (e["method"], e["variant"]) == (row["method"], row["variant"]))
+        rows.append({"label": row["label"], "experiment": exp,
+                     "file": f"{run_dir(config, exp, stage)}/metrics.json"})
+    return {"figure": name, "rows": rows}
 
 
 def table_inputs(config: dict[str, Any], name: str) -> list[str]:

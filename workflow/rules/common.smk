@@ -12,6 +12,7 @@ wildcard_constraints:
     exp="[A-Za-z0-9][A-Za-z0-9_.-]*",
     stage="|".join(W.STAGES),
     table="table[0-9a-z]+",
+    figure="fig[0-9a-z]+",
 
 
 def job_config(wildcards):
@@ -23,12 +24,25 @@ def data_input(wildcards):
     return [W.data_root(config)] if config["data"]["source"] == "synth" else []
 
 
+def views_input(wildcards):
+    """The generated evaluation views (a dependency only when the data are synthetic)."""
+    return [W.views_root(config)] if config["data"]["source"] == "synth" else []
+
+
 def table_spec(wildcards):
     return W.table_spec(config, wildcards.table)
 
 
 def table_inputs(wildcards):
     return W.table_inputs(config, wildcards.table)
+
+
+def figure_spec(wildcards):
+    return W.figure_spec(config, wildcards.figure)
+
+
+def figure_inputs(wildcards):
+    return [r["file"] for r in W.figure_spec(config, "fig8")["rows"]]
 
 
 rule write_job_config:

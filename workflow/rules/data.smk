@@ -13,3 +13,27 @@ rule generate_data:
         "--train-per-class {params.synth[train_per_class]:q} "
         "--val-per-class {params.synth[val_per_class]:q} "
         "--short-side {params.synth[short_side]:q} > {log:q} 2>&1"
+
+
+rule generate_views:
+    """Generated stand-ins of ImageNet-C/A/R/Sketch and the cue-conflict set, in the real
+    datasets' layouts, from the embedded dataset."""
+    input:
+        W.data_root(config),
+    output:
+        directory(W.views_root(config)),
+    params:
+        views=config["evaluation"]["views"],
+        size=config["data"]["img_size"],
+    log:
+        f"{R}/logs/generate_views.log",
+    benchmark:
+        f"{R}/benchmarks/generate_views.tsv"
+    threads: 2
+    shell:
+        "{PY:q} -m pixmim data views --src {input:q} --out {output:q} "
+        "--seed {params.views[seed]:q} --c-per-class {params.views[c_per_class]:q} "
+        "--a-per-class {params.views[a_per_class]:q} --r-per-class {params.views[r_per_class]:q} "
+        "--sketch-per-class {params.views[sketch_per_class]:q} "
+        "--cue-per-shape {params.views[cue_per_shape]:q} --size {params.size:q} "
+        "--workers {threads} > {log:q} 2>&1"

@@ -40,3 +40,31 @@ rule plot_curves:
     localrule: True
     shell:
         "{PY:q} -m pixmim figure curves --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule write_figure_spec:
+    """Which metrics files feed a figure."""
+    output:
+        f"{R}/figures/{{figure}}.spec.yaml",
+    params:
+        spec=figure_spec,
+    localrule: True
+    run:
+        W.write_yaml(output[0], params.spec)
+
+
+rule plot_shape_bias:
+    """Figure 8: shape bias per category (cue-conflict), one marker set per model."""
+    input:
+        spec=f"{R}/figures/fig8.spec.yaml",
+        metrics=figure_inputs,
+    output:
+        report(f"{R}/figures/fig8_shape_bias.png", caption="../report/fig8.rst",
+               category="Figures"),
+        csv=f"{R}/figures/fig8_shape_bias.csv",
+    log:
+        f"{R}/logs/figures/fig8.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure shape_bias --spec {input.spec:q} --out {output[0]:q} "
+        "> {log:q} 2>&1"

@@ -1,0 +1,188 @@
+"""Robustness metrics (torch-free): ImageNet-C mCE and the ImageNet-A/R 200-class slices.
+
+Units used throughout: ImageNet-C errors are fractions in [0, 1]; ``mce`` and
+``unnormalized_ce`` are percentages; every ``top1`` is a percentage.
+
+* mCE (Hendrycks & Dietterich, ICLR 2019): ``E_c`` = mean top-1 error of corruption ``c``
+  over its 5 severities; ``mCE = 100 * mean_c(E_c / E_c^AlexNet)`` over the 15 corruptions.
+  The *unnormalised* mean error ``100 * mean_c(E_c)`` is a different number (mae#104 users
+  compare one to the other): both are reported, under different names.
+* ImageNet-A / ImageNet-R hold 200 of the 1000 classes: the 1000-way logits are sliced to
+  the subset's columns before the argmax (timm's ``imagenet_{a,r}_indices.txt``), and a
+  target is a position in that 200-entry list.
+
+Functions taking logits accept numpy arrays or torch tensors (duck-typed: this module never
+imports torch).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pixmim.data.imagenet_meta import imagenet_info_dir, imagenet_wnids
+
+# Top-1 error of AlexNet on each ImageNet-C corruption, averaged over the 5 severities: the
+# mCE normaliser of Hendrycks & Dietterich 2019 ("Benchmarking Neural Network Robustness to
+# Common Corruptions and Perturbations", ICLR), as used by its reference code.
+ALEXNET_ERRORS: dict[str, float] = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948,
+    "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
+    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}  # fmt: skip
+CORRUPTIONS: tuple[str, ...] = tuple(ALEXNET_ERRORS)  # the 15 benchmark corruptions
+NUM_SEVERITIES = 5  # ImageNet-C severities 1..5
+
+SUBSETS = ("imagenet_a", "imagenet_r")  # 200-class test sets with a timm index list
+
+
+def _check_errors(errors: Mapping[str, Sequence[float]], names: Sequence[str]) -> None:
+    missing = [c for c in names if c not in errors]
+    if missing:
+        raise ValueError(f"ImageNet-C errors lack corruption(s) {missing}; mCE needs all "
+                         f"{len(names)}: {list(names)}")
+    for c in names:
+        values = list(errors[c])
+        if len(values) != NUM_SEVERITIES:
+            raise ValueError(f"ImageNet-C corruption {c!r}: expected {NUM_SEVERITIES} "
+                             f"severities, got {len(values)}")
+        bad = [v for v in values if not 0.0 <= float(v) <= 1.0]
+        if bad:
+            raise ValueError(f"ImageNet-C corruption {c!r}: top-1 errors must be fractions in "
+                             f"[0, 1], got {bad}")
+
+
+def corruption_errors(errors: Mapping[str, Sequence[float]],
+                      names: Sequence[str] = CORRUPTIONS) -> dict[str, float]:
+    """``E_c``: the mean top-1 error (fraction) of each corruption over its 5 severities.
+
+    Args:
+        errors: ``errors[c][s - 1]`` = top-1 error (fraction) at severity ``s`` of ``c``.
+        names: the corruptions to return (all must be present); extra keys are ignored.
+    """
+    _check_errors(errors, names)
+    return {c: float(np.mean([float(v) for v in errors[c]])) for c in names}
+
+
+def mce(errors: Mapping[str, Sequence[float]],
+        baseline: Mapping[str, float] = ALEXNET_ERRORS) -> float:
+    """Mean Corruption Error in percent (lower is better; AlexNet scores 100).
+
+    Args:
+        errors: ``errors[c][s - 1]`` = top-1 error (fraction) of corruption ``c`` at
+            severity ``s``; every corruption of ``baseline`` must be present with 5
+            severities. Keys not in ``baseline`` (e.g. the 4 "extra" corruptions) are ignored.
+        baseline: per-corruption errors (fractions, averaged over severities) to normalise by.
+
+    Raises:
+        ValueError: naming missing corruptions, a wrong severity count or an error outside
+            [0, 1].
+    """
+    e = corruption_errors(errors, list(baseline))
+    return 100.0 * float(np.mean([e[c] / baseline[c] for c in baseline]))
+
+
+def normalized_ce(errors: Mapping[str, Sequence[float]],
+                  baseline: Mapping[str, float] = ALEXNET_ERRORS) -> dict[str, float]:
+    """The per-corruption ``CE_c = 100 * E_c / E_c^AlexNet`` (percent); mCE is their mean."""
+    e = corruption_errors(errors, list(baseline))
+    return {c: 100.0 * e[c] / baseline[c] for c in baseline}
+
+
+def unnormalized_ce(errors: Mapping[str, Sequence[float]],
+                    names: Sequence[str] = CORRUPTIONS) -> float:
+    """Plain mean top-1 error in percent over the corruptions and severities (not the mCE)."""
+    e = corruption_errors(errors, names)
+    return 100.0 * float(np.mean(list(e.values())))
+
+
+@functools.cache
+def _subset(name: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    if name not in SUBSETS:
+        raise ValueError(f"unknown class subset {name!r}; expected one of {SUBSETS}")
+    short = name.removeprefix("imagenet_")
+    info = imagenet_info_dir()
+    files = [info / f"imagenet_{short}_indices.txt", info / f"imagenet_{short}_synsets.txt"]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"timm metadata file {f} is missing; reinstall timm (>= 0.9)")
+    indices = tuple(int(x) for x in files[0].read_text().split())
+    wnids = tuple(files[1].read_text().split())
+    expected = tuple(imagenet_wnids()[i] for i in indices)
+    if len(indices) != 200 or wnids != expected or list(indices) != sorted(set(indices)):
+        raise ValueError(f"timm's {files[0].name} and {files[1].name} disagree with each other "
+                         "or with imagenet_synsets.txt (expected 200 sorted, matching classes)")
+    return indices, wnids
+
+
+def subset_indices(name: str) -> list[int]:
+    """The 200 ImageNet-1k indices (sorted) of ``"imagenet_a"`` or ``"imagenet_r"``."""
+    return list(_subset(name)[0])
+
+
+def subset_wnids(name: str) -> list[str]:
+    """The 200 wnids of ``name``, in the order of :func:`subset_indices`."""
+    return list(_subset(name)[1])
+
+
+def folder_targets(folders: Sequence[str], wnids: Sequence[str], key: str) -> list[int]:
+    """Map class-folder names (wnids) to their positions in ``wnids``.
+
+    Args:
+        folders: class folder names, e.g. ``ImageFolder.classes``.
+        wnids: the label space: a subset list (targets are positions in it) or all 1000.
+        key: the config key of the dataset root, named in errors (``eval.imagenet_a``).
+
+    Raises:
+        ValueError: naming the first folders that are not in ``wnids``.
+    """
+    position = {w: i for i, w in enumerate(wnids)}
+    unknown = [f for f in folders if f not in position]
+    if unknown:
+        raise ValueError(f"{key}: class folder(s) {unknown[:5]} are not among the "
+                         f"{len(wnids)} classes of this test set")
+    return [position[f] for f in folders]
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A numpy view of a numpy array or a (possibly GPU) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def top1_hits(logits: Any, targets: Any, indices: Sequence[int] | None = None) -> int:
+    """Number of correct argmax predictions, after slicing to ``indices`` if given.
+
+    Args:
+        logits: [N, 1000] scores (ndarray or tensor).
+        targets: [N] ImageNet indices, or positions in ``indices`` when it is given.
+        indices: the subset's ImageNet columns; None scores all columns.
+    """
+    if logits.ndim != 2 or len(logits) != len(targets):
+        raise ValueError(f"expected logits [N, C] and targets [N], got {tuple(logits.shape)} "
+                         f"and {len(targets)} targets")
+    if indices is not None:
+        if max(indices) >= logits.shape[1]:
+            raise ValueError(f"subset index {max(indices)} outside {logits.shape[1]} logits")
+        logits = logits[:, list(indices)]
+    return int((_numpy(logits.argmax(1)) == _numpy(targets)).sum())
+
+
+def top1_sliced(logits: Any, targets_in_subset: Any, indices: Sequence[int]) -> float:
+    """Top-1 (%) on a class subset: argmax over the subset's columns only.
+
+    Args:
+        logits: [N, 1000] scores (ndarray or tensor).
+        targets_in_subset: [N] positions in ``indices`` (not ImageNet indices).
+        indices: the subset's ImageNet indices (:func:`subset_indices`).
+    """
+    n = len(targets_in_subset)
+    if n == 0:
+        raise ValueError("top1_sliced: no samples")
+    return 100.0 * top1_hits(logits, targets_in_subset, indices) / n

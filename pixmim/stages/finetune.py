@@ -1,0 +1,134 @@
+"""Stage ``finetune``: end-to-end fine-tuning of a pretrained encoder (and few-shot).
+
+Global pool, layer-wise lr decay, RandAugment, Mixup/CutMix, label smoothing, drop path,
+random erasing, warm-up + cosine (PixMIM Table 9 / MAE Table 11), all from timm. With
+``finetune.fraction < 1`` it trains on a deterministic class-balanced subset (few-shot,
+PixMIM Table 19). Writes ``model.pth`` (for the robustness and shape-bias stages) and
+``metrics.json`` (best and last top-1).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.data import Mixup, create_transform
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+
+from pixmim.config import JobConfig
+from pixmim.data.datasets import Subset, build_dataset, class_balanced_subset
+from pixmim.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from pixmim.engine import distributed
+from pixmim.engine.io import read_json
+from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.models.classifier import build_classifier, save_classifier
+from pixmim.models.export import load_pretrained
+from pixmim.stages.common import complete, load_model_file, run_main, tracked
+
+
+def train_transform(cfg: JobConfig):
+    """timm's training transform: RRC (bicubic), flip, RandAugment, random erasing."""
+    f = cfg.finetune
+    return create_transform(cfg.data.img_size, is_training=True, auto_augment=f.auto_augment,
+                            interpolation="bicubic", re_prob=f.reprob, re_mode="pixel",
+                            re_count=1, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def build_model(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
+    """The classifier with the pretrained encoder loaded (exact keys asserted)."""
+    ckpt = load_model_file(pretrain_dir / "checkpoint.pth")
+    meta = ckpt["meta"]
+    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
+        raise ValueError(f"{pretrain_dir / 'checkpoint.pth'}: checkpoint is {meta['method']}/"
+                         f"{meta['arch']}, config asks for {cfg.method}/{cfg.arch}")
+    f = cfg.finetune
+    model = build_classifier(cfg.method, cfg.arch, cfg.data.num_classes, f.drop_path,
+                             f.global_pool)
+    load_pretrained(model, ckpt["model"], cfg.method)
+    trunc_normal_(model.head.weight, std=2e-5)  # MAE main_finetune.py: head init std 2e-5
+    return model
+
+
+def training_set(cfg: JobConfig):
+    ds = build_dataset(cfg.data.root, "train", train_transform(cfg), cfg.data.synth_index_map)
+    if cfg.finetune.fraction >= 1:
+        return ds
+    targets = [t for _, t in ds.samples]
+    return Subset(ds, class_balanced_subset(targets, cfg.finetune.fraction,
+                                            cfg.finetune.subset_seed))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, dist) -> dict[str, float]:
+    model.eval()
+    top1 = top5 = total = 0
+    for x, y in loader:
+        logits = model(x.to(dist.device))
+        best5 = logits.topk(5, dim=1).indices.cpu()
+        top1 += (best5[:, 0] == y).sum().item()
+        top5 += (best5 == y[:, None]).any(dim=1).sum().item()
+        total += len(y)
+    top1, top5, total = distributed.all_reduce_sum([top1, top5, total], dist)
+    return {"top1": 100.0 * top1 / max(total, 1), "top5": 100.0 * top5 / max(total, 1)}
+
+
+def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    if cfg.pretrain_dir is None:
+        raise ValueError("pretrain_dir: fine-tuning needs a pretraining output folder")
+    dist = distributed.setup(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    pre_dir, f, t = Path(cfg.pretrain_dir), cfg.finetune, cfg.train
+    model = build_model(cfg, pre_dir).to(dist.device)
+    train_ds = training_set(cfg)
+    val_ds = build_dataset(cfg.data.root, "val", build_eval_transform(cfg.data.img_size),
+                           cfg.data.synth_index_map)
+    loader = make_loader(train_ds, t, train=True, dist=dist)
+    val_loader = make_loader(val_ds, t, train=False, dist=dist)
+    optimizer = create_optimizer_v2(model, "adamw", lr=scaled_lr(t), weight_decay=t.weight_decay,
+                                    layer_decay=f.layer_decay, betas=(0.9, 0.999))
+    mixup = Mixup(mixup_alpha=f.mixup, cutmix_alpha=f.cutmix, label_smoothing=f.smoothing,
+                  num_classes=cfg.data.num_classes) if f.mixup > 0 or f.cutmix > 0 else None
+    criterion = SoftTargetCrossEntropy() if mixup else (
+        LabelSmoothingCrossEntropy(f.smoothing) if f.smoothing > 0 else nn.CrossEntropyLoss())
+    forward = distributed.wrap(torch.compile(model) if t.compile else model, dist)
+
+    def loss_fn(batch):
+        x, y, seeds = batch[0].to(dist.device), batch[1].to(dist.device), batch[2]
+        if mixup is not None:
+            np.random.seed(int(seeds[0]) % 2**32)  # timm Mixup draws from numpy: per batch
+            x, y = mixup(x, y)
+        return criterion(forward(x), y)
+
+    pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
+    tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
+    t0 = time.perf_counter()
+    with tracked(cfg, out, dist, tags) as tracker:
+        history = fit(model, loss_fn, optimizer, loader, t, out, tracker,
+                      evaluate=lambda: evaluate(model, val_loader, dist), desc=cfg.stage,
+                      dist=dist, extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
+    evals = [h for h in history if "top1" in h]
+    best = max(evals, key=lambda h: h["top1"])
+    metrics = {
+        "stage": cfg.stage, "experiment": cfg.experiment,
+        "mlflow_run_id": tracker.run_id if tracker else None, "pretrain_run_id": pre_run,
+        "top1_best": best["top1"], "top1_last": evals[-1]["top1"], "top5_last": evals[-1]["top5"],
+        "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
+        "train_images": len(train_ds), "fraction": f.fraction,
+        "wall_s": time.perf_counter() - t0,
+    }
+    if dist.is_main:
+        save_classifier(out / "model.pth", model, {
+            "method": cfg.method, "arch": cfg.arch, "num_classes": cfg.data.num_classes,
+            "global_pool": f.global_pool, "img_size": cfg.data.img_size,
+            "experiment": cfg.experiment})
+    return complete(out, metrics, tracker, cfg, dist)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("finetune", run, argv)
