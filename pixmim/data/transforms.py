@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
@@ -110,3 +110,25 @@ def build_eval_transform(img_size: int, crop_pct: float = 0.875) -> Crop:
     """Evaluation: resize the shorter side to img_size / 0.875 (256 for 224), centre crop."""
     return Crop([T.Resize(int(img_size / crop_pct), interpolation=BICUBIC),
                  T.CenterCrop(img_size)])
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize op, defined for 0 bits too (keep no bit: a black image).
+
+    timm's ``PosterizeIncreasing`` maps the top RandAugment magnitudes to 0 bits, which
+    Pillow >= 13 rejects (``bits must be between or equal to 1 and 8``); older Pillow
+    returned the all-zero image, which is what the op means.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def use_zero_safe_posterize() -> None:
+    """Point timm's posterize ops at :func:`_posterize` (idempotent)."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize

@@ -23,7 +23,12 @@ from timm.optim import create_optimizer_v2
 
 from pixmim.config import JobConfig
 from pixmim.data.datasets import Subset, build_dataset, class_balanced_subset
-from pixmim.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from pixmim.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_eval_transform,
+    use_zero_safe_posterize,
+)
 from pixmim.engine import distributed
 from pixmim.engine.io import read_json
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
@@ -34,6 +39,7 @@ from pixmim.stages.common import complete, load_model_file, run_main, tracked
 
 def train_transform(cfg: JobConfig):
     """timm's training transform: RRC (bicubic), flip, RandAugment, random erasing."""
+    use_zero_safe_posterize()
     f = cfg.finetune
     return create_transform(cfg.data.img_size, is_training=True, auto_augment=f.auto_augment,
                             interpolation="bicubic", re_prob=f.reprob, re_mode="pixel",

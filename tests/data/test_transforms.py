@@ -67,3 +67,18 @@ def test_resize_keeps_the_whole_image():
 def test_unknown_crop_names_the_key():
     with pytest.raises(KeyError, match="variant.crop: unknown crop 'zoom'"):
         build_pretrain_transform("zoom", 64)
+
+
+def test_randaugment_posterize_survives_its_top_magnitude():
+    # timm maps the top magnitudes of PosterizeIncreasing to 0 bits, which Pillow 13 rejects
+    from timm.data.auto_augment import AugmentOp
+
+    from pixmim.data.transforms import use_zero_safe_posterize
+
+    img, _, _ = _object_image()
+    use_zero_safe_posterize()
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
+    out = np.asarray(op(img))
+    assert out.max() == 0  # keep no bit: black
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5, hparams={"magnitude_std": 0})
+    assert 0 < np.asarray(op(img)).max() < 255
