@@ -69,7 +69,7 @@ def _library() -> ModuleType:
     return imagecorruptions
 
 
-def library_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     """Versions of the corruption library and its numeric dependencies (for meta.json)."""
     from importlib.metadata import PackageNotFoundError, version
 

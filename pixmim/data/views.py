@@ -563,7 +563,7 @@ def _build_meta(identity: dict, views: tuple[str, ...], counts: dict, seconds: d
         "corruptions": identity["views_config"]["corruptions"],
         "severities": list(corruptions.SEVERITIES),
         "at_224": sorted(corruptions.AT_224),
-        "libraries": corruptions.library_versions(),
+        "libraries": corruptions.package_versions(),
     }
     return {
         "generator": GENERATOR_VERSION, "config": identity, "counts": counts, "classes": classes,
