@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pixmim.data.imagenet_meta import imagenet_names, imagenet_wnids
+from pixmim.engine.io import atomic_dir
 
 GENERATOR_VERSION = "pixmim-synth-shapes/1"
 
@@ -815,22 +814,8 @@ def generate(cfg: SynthConfig, out: Path, workers: int = 1) -> dict:
         FileExistsError: `out` exists with a different config or is not a synth dataset.
     """
     out = Path(out)
-    meta = _existing(out, cfg)
-    if meta is not None:
-        return meta
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        meta = _build_meta(cfg, _write_all(cfg, tmp, workers))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: accept it if identical
-            meta = _existing(out, cfg) or meta
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return meta
+    return atomic_dir(out, lambda tmp: _build_meta(cfg, _write_all(cfg, tmp, workers)),
+                      lambda: _existing(out, cfg))
 
 
 def main(argv: list[str] | None = None) -> int:

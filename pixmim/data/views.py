@@ -33,8 +33,6 @@ import argparse
 import colorsys
 import dataclasses
 import json
-import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +47,7 @@ from PIL import Image, ImageDraw
 from pixmim.data import corruptions
 from pixmim.data.imagenet_meta import imagenet_info_dir
 from pixmim.data.synth import CATEGORIES, IMAGENET_INDEX, SynthConfig, category_wnid, render
+from pixmim.engine.io import atomic_dir
 
 GENERATOR_VERSION = "pixmim-views/1"
 VIEWS: tuple[str, ...] = (
@@ -625,22 +624,12 @@ def generate_views(
         raise ValueError(f"unknown views {unknown}; expected some of {VIEWS}")
     src, out = Path(src), Path(out)
     identity = _identity(cfg, synth, src, views)
-    if (meta := _existing(out, identity)) is not None:
-        return meta
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def build(tmp: Path) -> dict:
         counts, seconds = _write_views(cfg, synth, src, tmp, views, workers)
-        meta = _build_meta(identity, views, counts, seconds)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: accept it if identical
-            meta = _existing(out, identity) or meta
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return meta
+        return _build_meta(identity, views, counts, seconds)
+
+    return atomic_dir(out, build, lambda: _existing(out, identity))
 
 
 def _synth_config(src: Path) -> SynthConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,3 +44,30 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"metrics file not found: {path}")
     return json.loads(path.read_text())
+
+
+def atomic_dir(out: str | Path, build: Callable[[Path], dict],
+               existing: Callable[[], dict | None]) -> dict:
+    """Publish a generated folder atomically.
+
+    ``existing()`` returns the meta of an up-to-date ``out`` (or raises if it differs);
+    otherwise ``build(tmp)`` fills a sibling temporary folder and returns its meta, which is
+    written last as ``meta.json`` before the folder is renamed onto ``out``. A concurrent
+    writer that finished first wins if its result is identical.
+    """
+    out = Path(out)
+    if (meta := existing()) is not None:
+        return meta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        meta = build(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first: accept it if identical
+            meta = existing() or meta
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta

@@ -147,8 +147,8 @@ def highpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.
     """
     _check(img, mode)
     with torch.autocast(device_type=img.device.type, enabled=False):
-        return (img.float() - _band_lowpass(img, radius, mode)).abs() if mode == "official" \
-            else img.float() - _band_lowpass(img, radius, mode)
+        out = img.float() - _band_lowpass(img, radius, mode)
+        return out.abs() if mode == "official" else out
 
 
 def soft_lowpass(img: torch.Tensor, radius: torch.Tensor, mode: str = "official",

@@ -15,7 +15,7 @@ import yaml
 
 from pixmim.config import JobConfig, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
-from pixmim.engine.io import atomic_write, write_json, write_text
+from pixmim.engine.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import ResumeState
 from pixmim.engine.tracking import Tracker
 
@@ -81,6 +81,25 @@ def load_model_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, Any]:
+    """A pretraining checkpoint, checked to be of the config's method and arch."""
+    path = pretrain_dir / "checkpoint.pth"
+    ckpt = load_model_file(path)
+    meta = ckpt["meta"]
+    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
+        raise ValueError(f"{path}: checkpoint is {meta['method']}/{meta['arch']}, "
+                         f"config asks for {cfg.method}/{cfg.arch}")
+    return ckpt
+
+
+def parent_tags(upstream_dir: Path, kind: str) -> tuple[str, dict[str, str]]:
+    """The MLflow run id in ``upstream_dir/metrics.json`` and the tags that nest this run
+    under it (``{kind}_run_id``, ``mlflow.parentRunId``); empty when it names none."""
+    f = upstream_dir / "metrics.json"
+    run_id = (read_json(f).get("mlflow_run_id") or "") if f.is_file() else ""
+    return run_id, ({f"{kind}_run_id": run_id, "mlflow.parentRunId": run_id} if run_id else {})
 
 
 def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig) -> None:

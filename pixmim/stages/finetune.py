@@ -30,11 +30,16 @@ from pixmim.data.transforms import (
     use_zero_safe_posterize,
 )
 from pixmim.engine import distributed
-from pixmim.engine.io import read_json
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.models.classifier import build_classifier, save_classifier
 from pixmim.models.export import load_pretrained
-from pixmim.stages.common import complete, load_model_file, run_main, tracked
+from pixmim.stages.common import (
+    complete,
+    load_pretrain_checkpoint,
+    parent_tags,
+    run_main,
+    tracked,
+)
 
 
 def train_transform(cfg: JobConfig):
@@ -48,11 +53,7 @@ def train_transform(cfg: JobConfig):
 
 def build_model(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
     """The classifier with the pretrained encoder loaded (exact keys asserted)."""
-    ckpt = load_model_file(pretrain_dir / "checkpoint.pth")
-    meta = ckpt["meta"]
-    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
-        raise ValueError(f"{pretrain_dir / 'checkpoint.pth'}: checkpoint is {meta['method']}/"
-                         f"{meta['arch']}, config asks for {cfg.method}/{cfg.arch}")
+    ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
     f = cfg.finetune
     model = build_classifier(cfg.method, cfg.arch, cfg.data.num_classes, f.drop_path,
                              f.global_pool)
@@ -111,8 +112,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
             x, y = mixup(x, y)
         return criterion(forward(x), y)
 
-    pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
-    tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
+    pre_run, tags = parent_tags(pre_dir, "pretrain")
     t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:
         history = fit(model, loss_fn, optimizer, loader, t, out, tracker,

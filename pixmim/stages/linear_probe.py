@@ -19,21 +19,20 @@ from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
-from pixmim.engine.io import read_json
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.stages import pretrain
-from pixmim.stages.common import complete, load_model_file, run_main, tracked
+from pixmim.stages.common import (
+    complete,
+    load_pretrain_checkpoint,
+    parent_tags,
+    run_main,
+    tracked,
+)
 
 
 def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
     """Rebuild the pretraining model of ``cfg`` and load its checkpoint (frozen, eval mode)."""
-    ckpt = load_model_file(pretrain_dir / "checkpoint.pth")
-    meta = ckpt["meta"]
-    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
-        raise ValueError(
-            f"{pretrain_dir / 'checkpoint.pth'}: checkpoint is {meta['method']}/{meta['arch']}, "
-            f"config asks for {cfg.method}/{cfg.arch}"
-        )
+    ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
     model = pretrain.build(cfg)
     model.load_state_dict(ckpt["model"])
     model.requires_grad_(False).eval()
@@ -93,8 +92,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
             feats = encoder.forward_probe_features(x)
         return criterion(forward_head(feats.float()), y)
 
-    pre_run = read_json(pre_dir / "metrics.json").get("mlflow_run_id") or ""
-    tags = {"pretrain_run_id": pre_run, "mlflow.parentRunId": pre_run} if pre_run else {}
+    pre_run, tags = parent_tags(pre_dir, "pretrain")
     t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:
         history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,

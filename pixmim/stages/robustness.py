@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ from pixmim.config import JobConfig
 from pixmim.data.imagenet_meta import imagenet_wnids
 from pixmim.data.transforms import BICUBIC, Crop, build_eval_transform
 from pixmim.engine import distributed
-from pixmim.engine.io import read_json
+from pixmim.engine.loop import autocast_for
 from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import load_classifier
-from pixmim.stages.common import complete, run_main, tracked
+from pixmim.stages.common import complete, parent_tags, run_main, tracked
 
 SETS = ("imagenet_c", "imagenet_a", "imagenet_r", "imagenet_sketch")
 
@@ -67,9 +66,7 @@ def labelled_folder(root: str | Path, transform, wnids: list[str], key: str) -> 
 
 def finetune_tags(finetune_dir: Path) -> dict[str, str]:
     """MLflow tags nesting this run under the fine-tune run (when its metrics name one)."""
-    f = finetune_dir / "metrics.json"
-    run_id = (read_json(f).get("mlflow_run_id") or "") if f.is_file() else ""
-    return {"finetune_run_id": run_id, "mlflow.parentRunId": run_id} if run_id else {}
+    return parent_tags(finetune_dir, "finetune")[1]
 
 
 def load_model(cfg: JobConfig, dist) -> nn.Module:
@@ -84,9 +81,7 @@ def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
     """Yield ``(logits [B, 1000] float32, targets [B])`` on ``device``, batch by batch."""
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.eval.num_workers, pin_memory=device.type == "cuda")
-    precision = cfg.train.precision
-    cast = (nullcontext() if precision == "fp32" else torch.autocast(
-        device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16))
+    cast = autocast_for(cfg.train, device)
     for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, unit="batch",
                      mininterval=1.0 if sys.stderr.isatty() else 30.0):
         with cast:

@@ -89,8 +89,7 @@ def test_rejects_bad_input():
        radius=st.floats(0.0, 40.0), mode=st.sampled_from(["official", "centered"]),
        seed=st.integers(0, 99))
 def test_band_dft_equals_fft_formulation(h, w, radius, mode, seed):
-    from pixmim.models.targets import highpass, lowpass_fft, lowpass_mask
-    from pixmim.models.targets import apply_spectral_mask
+    from pixmim.models.targets import apply_spectral_mask, highpass, lowpass_fft, lowpass_mask
 
     img = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(lowpass(img, radius, mode), lowpass_fft(img, radius, mode),

@@ -6,11 +6,11 @@ import pytest
 import torch
 import yaml
 
+from pixmim.config import load_job_config
 from pixmim.data.datasets import class_balanced_subset
 from pixmim.data.synth import SynthConfig, generate
 from pixmim.models.classifier import load_classifier
 from pixmim.stages import finetune, pretrain
-from pixmim.config import load_job_config
 from pixmim.stages.common import save_model
 
 
