@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= workflow/profiles/default
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-fast dry-run ui lock clean
+.PHONY: env run test test-fast dry-run ui lock mmcv-full clean
 
 env: $(STAMP)
 
@@ -35,6 +35,10 @@ dry-run: env
 
 ui: env
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db
+
+# Optional: compile mmcv 2.1.0's ops (~25 CPU-minutes) in place of the torchvision stand-in.
+mmcv-full: env
+	VENV=$(VENV) bash envs/build_mmcv.sh
 
 # Re-resolve requirements.txt into requirements.lock in a throw-away venv.
 lock:

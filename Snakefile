@@ -23,6 +23,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/dense.smk"
 include: "workflow/rules/tables.smk"
 
 

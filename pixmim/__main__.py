@@ -15,6 +15,8 @@ STAGES = {
     "robustness": ("pixmim.stages.robustness", "ImageNet-C/-A/-R/-Sketch of a fine-tuned model"),
     "shape_bias": ("pixmim.stages.shape_bias", "Shape bias on the cue-conflict stimuli"),
     "finetune": ("pixmim.stages.finetune", "End-to-end fine-tuning (and few-shot subsets)"),
+    "segment_ade20k": ("pixmim.stages.segment_ade20k", "UperNet on ADE20K (mmsegmentation)"),
+    "detect_coco": ("pixmim.stages.detect_coco", "Mask R-CNN, ViTDet style, on COCO (mmdet)"),
     "table": ("pixmim.report.tables", "Assemble a paper table from metrics.json files"),
     "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
     "mlflow-init": ("pixmim.stages.mlflow_init", "Create the MLflow store and experiment"),

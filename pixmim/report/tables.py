@@ -22,6 +22,7 @@ from pixmim.engine.io import read_json, write_text
 
 # column -> human header (the paper's names)
 COLUMNS = {"ft": "ft (%)", "lin": "lin (%)", "ap_box": "AP box", "ap_mask": "AP mask",
+           "ap_box_2x": "AP box (2x)", "ap_mask_2x": "AP mask (2x)",
            "miou": "mIoU", "in_c": "IN-C mCE (lower better)", "in_a": "IN-A (%)",
            "in_r": "IN-R (%)", "in_s": "IN-S (%)", "fs1": "1% (%)", "fs10": "10% (%)"}
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 
-VIEWS = {"synth": "pixmim.data.synth", "views": "pixmim.data.views"}
+VIEWS = {
+    "synth": "pixmim.data.synth",
+    "views": "pixmim.data.views",
+    "scenes": "pixmim.data.scenes",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

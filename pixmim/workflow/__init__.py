@@ -18,7 +18,10 @@ from pixmim.engine.io import write_text
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 STAGES = ("pretrain", "linear_probe", "finetune", "finetune_1pct", "finetune_10pct",
-          "robustness", "shape_bias")
+          "robustness", "shape_bias", "segment_ade20k", "detect_coco", "detect_coco_2x")
+# dense stage -> (config section, iteration multiplier): Table 18 is the 2x detection schedule
+DENSE = {"segment_ade20k": ("segmentation", 1), "detect_coco": ("detection", 1),
+         "detect_coco_2x": ("detection", 2)}
 FEW_SHOT = {"finetune_1pct": 0.01, "finetune_10pct": 0.1}  # PixMIM Table 19
 # table column -> (stage, key in that stage's metrics.json)
 COLUMN_SOURCES = {
@@ -30,6 +33,11 @@ COLUMN_SOURCES = {
     "in_s": ("robustness", "imagenet_sketch_top1"),
     "fs1": ("finetune_1pct", "top1_best"),
     "fs10": ("finetune_10pct", "top1_best"),
+    "miou": ("segment_ade20k", "miou"),
+    "ap_box": ("detect_coco", "ap_box"),
+    "ap_mask": ("detect_coco", "ap_mask"),
+    "ap_box_2x": ("detect_coco_2x", "ap_box"),
+    "ap_mask_2x": ("detect_coco_2x", "ap_mask"),
 }
 # the robustness / shape-bias sets, as config keys of data.eval_roots and view folder names
 EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
@@ -124,6 +132,36 @@ def eval_roots(config: dict[str, Any]) -> dict[str, str | None]:
     return {k: roots.get(k) for k in EVAL_SETS}
 
 
+def scenes_root(config: dict[str, Any]) -> str:
+    """The generated ADE20K- and COCO-layout scenes (``ade20k/``, ``coco/`` inside)."""
+    return f"{config['results']}/data/scenes"
+
+
+def dense_root(config: dict[str, Any], stage: str) -> str | None:
+    """ADE20K / COCO root of a dense stage: generated scenes, or ``data.ade20k_root`` /
+    ``data.coco_root``."""
+    task = "ade20k" if stage == "segment_ade20k" else "coco"
+    if config["data"]["source"] == "synth":
+        return f"{scenes_root(config)}/{task}"
+    return config["data"].get(f"{task}_root")
+
+
+def dense_section(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
+    """The ``dense`` keys of a job: the task section, its recipe (with the method's own
+    overrides, e.g. ConvMAE's Tables 13/15), the 2x schedule for ``detect_coco_2x``."""
+    section, mult = DENSE[stage]
+    dense = dict(config[section])
+    recipe = dict(config["dense_recipes"][section][dense["recipe"]])
+    recipe.update(recipe.pop("convmae", {}) if method == "convmae" else {})
+    recipe.pop("convmae", None)
+    dense.update(recipe)
+    dense["iters"] = dense["iters"] * mult
+    if "val_interval" in dense:
+        dense["val_interval"] = dense["val_interval"] * mult
+    dense["root"] = dense_root(config, stage)
+    return dense
+
+
 def _train_section(config: dict[str, Any], stage: str) -> tuple[dict, dict]:
     """(train keys, fine-tune knobs) of a stage; fine-tune recipes override the section."""
     from pixmim.config import FinetuneConfig
@@ -139,7 +177,7 @@ def _train_section(config: dict[str, Any], stage: str) -> tuple[dict, dict]:
             finetune["fraction"] = FEW_SHOT[stage]
             train.update(config.get("few_shot", {}))
         return train, finetune
-    if stage in ("robustness", "shape_bias"):
+    if stage in ("robustness", "shape_bias") or stage in DENSE:
         return {}, {}
     return dict(config[stage]), {}
 
@@ -184,6 +222,8 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
     if stage in ("robustness", "shape_bias"):
         job["finetune_dir"] = run_dir(config, exp, "finetune")
         job["eval"] = {**eval_roots(config), **config["evaluation"]["loader"]}
+    if stage in DENSE:
+        job["dense"] = dense_section(config, stage, spec["method"])
     return job
 
 

@@ -46,7 +46,10 @@ def test_default_dag_end_to_end(tmp_path):
     # every cell of every table is a finite number produced by this run
     from pixmim.workflow import COLUMN_SOURCES
 
-    for table, columns in (("table2", ["ft", "lin"]), ("table4", ["in_c", "in_a", "in_r", "in_s"]),
+    for table, columns in (("table2", ["ft", "lin", "ap_box", "ap_mask", "miou"]),
+                           ("table4", ["in_c", "in_a", "in_r", "in_s"]),
+                           ("table17", ["lin", "miou", "ap_box", "ft"]),
+                           ("table18", ["ap_box_2x", "ap_mask_2x"]),
                            ("table19", ["fs1", "fs10"])):
         df = pd.read_csv(results / "tables" / f"{table}.csv")
         assert list(df["method"]) == ["MAE", "PixMIM MAE"]
@@ -86,6 +89,23 @@ def test_default_dag_end_to_end(tmp_path):
         assert len(client.get_metric_history(probe_id, "top1")) == 2
         artifacts = {a.path for a in client.list_artifacts(pre_id)}
         assert {"config.resolved.yaml", "metrics.json"} <= artifacts
+
+    # dense stages: through mmengine's Runner, nested under the pretraining run, with the
+    # generated OpenMMLab config kept; segmentation averages its two seeds
+    for exp, (pre_id, _) in run_ids.items():
+        seg = json.loads((results / "runs" / exp / "segment_ade20k" / "metrics.json").read_text())
+        assert seg["seeds"] == [0, 1] and len(seg["miou_per_seed"]) == 2
+        assert seg["miou"] == pytest.approx(sum(seg["miou_per_seed"]) / 2)
+        det = json.loads((results / "runs" / exp / "detect_coco" / "metrics.json").read_text())
+        det2 = json.loads((results / "runs" / exp / "detect_coco_2x" / "metrics.json").read_text())
+        assert det["iters"] == 4 and det2["iters"] == 8
+        for stage, metrics in (("segment_ade20k", seg), ("detect_coco", det)):
+            run = client.get_run(metrics["mlflow_run_id"])
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["mlflow.parentRunId"] == pre_id
+            assert client.get_metric_history(run.info.run_id, "seed0/loss")
+            assert (results / "runs" / exp / stage / "mm_config_seed0.py").is_file()
+            assert not (results / "runs" / exp / stage / "_state").exists()
 
     # the run is complete: a second invocation has nothing to do
     again = snakemake("-n", "--configfile", str(overlay))

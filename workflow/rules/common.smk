@@ -29,6 +29,11 @@ def views_input(wildcards):
     return [W.views_root(config)] if config["data"]["source"] == "synth" else []
 
 
+def scenes_input(wildcards):
+    """The generated scenes (a dependency only when the data are synthetic)."""
+    return [W.scenes_root(config)] if config["data"]["source"] == "synth" else []
+
+
 def table_spec(wildcards):
     return W.table_spec(config, wildcards.table)
 

@@ -37,3 +37,20 @@ rule generate_views:
         "--sketch-per-class {params.views[sketch_per_class]:q} "
         "--cue-per-shape {params.views[cue_per_shape]:q} --size {params.size:q} "
         "--workers {threads} > {log:q} 2>&1"
+
+
+rule generate_scenes:
+    """Multi-object scenes from the same shapes, in ADE20K's and COCO's layouts (label PNGs;
+    instances json with boxes and RLE masks), for the dense stages on the embedded default."""
+    output:
+        directory(W.scenes_root(config)),
+    params:
+        scenes=config["data"]["scenes"],
+    log:
+        f"{R}/logs/generate_scenes.log",
+    benchmark:
+        f"{R}/benchmarks/generate_scenes.tsv"
+    shell:
+        "{PY:q} -m pixmim data scenes --out {output:q} --seed {params.scenes[seed]:q} "
+        "--train {params.scenes[train]:q} --val {params.scenes[val]:q} "
+        "--height {params.scenes[height]:q} --width {params.scenes[width]:q} > {log:q} 2>&1"

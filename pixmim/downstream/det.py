@@ -1,0 +1,166 @@
+"""COCO detection and instance segmentation with Mask R-CNN (mmdet 3.x), PixMIM Tables 14/15.
+
+Importing this module registers, in mmdet's registries:
+
+* ``PixMIMViTDet`` (:class:`~pixmim.downstream.backbones.ViTDet`) and ``PixMIMSimpleFPN``
+  (:class:`~pixmim.downstream.backbones.SimpleFPN`): the plain-ViT detector of ViTDet
+  (Li et al. 2022), which mmdet's wheel does not ship (its ``projects/ViTDet`` is source-only);
+* ``PixMIMConvViT``: ConvMAE's stages into mmdet's ``FPN``;
+* ``LN2d``: timm's ``LayerNorm2d`` as a norm layer for the heads (ViTDet's 4conv1fc box head
+  and mask head use LayerNorm).
+
+:func:`build_config` writes the job's config on top of mmdet's own base configs
+(``mmdet::_base_/models/mask-rcnn_r50_fpn.py``, ``datasets/coco_instance.py``,
+``default_runtime.py``) with ViTDet's large-scale jitter. The class list is read from the
+annotation file, so the real COCO (80 classes, in CocoDataset's order) and the embedded
+COCO-layout scenes (16) use the same config with another root.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pixmim.config import JobConfig
+from pixmim.downstream import common
+
+common.setup()
+
+from mmdet.registry import MODELS  # noqa: E402
+from timm.layers import LayerNorm2d  # noqa: E402
+
+from pixmim.downstream.backbones import ConvViTPyramid, SimpleFPN, ViTDet  # noqa: E402
+
+common.register()
+if "PixMIMViTDet" not in MODELS.module_dict:
+    MODELS.register_module(name="PixMIMViTDet", module=ViTDet)
+    MODELS.register_module(name="PixMIMSimpleFPN", module=SimpleFPN)
+    MODELS.register_module(name="PixMIMConvViT", module=ConvViTPyramid)
+    if "LN2d" not in MODELS.module_dict:
+        MODELS.register_module(name="LN2d", module=LayerNorm2d)
+
+BASE = ["mmdet::_base_/models/mask-rcnn_r50_fpn.py", "mmdet::_base_/datasets/coco_instance.py",
+        "mmdet::_base_/default_runtime.py"]
+ANN = "annotations/instances_{}2017.json"
+
+
+def classes_of(root: str, split: str = "val") -> tuple[str, ...]:
+    """Category names of ``<root>/annotations/instances_<split>2017.json``, by id."""
+    path = Path(root) / ANN.format(split)
+    if not path.is_file():
+        raise FileNotFoundError(f"dense.root {root}: no COCO annotation file {path}")
+    cats = json.loads(path.read_text(encoding="utf-8"))["categories"]
+    return tuple(c["name"] for c in sorted(cats, key=lambda c: c["id"]))
+
+
+def _backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
+    d = cfg.dense
+    if cfg.method == "convmae":
+        bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
+                  drop_path_rate=d.drop_path, pretrained=pretrained)
+        chans = list(ConvViTPyramid(cfg.method, cfg.arch).out_channels)
+        neck = dict(_delete_=True, type="FPN", in_channels=chans, out_channels=fpn_channels,
+                    num_outs=5, norm_cfg=dict(type="LN2d"))
+        return bb, neck
+    probe = ViTDet(cfg.method, cfg.arch, img_size=d.crop_size, window_size=d.window_size,
+                   drop_path_rate=0.0)
+    bb = dict(type="PixMIMViTDet", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
+              window_size=d.window_size, drop_path_rate=d.drop_path, use_rel_pos=True,
+              pretrained=pretrained)
+    neck = dict(_delete_=True, type="PixMIMSimpleFPN", in_channels=probe.embed_dim,
+                out_channels=fpn_channels, patch_size=probe.patch_size, num_outs=5)
+    return bb, neck
+
+
+def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> Path:
+    """Write the mmdet config of one run into ``work_dir/config.py``; return its path."""
+    d = cfg.dense
+    if d.root is None:
+        raise ValueError("dense.root: the detection stage needs the COCO root")
+    classes = classes_of(d.root)
+    ch = d.head_channels
+    backbone, neck = _backbone(cfg, pretrained, ch)
+    size = (d.crop_size, d.crop_size)
+    ln = dict(type="LN2d")
+    # Large-scale jitter (ViTDet, Sec. 4): rescale 0.1-2.0 of the input size, crop, pad.
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="RandomResize", scale=size, ratio_range=tuple(d.ratio_range), keep_ratio=True),
+        dict(type="RandomCrop", crop_type="absolute_range", crop_size=size, recompute_bbox=True,
+             allow_negative_crop=True),
+        dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2)),
+        dict(type="PackDetInputs"),
+    ]
+    test_pipeline = [
+        dict(type="LoadImageFromFile"),
+        # No Pad here: mmdet's Pad rewrites img_shape, so boxes in the padding survive
+        # clipping and crash the mask paste; the backbone takes any multiple of 32.
+        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                              "scale_factor")),
+    ]
+
+    def loader(split: str, train: bool) -> dict:
+        return dict(
+            batch_size=d.batch_size if train else 1, num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            dataset=dict(data_root=str(d.root), ann_file=ANN.format(split),
+                         data_prefix=dict(img=f"{split}2017/"), metainfo=dict(classes=classes),
+                         pipeline=train_pipeline if train else test_pipeline,
+                         **({} if train else dict(test_mode=True))))
+
+    evaluator = dict(type="CocoMetric", ann_file=str(Path(d.root) / ANN.format("val")),
+                     metric=["bbox", "segm"], format_only=False)
+    n = len(classes)
+    model = dict(
+        data_preprocessor=dict(pad_size_divisor=32,
+                               batch_augments=[dict(type="BatchFixedSizePad", size=size,
+                                                    pad_mask=True)]),
+        backbone=dict(_delete_=True, **backbone),
+        neck=neck,
+        rpn_head=dict(in_channels=ch, feat_channels=ch, num_convs=2),  # ViTDet: 2 RPN convs
+        roi_head=dict(
+            bbox_roi_extractor=dict(out_channels=ch),
+            bbox_head=dict(type="Shared4Conv1FCBBoxHead", in_channels=ch, conv_out_channels=ch,
+                           norm_cfg=ln, num_classes=n),
+            mask_roi_extractor=dict(out_channels=ch),
+            mask_head=dict(in_channels=ch, conv_out_channels=ch, norm_cfg=ln, num_classes=n)),
+        test_cfg=dict(rcnn=dict(score_thr=d.score_thr)))
+    body: dict[str, Any] = {
+        "model": model,
+        "train_dataloader": loader("train", True),
+        "val_dataloader": loader("val", False),
+        "test_dataloader": loader("val", False),
+        "val_evaluator": evaluator,
+        "test_evaluator": evaluator,
+        "optim_wrapper": dict(
+            type="OptimWrapper", constructor="PixMIMLayerDecay",
+            optimizer=dict(type="AdamW", lr=d.lr, betas=tuple(d.betas),
+                           weight_decay=d.weight_decay),
+            paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
+        "param_scheduler": common.lr_schedule(d.schedule, d.iters, d.warmup_iters),
+        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters,
+                          val_interval=min(d.val_interval, d.iters)),
+        "val_cfg": dict(type="ValLoop"),
+        "test_cfg": dict(type="TestLoop"),
+        "default_hooks": dict(
+            logger=dict(type="LoggerHook", interval=max(1, min(50, d.iters // 10)),
+                        log_metric_by_epoch=False),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False,
+                            interval=min(d.val_interval, d.iters), max_keep_ckpts=1,
+                            save_last=True)),
+        "log_processor": dict(by_epoch=False),
+        "randomness": dict(seed=seed),
+        "work_dir": str(work_dir),
+        "log_level": "WARNING",
+    }
+    return common.write_config(work_dir / "config.py", BASE, ["pixmim.downstream.det"], body)
+
+
+def run_seed(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> dict[str, Any]:
+    """Train, validate and test one run through mmengine's Runner (resumes from work_dir)."""
+    return common.run(build_config(cfg, work_dir, seed, pretrained), work_dir)

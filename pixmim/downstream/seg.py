@@ -1,0 +1,169 @@
+"""ADE20K semantic segmentation with UperNet (mmsegmentation 1.x), PixMIM Sec. 5 / Table 12.
+
+Importing this module registers, in mmseg's registries:
+
+* ``PixMIMSegViT`` (:class:`~pixmim.downstream.backbones.SegViT`): our ViT encoders (MAE,
+  MFF, LSMAE) with zero-initialised relative position bias, features of four blocks,
+  through mmseg's ``Feature2Pyramid`` (rescales 4, 2, 1, 0.5 of the stride-16 map);
+* ``PixMIMConvViT`` (:class:`~pixmim.downstream.backbones.ConvViTPyramid`): ConvMAE's
+  stages straight into the UperNet head;
+* ``PixMIMScenes``: the embedded ADE20K-layout scenes with their own class list
+  (``classes.json`` in the data root); a root without it is read as ``ADE20KDataset``,
+  so the same config reads the real dataset by changing the root only.
+
+:func:`build_config` writes the job's config on top of mmseg's own base configs
+(``mmseg::_base_/models/upernet_mae.py``, ``datasets/ade20k.py``, ``default_runtime.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pixmim.config import JobConfig
+from pixmim.downstream import common
+
+common.setup()
+
+from mmseg.datasets import BaseSegDataset  # noqa: E402
+from mmseg.registry import DATASETS, MODELS  # noqa: E402
+
+from pixmim.downstream.backbones import ConvViTPyramid, SegViT  # noqa: E402
+
+common.register()
+if "PixMIMSegViT" not in MODELS.module_dict:
+    MODELS.register_module(name="PixMIMSegViT", module=SegViT)
+    MODELS.register_module(name="PixMIMConvViT", module=ConvViTPyramid)
+
+EMBEDDED_MARKER = "classes.json"
+
+
+class ScenesSegDataset(BaseSegDataset):
+    """ADE20K-layout scenes with the class list of ``<data_root>/classes.json``."""
+
+    def __init__(self, data_root: str, **kwargs: Any) -> None:
+        meta = json.loads((Path(data_root) / EMBEDDED_MARKER).read_text(encoding="utf-8"))
+        kwargs.setdefault("metainfo", dict(classes=tuple(meta["classes"]),
+                                           palette=[list(p) for p in meta["palette"]]))
+        super().__init__(data_root=data_root, img_suffix=".jpg", seg_map_suffix=".png",
+                         reduce_zero_label=bool(meta.get("reduce_zero_label", True)), **kwargs)
+
+
+if "PixMIMScenes" not in DATASETS.module_dict:
+    DATASETS.register_module(name="PixMIMScenes", module=ScenesSegDataset)
+
+BASE = ["mmseg::_base_/models/upernet_mae.py", "mmseg::_base_/datasets/ade20k.py",
+        "mmseg::_base_/default_runtime.py"]
+
+
+def dataset_type(root: str) -> tuple[str, int]:
+    """(mmseg dataset type, number of classes) for a data root."""
+    marker = Path(root) / EMBEDDED_MARKER
+    if marker.is_file():
+        return "PixMIMScenes", len(json.loads(marker.read_text(encoding="utf-8"))["classes"])
+    if not (Path(root) / "images" / "training").is_dir():
+        raise FileNotFoundError(f"dense.root {root}: no ADE20K layout (images/training) there")
+    return "ADE20KDataset", 150
+
+
+def _backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
+    """(backbone, neck, channels per pyramid level)."""
+    d = cfg.dense
+    if cfg.method == "convmae":
+        bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
+                  drop_path_rate=d.drop_path, pretrained=pretrained)
+        return bb, None, list(ConvViTPyramid(cfg.method, cfg.arch).out_channels)
+    probe = SegViT(cfg.method, cfg.arch, img_size=d.crop_size, drop_path_rate=0.0)
+    bb = dict(type="PixMIMSegViT", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
+              drop_path_rate=d.drop_path, use_rel_pos_bias=True, pretrained=pretrained)
+    # Feature2Pyramid turns the stride-p map into strides 4, 8, 16, 32.
+    rescales = [probe.patch_size / s for s in (4, 8, 16, 32)]
+    neck = dict(_delete_=True, type="Feature2Pyramid", embed_dim=probe.embed_dim,
+                rescales=rescales, norm_cfg=dict(type="SyncBN", requires_grad=True))
+    return bb, neck, [probe.embed_dim] * 4
+
+
+def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> Path:
+    """Write the mmseg config of one seed's run into ``work_dir/config.py``; return its path."""
+    d = cfg.dense
+    if d.root is None:
+        raise ValueError("dense.root: the segmentation stage needs the ADE20K root")
+    ds_type, num_classes = dataset_type(d.root)
+    backbone, neck, chans = _backbone(cfg, pretrained)
+    crop = (d.crop_size, d.crop_size)
+    stride = max(1, round(d.crop_size * 2 / 3))  # mmseg MAE: slide 512 / stride 341
+    train_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", reduce_zero_label=True),
+        dict(type="RandomResize", scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+             keep_ratio=True),
+        dict(type="RandomCrop", crop_size=crop, cat_max_ratio=0.75),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PhotoMetricDistortion"),
+        dict(type="PackSegInputs"),
+    ]
+    test_pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=tuple(d.scale), keep_ratio=True),
+        dict(type="LoadAnnotations", reduce_zero_label=True),
+        dict(type="PackSegInputs"),
+    ]
+
+    def loader(split: str, train: bool) -> dict:
+        return dict(
+            batch_size=d.batch_size if train else 1, num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
+            dataset=dict(type=ds_type, data_root=str(d.root),
+                         data_prefix=dict(img_path=f"images/{split}",
+                                          seg_map_path=f"annotations/{split}"),
+                         pipeline=train_pipeline if train else test_pipeline))
+
+    head = d.head_channels
+    # Average the loss over labelled pixels only (mmseg recommends it; its default averages
+    # over all pixels, which starves scenes whose "other" pixels dominate).
+    loss = dict(type="CrossEntropyLoss", use_sigmoid=False, avg_non_ignore=True)
+    model = dict(
+        data_preprocessor=dict(size=crop), pretrained=None,
+        backbone=dict(_delete_=True, **backbone),
+        decode_head=dict(in_channels=chans, channels=head, num_classes=num_classes,
+                         loss_decode=dict(loss, loss_weight=1.0)),
+        auxiliary_head=dict(in_channels=chans[2], channels=max(head // 2, 16),
+                            num_classes=num_classes, loss_decode=dict(loss, loss_weight=0.4)),
+        test_cfg=dict(mode="slide", crop_size=crop, stride=(stride, stride)))
+    model["neck"] = neck
+    body: dict[str, Any] = {
+        "model": model,
+        "train_dataloader": loader("training", True),
+        "val_dataloader": loader("validation", False),
+        "test_dataloader": loader("validation", False),
+        "val_evaluator": dict(type="IoUMetric", iou_metrics=["mIoU"]),
+        "test_evaluator": dict(type="IoUMetric", iou_metrics=["mIoU"]),
+        "optim_wrapper": dict(
+            type="OptimWrapper", constructor="PixMIMLayerDecay",
+            optimizer=dict(type="AdamW", lr=d.lr, betas=tuple(d.betas),
+                           weight_decay=d.weight_decay),
+            paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
+        "param_scheduler": common.lr_schedule(d.schedule, d.iters, d.warmup_iters),
+        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters,
+                          val_interval=min(d.val_interval, d.iters)),
+        "val_cfg": dict(type="ValLoop"),
+        "test_cfg": dict(type="TestLoop"),
+        "default_hooks": dict(
+            logger=dict(type="LoggerHook", interval=max(1, min(50, d.iters // 10)),
+                        log_metric_by_epoch=False),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False,
+                            interval=min(d.val_interval, d.iters), max_keep_ckpts=1,
+                            save_last=True),
+            visualization=dict(type="SegVisualizationHook", draw=False)),
+        "randomness": dict(seed=seed),
+        "work_dir": str(work_dir),
+        "log_level": "WARNING",
+    }
+    return common.write_config(work_dir / "config.py", BASE, ["pixmim.downstream.seg"], body)
+
+
+def run_seed(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> dict[str, Any]:
+    """Train, validate and test one seed through mmengine's Runner (resumes from work_dir)."""
+    return common.run(build_config(cfg, work_dir, seed, pretrained), work_dir)
