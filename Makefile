@@ -34,7 +34,7 @@ dry-run: env
 	$(BIN)/snakemake -n --profile $(PROFILE)
 
 ui: env
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db
 
 # Optional: compile mmcv 2.1.0's ops (~25 CPU-minutes) in place of the torchvision stand-in.
 mmcv-full: env

@@ -4,18 +4,19 @@
 from snakemake.utils import min_version
 
 from pixmim import workflow as W
-from pixmim.workflow import validate_config
+from pixmim.workflow import check_config
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: "config/catalogue.yaml"  # the paper's runs, tables and figures
+configfile: "config/config.yaml"  # the embedded default (--configfile config/paper.yaml)
 
 
 report: "workflow/report/workflow.rst"
 
 
-validate_config(config)  # one-line error naming the key, before any job starts
+check_config(config)  # one line naming a bad key (exit 1), before any job starts
 
 
 include: "workflow/rules/common.smk"
@@ -28,9 +29,13 @@ include: "workflow/rules/tables.smk"
 
 
 rule all:
+    """The config's default targets (`targets`)."""
     input:
-        expand(f"{R}/tables/{{table}}.{{ext}}", table=config["tables"], ext=["csv", "md"]),
-        expand(f"{R}/figures/{{table}}_curves.png", table=W.curve_tables(config)),
-        expand(f"{R}/figures/fig8_shape_bias.png", figure=config["figures"]) if "fig8" in
-        config["figures"] else [],
+        W.default_targets(config),
     default_target: True
+
+
+rule everything:
+    """Every table and figure of the catalogue that this config can build."""
+    input:
+        W.all_targets(config),

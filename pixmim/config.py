@@ -38,6 +38,7 @@ class DataConfig:
     masks_root: str | None = None  # foreground masks (masks_root/<split>/<wnid>/<name>.png)
     img_size: int = 224  # network input size in px
     num_classes: int = 1000  # label space: ImageNet-1k indices
+    bad_images: str = "fail"  # unreadable / truncated image: fail (name it) | skip (and count)
     synth_index_map: bool = True  # map wnid folder names to ImageNet-1k indices via timm's list
 
 

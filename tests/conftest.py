@@ -8,7 +8,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -16,7 +15,9 @@ SHARED = ROOT.parent / "shared"
 
 @pytest.fixture
 def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    from pixmim.workflow import load_config
+
+    return load_config()
 
 
 def tiny_overrides(tmp: Path) -> dict:
@@ -28,6 +29,7 @@ def tiny_overrides(tmp: Path) -> dict:
         "data": {"synth": {"seed": 1, "train_per_class": 6, "val_per_class": 3,
                            "short_side": 48},
                  "scenes": {"seed": 1, "train": 8, "val": 2}},
+        "schedules": {300: 1, 800: 2, 1600: 3},
         "pretrain": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "base_lr": 1.5e-3,
                      "log_every": 2},
         "linear_probe": {"epochs": 2, "warmup_epochs": 0, "batch_size": 16, "base_lr": 0.1,

@@ -10,8 +10,11 @@ from pixmim.workflow import experiments, job_config, table_spec, validate_config
 
 def test_default_config_is_valid(default_config):
     validate_config(default_config)
-    assert sorted(experiments(default_config)) == [
-        "mae-base_vit_cpu_patch8_64_40e", "mae-pixmim_vit_cpu_patch8_64_40e"]
+    exps = experiments(default_config)
+    assert {"mae-pixel-rrc_vit_cpu_patch8_64_40e", "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e",
+            "mae-pixel-rrc_vit_cpu_patch8_64_20e"} <= set(exps)
+    # identity is the resolved config: names resolving alike share one job
+    assert sorted(exps["mae-pixel-rrc_vit_cpu_patch8_64_20e"]["names"]) == ["mae_300", "rrc_300"]
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -21,8 +24,11 @@ def test_default_config_is_valid(default_config):
     (lambda c: c["linear_probe"].update(batch_size=0), "linear_probe.batch_size: 0 is less"),
     (lambda c: c["lowpass"].update(mode="gaussian"), "lowpass.mode: 'gaussian' is not one of"),
     (lambda c: c["variants"]["pixmim"].update(crop="zoom"), "variants.pixmim.crop"),
-    (lambda c: c["experiments"].append({"method": "mae", "variant": "nope"}),
-     "experiments.2.variant: unknown variant 'nope'"),
+    (lambda c: c["runs"].update(x={"method": "mae", "variant": "nope"}),
+     "runs.x.variant: unknown variant 'nope'"),
+    (lambda c: c["tables"]["table2"]["rows"][0].update(run="nope"),
+     "tables.table2.rows.0.run: unknown run 'nope'"),
+    (lambda c: c.update(targets=["table16"]), "targets.0: table16 cannot be built"),
     (lambda c: c["tables"]["table2"]["rows"][1].update(baseline="BEiT"),
      "tables.table2.rows.1.baseline: no row labelled 'BEiT'"),
     (lambda c: c["data"].update(source="folder"), "data.root: None is not of type 'string'"),
@@ -37,16 +43,19 @@ def test_bad_config_names_the_key(default_config, mutate, message):
 
 
 def test_job_configs_round_trip_through_the_dataclass(default_config, tmp_path):
-    for exp in experiments(default_config):
+    for exp in ["mae-pixel-rrc_vit_cpu_patch8_64_40e",
+                "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e"]:
         for stage in ("pretrain", "linear_probe"):
             path = tmp_path / exp / stage / "config.yaml"
             write_yaml(path, job_config(default_config, exp, stage))
             cfg = load_job_config(path)
             assert cfg.experiment == exp and cfg.stage == stage
-            assert cfg.train.epochs == default_config[stage]["epochs"]
+            assert cfg.train.epochs == (40 if stage == "pretrain"
+                                        else default_config[stage]["epochs"])
             assert from_dict(JobConfig, to_dict(cfg)) == cfg
-    pix = job_config(default_config, "mae-pixmim_vit_cpu_patch8_64_40e", "pretrain")
+    pix = job_config(default_config, "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e", "pretrain")
     assert pix["variant"]["target"] == "lowpass" and pix["variant"]["crop"] == "src"
+    assert pix["variant"]["radius"] == pytest.approx(40 * 64 / 224, abs=1e-3)
 
 
 def test_job_config_errors(tmp_path):
@@ -65,5 +74,6 @@ def test_table_spec_points_at_linear_probe_metrics(default_config):
     spec = table_spec(default_config, "table2")
     assert [r["label"] for r in spec["rows"]] == ["MAE", "PixMIM MAE"]
     cell = spec["rows"][1]["cells"]["lin"]
-    assert cell["file"].endswith("mae-pixmim_vit_cpu_patch8_64_40e/linear_probe/metrics.json")
+    assert cell["file"].endswith(
+        "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e/linear_probe/metrics.json")
     assert cell["key"] == "top1_best"

@@ -9,6 +9,7 @@ the worker, the process rank or where a resumed epoch restarts.
 from __future__ import annotations
 
 import random
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,8 +36,16 @@ class ImageDataset(ImageFolder):
     """
 
     def __init__(self, root: str | Path, transform, masks_root: str | Path | None = None,
-                 imagenet_labels: bool = True) -> None:
-        super().__init__(str(root), transform=transform)
+                 imagenet_labels: bool = True, bad_images: str = "fail") -> None:
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.bad_images: {bad_images!r} is not one of "
+                             f"{BAD_IMAGE_POLICIES}")
+        try:
+            super().__init__(str(root), transform=transform)
+        except FileNotFoundError as err:  # an empty class folder, no class folder at all
+            raise FileNotFoundError(f"data.root: {root}: {err}") from None
+        self.bad_images = bad_images
+        self.skipped: list[str] = []  # unreadable files met so far (bad_images: skip)
         self.masks_root = Path(masks_root) if masks_root else None
         if imagenet_labels:
             index = {w: i for i, w in enumerate(imagenet_wnids())}
@@ -54,10 +63,25 @@ class ImageDataset(ImageFolder):
             raise FileNotFoundError(f"data.masks_root: no mask for {rel}: {mask_path}")
         return Image.open(mask_path).convert("L")
 
+    def _load(self, index: int) -> tuple[Image.Image, str, int]:
+        """The first readable image from ``index`` on (``bad_images: skip``), or raise."""
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                return self.loader(path), path, label
+            except (OSError, SyntaxError, ValueError) as err:  # PIL: corrupt / truncated
+                if self.bad_images == "fail":
+                    raise ValueError(f"data.root: cannot read image {path} ({err}); set "
+                                     "data.bad_images: skip to skip and count such files") \
+                        from None
+                if path not in self.skipped:
+                    self.skipped.append(path)
+                    print(f"[data] skipping unreadable image {path} ({err})", file=sys.stderr)
+        raise ValueError(f"data.root: no readable image under {self.root}")
+
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        path, label = self.samples[index]
-        img = self.loader(path)
+        img, path, label = self._load(index)
         mask = self._mask(path) if getattr(self.transform, "needs_mask", False) else None
         with _seeded(seed):
             img = self.transform(img, mask) if mask is not None else self.transform(img)
@@ -115,8 +139,12 @@ def class_balanced_subset(targets: list[int], fraction: float, seed: int) -> lis
     return sorted(chosen)
 
 
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
 def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool = True,
-                  masks_root: str | Path | None = None) -> ImageDataset:
+                  masks_root: str | Path | None = None, bad_images: str = "fail"
+                  ) -> ImageDataset:
     """``root/split`` as an :class:`ImageDataset`; masks under ``masks_root/split``.
 
     Raises:
@@ -126,7 +154,7 @@ def build_dataset(root: str | Path, split: str, transform, imagenet_labels: bool
     if not folder.is_dir():
         raise FileNotFoundError(f"data.root: dataset split folder not found: {folder}")
     masks = Path(masks_root) / split if masks_root else None
-    return ImageDataset(folder, transform, masks, imagenet_labels)
+    return ImageDataset(folder, transform, masks, imagenet_labels, bad_images)
 
 
 class EpochSampler(Sampler):

@@ -11,17 +11,40 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+class WriteError(OSError):
+    """An output could not be written (disk full, quota, permissions); names the file."""
+
+
+def _free_space(folder: Path) -> str:
     try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    except OSError:
+        return "free space unknown"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder).
+
+    Raises:
+        WriteError: naming ``path`` when the write fails (a full disk reaches us as an
+            OSError, or from ``torch.save`` as a RuntimeError); the temporary file is
+            removed and a previous ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise WriteError(f"cannot write {path} ({type(err).__name__}: {cause}; "
+                         f"{_free_space(path.parent)}); any previous {path.name} is unchanged") \
+            from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

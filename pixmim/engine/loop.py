@@ -16,7 +16,9 @@ the uninterrupted one exactly (CPU, deterministic kernels).
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -32,6 +34,15 @@ from pixmim.config import TrainConfig
 from pixmim.data.datasets import EpochSampler
 from pixmim.engine.distributed import DistInfo, all_reduce_sum, barrier
 from pixmim.engine.io import atomic_write
+
+
+class Preempted(Exception):
+    """SIGTERM (or SIGINT) arrived: the state was saved at the next optimizer step.
+
+    The CLI exits with :attr:`exit_code` (75, EX_TEMPFAIL: "try again"); re-running the job
+    (SLURM requeue, snakemake's restart) resumes from the saved state."""
+
+    exit_code = 75
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
@@ -158,7 +169,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ train
     def fit(self) -> list[dict[str, float]]:
-        """Train (resuming if a state file exists); return one record per epoch."""
+        """Train (resuming if a state file exists); return one record per epoch.
+
+        SIGTERM / SIGINT save the state at the next optimizer step and raise
+        :class:`Preempted` (handlers installed for the duration of the call)."""
+        self._signal: str | None = None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return self._fit()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signal = signal.Signals(signum).name
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got a stop signal (agreed across ranks, so all save together)."""
+        flag = 1.0 if self._signal else 0.0
+        if self.dist.world > 1:
+            flag = all_reduce_sum([flag], self.dist)[0]
+        return flag > 0
+
+    def _fit(self) -> list[dict[str, float]]:
         if (state := self.resume.load()) is not None:
             self.load(state)
             print(f"[{self.desc}] resumed from {self.resume.path}: epoch {self.epoch + 1}, "
@@ -206,6 +242,12 @@ class Trainer:
                 self._optimizer_step()
                 self.partial["time"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
+                if self._stop_requested():
+                    self.save()
+                    raise Preempted(
+                        f"{self._signal or 'stop signal'} at epoch {self.epoch + 1}, step "
+                        f"{self.step}: state saved to {self.resume.path}; exit "
+                        f"{Preempted.exit_code} so the job is requeued and resumes there")
                 if self._checkpoint_due():
                     self.save()
             rate = self.partial["count"] * self.dist.world / max(self.partial["time"], 1e-9)

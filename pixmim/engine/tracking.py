@@ -4,12 +4,22 @@ Local SQLite store by default (``tracking.tracking_uri``); the ``MLFLOW_TRACKING
 environment variable overrides it, so a shared server is one export away. The workflow
 creates the store once (``ensure_store``) before jobs fan out: several processes creating
 a brand-new SQLite database at once crash.
+
+Tracking never costs a run: the first call that fails (server down, store locked, disk
+full) switches the tracker offline, with one warning naming the cause; that call and every
+later one are appended to ``<out>/mlflow_offline.jsonl`` instead, and training goes on.
+``python -m pixmim mlflow-sync results/`` replays such logs once the store is back
+(:func:`sync`). HTTP calls give up after one retry of at most 5 s (MLflow's default retries
+take minutes).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +28,8 @@ from pixmim.config import TrackingConfig, flatten
 
 _RETRY_ENV = {
     # A dead server otherwise blocks each call for minutes (MLflow's default retries).
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 
@@ -65,6 +75,9 @@ def git_sha() -> str:
         return "unknown"
 
 
+OFFLINE_LOG = "mlflow_offline.jsonl"
+
+
 class Tracker:
     """A thin MLflow run handle; a no-op when ``cfg.enabled`` is false.
 
@@ -74,22 +87,62 @@ class Tracker:
         tags: run tags; ``mlflow.parentRunId`` nests a downstream run under its pretraining.
         params: the resolved job config (flattened to dotted keys).
         run_id: resume this run instead of starting a new one (a restarted job).
+        offline_log: where calls go once tracking fails (None: they are dropped, with a
+            warning).
     """
 
     def __init__(self, cfg: TrackingConfig, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], run_id: str | None = None) -> None:
+                 params: dict[str, Any], run_id: str | None = None,
+                 offline_log: str | Path | None = None) -> None:
         self.enabled = cfg.enabled
         self.run_id = run_id
+        self.offline: str | None = None  # the reason, once tracking failed
+        self.offline_log = Path(offline_log) if offline_log else None
         if not self.enabled:
             return
         self.uri = resolve_uri(cfg.tracking_uri)
-        self.client = _client(self.uri)
         if self.run_id is None:
-            exp_id = ensure_store(self.uri, cfg.experiment)
-            run = self.client.create_run(exp_id, run_name=run_name,
-                                         tags={**tags, "git_sha": git_sha()})
-            self.run_id = run.info.run_id
-            self._log_params(params)
+            tags = {**tags, "git_sha": git_sha()}
+            self._call({"op": "create_run", "experiment": cfg.experiment, "run_name": run_name,
+                        "tags": tags, "params": {k: str(v)[:6000] for k, v in
+                                                 sorted(flatten(params).items())}},
+                       lambda: self._create(cfg.experiment, run_name, tags, params))
+
+    def _create(self, experiment: str, run_name: str, tags: dict[str, str],
+                params: dict[str, Any]) -> None:
+        self.client = _client(self.uri)
+        exp_id = ensure_store(self.uri, experiment)
+        run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self._log_params(params)
+
+    @property
+    def _client_ready(self):
+        if not hasattr(self, "client"):
+            self.client = _client(self.uri)
+        return self.client
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        if self.offline_log is None:
+            return
+        self.offline_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.offline_log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"time_ms": int(time.time() * 1000), "run_id": self.run_id,
+                                "uri": getattr(self, "uri", None), **entry}) + "\n")
+
+    def _call(self, entry: dict[str, Any], fn) -> None:
+        """Run one tracking call; on failure go offline and log it (and what follows)."""
+        if self.offline is None:
+            try:
+                fn()
+                return
+            except Exception as err:  # noqa: BLE001 - any tracking failure, never the run's
+                self.offline = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                where = self.offline_log or "nowhere (no offline log)"
+                print(f"[tracking] MLflow failed ({self.offline}); the run goes on, tracking "
+                      f"calls are recorded to {where} (sync later: python -m pixmim "
+                      f"mlflow-sync)", file=sys.stderr)
+        self._record(entry)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -101,21 +154,92 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        values = {k: float(v) for k, v in metrics.items()}
+
+        def call() -> None:
+            from mlflow.entities import Metric
+
+            batch = [Metric(k, v, now, step) for k, v in values.items()]
+            self._client_ready.log_batch(self.run_id, metrics=batch)
+
+        self._call({"op": "log_metrics", "metrics": values, "step": step, "timestamp": now},
+                   call)
 
     def log_artifact(self, path: str | Path) -> None:
         if self.enabled:
-            self.client.log_artifact(self.run_id, str(path))
+            path = str(Path(path).resolve())
+            self._call({"op": "log_artifact", "path": path},
+                       lambda: self._client_ready.log_artifact(self.run_id, path))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
-            for k, v in tags.items():
-                self.client.set_tag(self.run_id, k, v)
+            def call() -> None:
+                for k, v in tags.items():
+                    self._client_ready.set_tag(self.run_id, k, v)
+
+            self._call({"op": "set_tags", "tags": dict(tags)}, call)
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.enabled:
-            self.client.set_terminated(self.run_id, status=status)
+            self._call({"op": "finish", "status": status},
+                       lambda: self._client_ready.set_terminated(self.run_id, status=status))
+
+
+def sync(log: Path, uri: str | None = None) -> str:
+    """Replay one offline log into the store; return the run id. The log is renamed to
+    ``*.synced.jsonl`` once every call went through."""
+    from mlflow.entities import Metric, Param
+
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    if not entries:
+        raise ValueError(f"{log}: empty offline log")
+    run_id = next((e["run_id"] for e in entries if e.get("run_id")), None)
+    client = None
+    for e in entries:
+        uri_now = resolve_uri(uri or e.get("uri") or "sqlite:///results/mlflow/mlflow.db")
+        client = client or _client(uri_now)
+        if e["op"] == "create_run":
+            exp_id = ensure_store(uri_now, e["experiment"])
+            run_id = client.create_run(exp_id, run_name=e["run_name"],
+                                       tags=e["tags"]).info.run_id
+            items = [Param(k, v) for k, v in e["params"].items()]
+            for i in range(0, len(items), 100):
+                client.log_batch(run_id, params=items[i : i + 100])
+        elif run_id is None:
+            raise ValueError(f"{log}: no run to replay into (no create_run, no run id)")
+        elif e["op"] == "log_metrics":
+            client.log_batch(run_id, metrics=[Metric(k, v, e["timestamp"], e["step"])
+                                              for k, v in e["metrics"].items()])
+        elif e["op"] == "log_artifact" and Path(e["path"]).is_file():
+            client.log_artifact(run_id, e["path"])
+        elif e["op"] == "set_tags":
+            for k, v in e["tags"].items():
+                client.set_tag(run_id, k, v)
+        elif e["op"] == "finish":
+            client.set_terminated(run_id, status=e["status"])
+    log.rename(log.with_name(log.name.replace(".jsonl", ".synced.jsonl")))
+    return run_id
+
+
+def sync_main(argv: list[str] | None = None) -> int:
+    """``python -m pixmim mlflow-sync [--uri URI] PATH ...``: replay offline logs found
+    under each PATH (a run folder or ``results/``)."""
+    p = argparse.ArgumentParser(prog="python -m pixmim mlflow-sync")
+    p.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or each log's)")
+    p.add_argument("paths", nargs="+")
+    args = p.parse_args(argv)
+    logs = sorted({f for path in args.paths for f in
+                   ([Path(path)] if Path(path).is_file() else Path(path).rglob(OFFLINE_LOG))})
+    if not logs:
+        print("mlflow-sync: no offline logs found", file=sys.stderr)
+        return 0
+    failed = 0
+    for log in logs:
+        try:
+            print(f"{log}: synced into run {sync(log, args.uri)}")
+        except Exception as err:  # noqa: BLE001 - report each log, go on with the others
+            failed += 1
+            print(f"{log}: not synced ({type(err).__name__}: {err})", file=sys.stderr)
+    return 1 if failed else 0

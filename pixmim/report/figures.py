@@ -56,7 +56,67 @@ def shape_bias(spec: dict, out: Path) -> Path:
     return out
 
 
-FIGURES = {"curves": curves, "shape_bias": shape_bias}
+def frequency(spec: dict, out: Path) -> Path:
+    """Figure 5 (band PSNR, one line per model) and Figure 1 (the first image's bands)."""
+    from pixmim.analysis.frequency import plot_frequency
+
+    rows = [(row["label"], row["file"]) for row in spec["rows"]]
+    plot_frequency(rows, out, out.with_suffix(".csv"))
+    example = out.parent / "fig1_frequency_example.png"
+    plot_frequency(rows, example, example.with_suffix(".csv"), key="example_band_psnr",
+                   title="Reconstruction PSNR per frequency band, one example image")
+    return out
+
+
+def coverage(spec: dict, out: Path) -> Path:
+    """Figure 6 from the coverage stage's CSV (copied beside the PNG)."""
+    from pixmim.analysis.coverage import plot_coverage
+
+    plot_coverage(spec["file"], out)
+    text = Path(spec["file"]).read_text()
+    atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(text))
+    return out
+
+
+def epochs(spec: dict, out: Path) -> Path:
+    """Figure 7: each column of the spec against the pretraining epochs (the catalogue's),
+    one line per label; the data also as ``<out>.csv``."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = []
+    for row in spec["rows"]:
+        for col, cell in row["cells"].items():
+            value = read_json(cell["file"]).get(cell["key"])
+            records.append({"model": row["label"], "epochs": row["epochs"], "column": col,
+                            "value": None if value is None else float(value),
+                            "experiment": row["experiment"]})
+    df = pd.DataFrame(records)
+    cols = list(dict.fromkeys(df["column"]))
+    names = {"ft": "fine-tune top-1 (%)", "lin": "linear-probe top-1 (%)", "miou": "mIoU"}
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], cols, strict=True):
+        for model, part in df[df["column"] == col].groupby("model", sort=False):
+            part = part.sort_values("epochs")
+            ax.plot(part["epochs"], part["value"], marker="o",
+                    ls="--" if not model.startswith("PixMIM") else "-", label=model)
+        ax.set(xlabel="pretraining epochs (catalogue)", ylabel=names.get(col, col))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Performance vs pretraining epochs")
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    csv = df.to_csv(index=False, float_format="%.4f")
+    atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(csv))
+    return out
+
+
+FIGURES = {"curves": curves, "shape_bias": shape_bias, "frequency": frequency,
+           "coverage": coverage, "epochs": epochs}
 
 
 def main(argv: list[str] | None = None) -> int:

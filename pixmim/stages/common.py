@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import pickle
 import shutil
 import sys
 from contextlib import contextmanager
@@ -16,8 +18,8 @@ import yaml
 from pixmim.config import JobConfig, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.engine.io import atomic_write, read_json, write_json, write_text
-from pixmim.engine.loop import ResumeState
-from pixmim.engine.tracking import Tracker
+from pixmim.engine.loop import Preempted, ResumeState
+from pixmim.engine.tracking import OFFLINE_LOG, Tracker
 
 
 def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
@@ -25,8 +27,15 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
     p = argparse.ArgumentParser(prog=f"python -m pixmim {stage}")
     p.add_argument("--config", required=True, help="resolved job config (YAML)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tags", help="YAML mapping of extra MLflow tags (tables, figures, ...)")
     args = p.parse_args(argv)
     cfg = load_job_config(args.config)
+    if args.tags:
+        extra = yaml.safe_load(Path(args.tags).read_text()) or {}
+        if not isinstance(extra, dict):
+            raise ValueError(f"{args.tags}: tags must be a mapping")
+        cfg = dataclasses.replace(cfg, tags={**cfg.tags, **{str(k): str(v)
+                                                             for k, v in extra.items()}})
     if cfg.stage != stage and not cfg.stage.startswith(f"{stage}_"):  # finetune_1pct, ...
         raise SystemExit(f"{args.config}: stage is {cfg.stage!r}, expected {stage!r}")
     return cfg, Path(args.out)
@@ -45,6 +54,10 @@ def tracked(cfg: JobConfig, out: Path, dist: DistInfo, tags: dict[str, str] | No
     tracker = start_tracker(cfg, out, tags) if dist.is_main else None
     try:
         yield tracker
+    except Preempted:
+        if tracker:
+            tracker.finish("KILLED")  # reopened, and finished, by the resumed job
+        raise
     except BaseException:
         if tracker:
             tracker.finish("FAILED")
@@ -61,13 +74,34 @@ def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: J
     return metrics
 
 
+def compare_key(cfg: JobConfig) -> str:
+    """What a baseline's run shares with its variants' runs of the same stage: the
+    experiment id without the PixMIM knobs, then the stage
+    (``mae-lowpass11.4286-src_vit_cpu_patch8_64_40e`` -> ``mae_vit_cpu_patch8_64_40e/...``;
+    the knobs part of an id has no underscore)."""
+    rest = cfg.experiment.split("_", 1)[1] if "_" in cfg.experiment else cfg.experiment
+    return f"{cfg.method}_{rest}/{cfg.stage}"
+
+
+def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's MLflow tags: who it is, which tables it feeds, whom to compare it with
+    (``compare``), and a one-line description (``mlflow.note.content``)."""
+    base = {"experiment": cfg.experiment, "method": cfg.method, "variant": cfg.variant_name,
+            "stage": cfg.stage, "arch": cfg.arch, "compare": compare_key(cfg),
+            **cfg.tags, **(tags or {})}
+    tables = base.get("tables") or "none"
+    base.setdefault("mlflow.note.content",
+                    f"{cfg.stage} of {cfg.method} ({cfg.variant_name} variant, {cfg.arch}) "
+                    f"for tables {tables}; compare with tags.compare = '{base['compare']}'")
+    return base
+
+
 def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None) -> Tracker:
     """Start (or, for a resumed job, reopen) this job's MLflow run."""
     state = ResumeState(out).load()
-    base = {"experiment": cfg.experiment, "method": cfg.method, "variant": cfg.variant_name,
-            "stage": cfg.stage, "arch": cfg.arch, **cfg.tags, **(tags or {})}
-    tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}", base, to_dict(cfg),
-                      run_id=(state or {}).get("mlflow_run_id") or None)
+    tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}", run_tags(cfg, tags),
+                      to_dict(cfg), run_id=(state or {}).get("mlflow_run_id") or None,
+                      offline_log=out / OFFLINE_LOG)
     return tracker
 
 
@@ -78,18 +112,28 @@ def save_model(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None
 
 
 def load_model_file(path: Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``; a file that is not a tensors-only
+    checkpoint (pickled objects, not a torch file) raises ValueError naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        cause = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a checkpoint that loads with weights_only=True "
+                         f"({type(err).__name__}: {cause})") from None
 
 
 def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, Any]:
     """A pretraining checkpoint, checked to be of the config's method and arch."""
     path = pretrain_dir / "checkpoint.pth"
     ckpt = load_model_file(path)
-    meta = ckpt["meta"]
-    if (meta["method"], meta["arch"]) != (cfg.method, cfg.arch):
-        raise ValueError(f"{path}: checkpoint is {meta['method']}/{meta['arch']}, "
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: not a pixmim pretraining checkpoint (no model + meta "
+                         f"entries); config asks for {cfg.method}/{cfg.arch}")
+    if (meta.get("method"), meta.get("arch")) != (cfg.method, cfg.arch):
+        raise ValueError(f"{path}: checkpoint is {meta.get('method')}/{meta.get('arch')}, "
                          f"config asks for {cfg.method}/{cfg.arch}")
     return ckpt
 

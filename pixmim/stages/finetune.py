@@ -63,7 +63,8 @@ def build_model(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
 
 
 def training_set(cfg: JobConfig):
-    ds = build_dataset(cfg.data.root, "train", train_transform(cfg), cfg.data.synth_index_map)
+    ds = build_dataset(cfg.data.root, "train", train_transform(cfg), cfg.data.synth_index_map,
+                       bad_images=cfg.data.bad_images)
     if cfg.finetune.fraction >= 1:
         return ds
     targets = [t for _, t in ds.samples]
@@ -94,7 +95,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     model = build_model(cfg, pre_dir).to(dist.device)
     train_ds = training_set(cfg)
     val_ds = build_dataset(cfg.data.root, "val", build_eval_transform(cfg.data.img_size),
-                           cfg.data.synth_index_map)
+                           cfg.data.synth_index_map, bad_images=cfg.data.bad_images)
     loader = make_loader(train_ds, t, train=True, dist=dist)
     val_loader = make_loader(val_ds, t, train=False, dist=dist)
     optimizer = create_optimizer_v2(model, "adamw", lr=scaled_lr(t), weight_decay=t.weight_decay,

@@ -79,8 +79,10 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if dist.enabled:
         head = nn.SyncBatchNorm.convert_sync_batchnorm(head)
     d = cfg.data
-    train_ds = build_dataset(d.root, "train", build_probe_transform(d.img_size), d.synth_index_map)
-    val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map)
+    train_ds = build_dataset(d.root, "train", build_probe_transform(d.img_size),
+                             d.synth_index_map, bad_images=d.bad_images)
+    val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size),
+                           d.synth_index_map, bad_images=d.bad_images)
     loader = make_loader(train_ds, cfg.train, train=True, dist=dist)
     val_loader = make_loader(val_ds, cfg.train, train=False, dist=dist)
     criterion = nn.CrossEntropyLoss()

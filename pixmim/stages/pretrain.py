@@ -53,7 +53,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     data = cfg.data
     dataset = build_dataset(data.root, "train",
                             build_pretrain_transform(cfg.variant.crop, data.img_size),
-                            data.synth_index_map, data.masks_root)
+                            data.synth_index_map, data.masks_root, data.bad_images)
     loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
     optimizer = build_optimizer(model, t, dist.device)
@@ -76,6 +76,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         "loss_curve": [h["train_loss"] for h in history],
         "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
         "epochs": len(history), "world_size": dist.world, "wall_s": time.perf_counter() - t0,
+        "bad_images_skipped": len(dataset.skipped),
     }
     if cfg.variant.target == "adaptive":
         metrics["final_radius"] = model.current_radius

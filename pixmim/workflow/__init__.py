@@ -16,9 +16,13 @@ import yaml
 from pixmim.config import ConfigError
 from pixmim.engine.io import write_text
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# What the Snakefile loads before any --configfile: the catalogue, then the embedded default.
+BASE_CONFIGS = (ROOT / "config" / "catalogue.yaml", ROOT / "config" / "config.yaml")
 STAGES = ("pretrain", "linear_probe", "finetune", "finetune_1pct", "finetune_10pct",
-          "robustness", "shape_bias", "segment_ade20k", "detect_coco", "detect_coco_2x")
+          "robustness", "shape_bias", "segment_ade20k", "detect_coco", "detect_coco_2x",
+          "frequency")
 # dense stage -> (config section, iteration multiplier): Table 18 is the 2x detection schedule
 DENSE = {"segment_ade20k": ("segmentation", 1), "detect_coco": ("detection", 1),
          "detect_coco_2x": ("detection", 2)}
@@ -54,59 +58,191 @@ def _error_path(err: jsonschema.ValidationError) -> str:
     return f"{path or '<root>'}: {err.message}"
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake's config merge: nested mappings merge, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(*configfiles: str | Path) -> dict[str, Any]:
+    """The config the Snakefile sees with ``--configfile`` ``configfiles`` (in order)."""
+    config: dict[str, Any] = {}
+    for path in (*BASE_CONFIGS, *configfiles):
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> None:
     """Validate against the JSON schema and cross-check references; raise ConfigError."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    err = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if err is not None:
-        raise ConfigError(f"config key {_error_path(err)}")
-    for i, exp in enumerate(config["experiments"]):
-        if exp["variant"] not in config["variants"]:
-            raise ConfigError(f"config key experiments.{i}.variant: unknown variant "
-                              f"{exp['variant']!r} (declared: {sorted(config['variants'])})")
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(f"config key {_error_path(errors[0])}")
     from pixmim.models import ARCHS
 
-    for i, exp in enumerate(config["experiments"]):
-        arch = arch_of(config, exp)
-        if arch not in ARCHS[exp["method"]]:
-            raise ConfigError(f"config key experiments.{i}: arch {arch!r} is not registered for "
-                              f"{exp['method']} (registered: {sorted(ARCHS[exp['method']])})")
-    declared = {(e["method"], e["variant"]) for e in config["experiments"]}
-    for name, fig in config["figures"].items():
-        for j, row in enumerate(fig["rows"]):
-            if (row["method"], row["variant"]) not in declared:
-                raise ConfigError(f"config key figures.{name}.rows.{j}: {row['method']}/"
-                                  f"{row['variant']} is not in experiments")
-    for name, table in config["tables"].items():
-        labels = {r["label"] for r in table["rows"]}
-        for j, row in enumerate(table["rows"]):
-            where = f"config key tables.{name}.rows.{j}"
-            if (row["method"], row["variant"]) not in declared:
-                raise ConfigError(f"{where}: {row['method']}/{row['variant']} is not in experiments")
-            if row.get("baseline") and row["baseline"] not in labels:
-                raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    for name, run in config["runs"].items():
+        where = f"config key runs.{name}"
+        if run["variant"] not in config["variants"]:
+            raise ConfigError(f"{where}.variant: unknown variant {run['variant']!r} "
+                              f"(declared: {', '.join(sorted(config['variants']))})")
+        arch = mapped_arch(config, run)
+        if arch is not None and arch not in ARCHS[run["method"]]:
+            raise ConfigError(f"{where}: arch {arch!r} is not registered for {run['method']} "
+                              f"(registered: {sorted(ARCHS[run['method']])})")
+    for kind in ("tables", "figures"):
+        for name, item in config[kind].items():
+            labels = {r["label"] for r in item["rows"]}
+            for j, row in enumerate(item["rows"]):
+                where = f"config key {kind}.{name}.rows.{j}"
+                if row["run"] not in config["runs"]:
+                    raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
+                if row.get("baseline") and row["baseline"] not in labels:
+                    raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    for i, target in enumerate(config["targets"]):
+        if target not in config["tables"] and target not in config["figures"]:
+            raise ConfigError(f"config key targets.{i}: no table or figure {target!r}")
+        reason = unavailable(config, target)
+        if reason:
+            raise ConfigError(f"config key targets.{i}: {target} cannot be built with this "
+                              f"config: {reason}")
 
 
-def arch_of(config: dict[str, Any], exp: dict[str, str]) -> str:
-    """An experiment's arch: its own ``arch``, else ``archs[method]``, else ``arch``."""
-    return exp.get("arch") or config.get("archs", {}).get(exp["method"]) or config["arch"]
+def check_config(config: dict[str, Any]) -> None:
+    """:func:`validate_config` for the Snakefile: a bad config stops snakemake with one line
+    naming the key (a SystemExit; an exception would come with snakemake's traceback)."""
+    try:
+        validate_config(config)
+    except ConfigError as err:
+        raise SystemExit(f"ConfigError: {err}") from None
 
 
-def experiment_id(config: dict[str, Any], method: str, variant: str) -> str:
-    """``{method}-{variant}_{arch}_{epochs}e`` (STYLE: experiment ids)."""
-    arch = arch_of(config, {"method": method})
-    return f"{method}-{variant}_{arch}_{config['pretrain']['epochs']}e"
+# ---------------------------------------------------------------- the catalogue
+def mapped_arch(config: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """A run's arch in this config: the catalogue's (run or method default) through
+    ``arch_map``; None when the map leaves it out (the run is paper-scale only)."""
+    arch = run.get("arch") or config["default_archs"][run["method"]]
+    amap = config.get("arch_map")
+    return arch if amap is None else amap.get(arch)
 
 
-def experiments(config: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Experiment id -> ``{"method", "variant", "arch"}`` for every declared pretraining run."""
-    out = {}
-    for e in config["experiments"]:
-        arch = arch_of(config, e)
-        exp_id = f"{e['method']}-{e['variant']}_{arch}_{config['pretrain']['epochs']}e"
-        out[exp_id] = {**e, "arch": arch}
+def mapped_epochs(config: dict[str, Any], run: dict[str, Any]) -> int:
+    """A run's pretraining epochs in this config: the catalogue's through ``schedules``."""
+    epochs = run.get("epochs", config["pretrain"]["epochs"])
+    sched = config.get("schedules")
+    return int(epochs if sched is None else sched.get(epochs, sched.get(str(epochs), epochs)))
+
+
+def _arch_size(config: dict[str, Any], method: str, arch: str) -> int:
+    from pixmim.models import ARCHS
+
+    return int(ARCHS[method][arch].get("img_size", config["data"]["img_size"]))
+
+
+def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The knobs that identify a pretraining job. The low-pass radius and the adaptive range
+    are given in bins at ``lowpass.reference_size`` (224, the paper's) and scaled to the
+    run's input size, so a CPU-size run keeps the paper's relative bandwidth."""
+    variant = config["variants"][run["variant"]]
+    arch = mapped_arch(config, run)
+    lp = config["lowpass"]
+    scale = (_arch_size(config, run["method"], arch) / lp["reference_size"]
+             if arch is not None and lp.get("scale_with_size", True) else 1.0)
+    return {
+        "method": run["method"], "arch": arch, "epochs": mapped_epochs(config, run),
+        "dataset": run.get("dataset", "default"),
+        "target": variant["target"], "crop": variant["crop"],
+        "radius": round(variant.get("radius", lp["radius"]) * scale, 4),
+        "lowpass_mode": variant.get("mode", lp["mode"]),
+        "adaptive_range": [round(r * scale, 4) for r in lp["adaptive_range"]],
+    }
+
+
+def run_id(knobs: dict[str, Any]) -> str:
+    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}]`` from resolved knobs."""
+    target = knobs["target"]
+    if target in ("lowpass", "highpass"):
+        target += f"{knobs['radius']:g}"
+    elif target == "adaptive":
+        target += "{:g}-{:g}".format(*knobs["adaptive_range"])
+    if target != "pixel" and knobs["lowpass_mode"] != "official":
+        target += f"{knobs['lowpass_mode']}"
+    suffix = "" if knobs["dataset"] == "default" else f"_{knobs['dataset']}"
+    return f"{knobs['method']}-{target}-{knobs['crop']}_{knobs['arch']}_{knobs['epochs']}e{suffix}"
+
+
+def run_unavailable(config: dict[str, Any], name: str) -> str | None:
+    """Why a run cannot be made with this config (None: it can)."""
+    run = config["runs"][name]
+    if mapped_arch(config, run) is None:
+        arch = run.get("arch") or config["default_archs"][run["method"]]
+        return f"run {name}: arch {arch} has no entry in arch_map (paper-scale only)"
+    dataset = run.get("dataset", "default")
+    if dataset != "default" and not (config["data"].get("pretrain_roots") or {}).get(dataset):
+        return f"run {name}: dataset {dataset} has no root in data.pretrain_roots"
+    return None
+
+
+def _rows(config: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """An item's rows, restricted to ``only_methods`` when set."""
+    only = config.get("only_methods")
+    return [r for r in item["rows"]
+            if only is None or config["runs"][r["run"]]["method"] in only]
+
+
+def unavailable(config: dict[str, Any], target: str) -> str | None:
+    """Why a table or figure cannot be built with this config (None: it can)."""
+    item = config["tables"].get(target) or config["figures"].get(target)
+    if item is None:
+        return f"no table or figure {target!r}"
+    rows = _rows(config, item)
+    if item["rows"] and not rows:
+        return f"only_methods {config.get('only_methods')} leaves no row"
+    for row in rows:
+        reason = run_unavailable(config, row["run"])
+        if reason:
+            return reason
+    for col in item.get("columns", []):
+        stage = COLUMN_SOURCES[col][0]
+        if stage in DENSE and config["data"]["source"] != "synth" and dense_root(config, stage) \
+                is None:
+            return f"column {col}: data.{'ade20k' if stage == 'segment_ade20k' else 'coco'}" \
+                   "_root is not set"
+    return None
+
+
+def buildable(config: dict[str, Any], kind: str) -> list[str]:
+    """Every table (or figure) this config can build."""
+    return [n for n in config[kind] if unavailable(config, n) is None]
+
+
+def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Job id -> resolved knobs and the catalogue names resolving to it, for every run this
+    config can make. Names that resolve to the same knobs share one id: one job."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in config["runs"]:
+        if run_unavailable(config, name):
+            continue
+        knobs = resolve_run(config, config["runs"][name])
+        exp = out.setdefault(run_id(knobs), {**knobs, "names": []})
+        exp["names"].append(name)
     return out
+
+
+def experiment_of(config: dict[str, Any], run_name: str) -> str:
+    """The job id of a catalogue run."""
+    reason = run_unavailable(config, run_name)
+    if reason:
+        raise ConfigError(reason)
+    return run_id(resolve_run(config, config["runs"][run_name]))
 
 
 def data_root(config: dict[str, Any]) -> str:
@@ -177,7 +313,7 @@ def _train_section(config: dict[str, Any], stage: str) -> tuple[dict, dict]:
             finetune["fraction"] = FEW_SHOT[stage]
             train.update(config.get("few_shot", {}))
         return train, finetune
-    if stage in ("robustness", "shape_bias") or stage in DENSE:
+    if stage in ("robustness", "shape_bias", "frequency") or stage in DENSE:
         return {}, {}
     return dict(config[stage]), {}
 
@@ -194,26 +330,25 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; known: {STAGES}")
     spec = exps[exp]
-    variant = config["variants"][spec["variant"]]
     data = config["data"]
     train, finetune = _train_section(config, stage)
-    tables = sorted(n for n, t in config["tables"].items()
-                    if any((r["method"], r["variant"]) == (spec["method"], spec["variant"])
-                           for r in t["rows"]))
+    if stage == "pretrain":
+        train["epochs"] = spec["epochs"]
+    root = data_root(config) if spec["dataset"] == "default" or stage != "pretrain" \
+        else data["pretrain_roots"][spec["dataset"]]
     job = {
         "experiment": exp, "stage": stage, "method": spec["method"],
-        "variant_name": spec["variant"], "arch": spec["arch"],
+        "variant_name": config["runs"][spec["names"][0]]["variant"], "arch": spec["arch"],
         "mask_ratio": config["mask_ratio"], "norm_pix_loss": config["norm_pix_loss"],
-        "variant": {"target": variant["target"], "crop": variant["crop"],
-                    "radius": config["lowpass"]["radius"],
-                    "lowpass_mode": config["lowpass"]["mode"],
-                    "adaptive_range": config["lowpass"].get("adaptive_range", [20.0, 60.0])},
-        "data": {"root": data_root(config), "masks_root": masks_root(config),
-                 "img_size": data["img_size"], "num_classes": data["num_classes"]},
+        "variant": {"target": spec["target"], "crop": spec["crop"], "radius": spec["radius"],
+                    "lowpass_mode": spec["lowpass_mode"],
+                    "adaptive_range": spec["adaptive_range"]},
+        "data": {"root": root, "masks_root": masks_root(config),
+                 "img_size": data["img_size"], "num_classes": data["num_classes"],
+                 "bad_images": data.get("bad_images", "fail")},
         "train": {**train, "device": config["device"]},
         "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
                      "experiment": config["mlflow"]["experiment"]},
-        "tags": {"tables": ",".join(tables)},
     }
     if finetune:
         job["finetune"] = finetune
@@ -227,37 +362,122 @@ def job_config(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
     return job
 
 
+def job_tags(config: dict[str, Any], exp: str, stage: str) -> dict[str, str]:
+    """MLflow tags of a job: not part of its identity (a new table reruns nothing)."""
+    exps = experiments(config)
+    if exp not in exps:
+        raise ConfigError(f"unknown experiment {exp!r}; declared: {sorted(exps)}")
+    names = set(exps[exp]["names"])
+    tables = sorted(n for n, t in config["tables"].items()
+                    if any(r["run"] in names for r in t["rows"]))
+    figures = sorted(n for n, f in config["figures"].items()
+                     if any(r["run"] in names for r in f["rows"]))
+    return {"tables": ",".join(tables), "figures": ",".join(figures),
+            "runs": ",".join(sorted(names)), "epochs": str(exps[exp]["epochs"])}
+
+
+def _check_buildable(config: dict[str, Any], name: str) -> None:
+    reason = unavailable(config, name)
+    if reason:
+        raise ConfigError(f"{name} cannot be built with this config: {reason}")
+
+
 def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     """Rows of one table with, per column, the metrics file and key that hold our value."""
+    if name not in config["tables"]:
+        raise ConfigError(f"no table {name!r} in the catalogue (tables: "
+                          f"{', '.join(sorted(config['tables']))})")
+    _check_buildable(config, name)
     table = config["tables"][name]
     rows = []
-    for row in table["rows"]:
-        exp = next(k for k, e in experiments(config).items()
-                   if (e["method"], e["variant"]) == (row["method"], row["variant"]))
+    kept = _rows(config, table)
+    labels = {r["label"] for r in kept}
+    for row in kept:
+        exp = experiment_of(config, row["run"])
         cells = {}
         for col in table["columns"]:
             stage, key = COLUMN_SOURCES[col]
             cells[col] = {"file": f"{run_dir(config, exp, stage)}/metrics.json", "key": key}
+        base = row.get("baseline") if row.get("baseline") in labels else None
         rows.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
-                     "baseline": row.get("baseline"), "experiment": exp, "cells": cells})
-    return {"table": name, "title": table["title"], "note": table.get("note", ""), "rows": rows}
+                     "baseline": base, "experiment": exp, "cells": cells})
+    note = (config.get("notes") or {}).get(name, table.get("note", ""))
+    return {"table": name, "title": table["title"], "note": note, "rows": rows}
 
 
-def curve_tables(config: dict[str, Any]) -> list[str]:
+def curve_tables(config: dict[str, Any], names: list[str] | None = None) -> list[str]:
     """Tables whose experiments get a loss / linear-probe curves figure (those with ``lin``)."""
-    return [n for n, t in config["tables"].items() if "lin" in t["columns"]]
+    names = list(config["tables"]) if names is None else names
+    return [n for n in names if n in config["tables"] and "lin" in config["tables"][n]["columns"]]
+
+
+# figure -> the stage whose metrics feed it (fig6 reads the data, fig7 the table columns)
+FIGURE_STAGES = {"fig5": "frequency", "fig8": "shape_bias"}
 
 
 def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """Rows of a figure with the metrics file of the stage that feeds it (fig8: shape_bias)."""
-    stage = {"fig8": "shape_bias"}[name]
+    """Rows of a figure with the metrics files that feed it."""
+    if name not in config["figures"]:
+        raise ConfigError(f"no figure {name!r} in the catalogue")
+    _check_buildable(config, name)
+    fig = config["figures"][name]
     rows = []
-    for row in config["figures"][name]["rows"]:
-        exp = next(k for k, e in experiments(config).items()
-                   if (e["method"], e["variant"]) == (row["method"], row["variant"]))
-        rows.append({"label": row["label"], "experiment": exp,
-                     "file": f"{run_dir(config, exp, stage)}/metrics.json"})
-    return {"figure": name, "rows": rows}
+    for row in _rows(config, fig):
+        exp = experiment_of(config, row["run"])
+        entry = {"label": row["label"], "experiment": exp,
+                 "epochs": config["runs"][row["run"]].get("epochs")}
+        if name in FIGURE_STAGES:
+            entry["file"] = f"{run_dir(config, exp, FIGURE_STAGES[name])}/metrics.json"
+        for col in fig.get("columns", []):
+            stage, key = COLUMN_SOURCES[col]
+            entry.setdefault("cells", {})[col] = {
+                "file": f"{run_dir(config, exp, stage)}/metrics.json", "key": key}
+        rows.append(entry)
+    spec: dict[str, Any] = {"figure": name, "rows": rows}
+    if name == "fig6":
+        spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
+    return spec
+
+
+def coverage_patch_size(config: dict[str, Any]) -> int:
+    """The mask unit of Figure 6: the patch size of MAE's arch in this config."""
+    from pixmim.models import ARCHS
+
+    arch = mapped_arch(config, {"method": "mae"}) or config["default_archs"]["mae"]
+    return int(ARCHS["mae"][arch].get("patch_size", 16))
+
+
+def figure_inputs(config: dict[str, Any], name: str) -> list[str]:
+    spec = figure_spec(config, name)
+    if name == "fig6":
+        return [spec["file"]]
+    files = {r["file"] for r in spec["rows"] if "file" in r}
+    files |= {c["file"] for r in spec["rows"] for c in r.get("cells", {}).values()}
+    return sorted(files)
+
+
+def default_targets(config: dict[str, Any]) -> list[str]:
+    """The output files of ``rule all``: the config's ``targets`` (tables: csv + md, and the
+    curves figure of tables with a lin column; figures: their PNGs)."""
+    R = config["results"]
+    out = []
+    for t in config["targets"]:
+        if t in config["tables"]:
+            out += [f"{R}/tables/{t}.csv", f"{R}/tables/{t}.md"]
+            out += [f"{R}/figures/{t}_curves.png" for _ in curve_tables(config, [t])]
+        else:
+            out.append(f"{R}/figures/{FIGURE_FILES[t]}")
+    return out
+
+
+FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
+                "fig7": "fig7_epochs.png", "fig8": "fig8_shape_bias.png"}
+
+
+def all_targets(config: dict[str, Any]) -> list[str]:
+    """Every table and figure this config can build (``rule everything``)."""
+    return default_targets({**config, "targets": buildable(config, "tables")
+                            + buildable(config, "figures")})
 
 
 def table_inputs(config: dict[str, Any], name: str) -> list[str]:

@@ -47,7 +47,17 @@ def figure_spec(wildcards):
 
 
 def figure_inputs(wildcards):
-    return [r["file"] for r in W.figure_spec(config, "fig8")["rows"]]
+    return W.figure_inputs(config, wildcards.figure)
+
+
+def job_tags(wildcards):
+    return W.job_tags(config, wildcards.exp, wildcards.stage)
+
+
+def tags_input(stage=None):
+    """The job's MLflow tags, as an input that never triggers a rerun (ancient): adding a
+    table to the catalogue retags runs, it does not recompute them."""
+    return lambda wc: ancient(f"{R}/runs/{wc.exp}/{stage or wc.stage}/tags.yaml")
 
 
 rule write_job_config:
@@ -59,6 +69,17 @@ rule write_job_config:
     localrule: True
     run:
         W.write_yaml(output[0], params.cfg)
+
+
+rule write_job_tags:
+    """The MLflow tags of one job (tables, figures, catalogue names): not its identity."""
+    output:
+        f"{R}/runs/{{exp}}/{{stage}}/tags.yaml",
+    params:
+        tags=job_tags,
+    localrule: True
+    run:
+        W.write_yaml(output[0], params.tags)
 
 
 rule init_mlflow:

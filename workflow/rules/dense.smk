@@ -3,6 +3,7 @@ rule dense:
     18) of one pretraining run, through mmengine's Runner; resumes from its last checkpoint."""
     input:
         cfg=f"{R}/runs/{{exp}}/{{stage}}/config.yaml",
+        tags=tags_input(),
         ckpt=f"{R}/runs/{{exp}}/pretrain/checkpoint.pth",
         pretrain=f"{R}/runs/{{exp}}/pretrain/metrics.json",
         data=scenes_input,
@@ -20,5 +21,5 @@ rule dense:
         stage="segment_ade20k|detect_coco|detect_coco_2x",
     threads: config["threads"]["dense"]
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m pixmim {params.cli} "
-        "--config {input.cfg:q} --out {params.out:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m pixmim {params.cli:q} "
+        "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"

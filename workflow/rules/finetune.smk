@@ -3,6 +3,7 @@ rule finetune:
     class-balanced subsets (Table 19)."""
     input:
         cfg=f"{R}/runs/{{exp}}/{{stage}}/config.yaml",
+        tags=tags_input(),
         ckpt=f"{R}/runs/{{exp}}/pretrain/checkpoint.pth",
         pretrain=f"{R}/runs/{{exp}}/pretrain/metrics.json",
         data=data_input,
@@ -21,4 +22,4 @@ rule finetune:
     threads: config["threads"]["finetune"]
     shell:
         "OMP_NUM_THREADS={threads} {PY:q} -m pixmim finetune "
-        "--config {input.cfg:q} --out {params.out:q} > {log:q} 2>&1"
+        "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"

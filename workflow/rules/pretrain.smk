@@ -2,6 +2,7 @@ rule pretrain:
     """Masked-image-modeling pretraining of one experiment (method x variant x arch)."""
     input:
         cfg=f"{R}/runs/{{exp}}/pretrain/config.yaml",
+        tags=tags_input("pretrain"),
         data=data_input,
         store=STORE,
     output:
@@ -14,6 +15,15 @@ rule pretrain:
     benchmark:
         f"{R}/benchmarks/{{exp}}/pretrain.tsv"
     threads: config["threads"]["pretrain"]
+    resources:
+        # GPUs of one node for this job (workflow/profiles/slurm sets 8); 0: CPU or one GPU
+        gpu=0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m pixmim pretrain "
-        "--config {input.cfg:q} --out {params.out:q} > {log:q} 2>&1"
+        # gpu > 1: torchrun starts one DDP process per GPU inside this one job, each with
+        # threads / gpu OpenMP threads; otherwise a single process.
+        "gpus={resources.gpu:q}; omp={threads}; launch=(); "
+        "if [ $gpus -gt 1 ]; then "
+        "launch=(-m torch.distributed.run --standalone --nproc_per_node=$gpus); "
+        "omp=$(( omp / gpus > 0 ? omp / gpus : 1 )); fi; "
+        "OMP_NUM_THREADS=$omp {PY:q} \"${{launch[@]}}\" -m pixmim pretrain "
+        "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"

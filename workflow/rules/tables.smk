@@ -16,8 +16,9 @@ rule make_table:
         metrics=table_inputs,
     output:
         csv=report(f"{R}/tables/{{table}}.csv", caption="../report/table.rst",
-                   category="Tables"),
-        md=f"{R}/tables/{{table}}.md",
+                   category="Tables", subcategory="{table}"),
+        md=report(f"{R}/tables/{{table}}.md", caption="../report/table_md.rst",
+                  category="Tables", subcategory="{table}"),
     params:
         stem=f"{R}/tables/{{table}}",
     log:
@@ -53,11 +54,15 @@ rule write_figure_spec:
         W.write_yaml(output[0], params.spec)
 
 
+def _figure_inputs(name):
+    return lambda wildcards: W.figure_inputs(config, name)
+
+
 rule plot_shape_bias:
     """Figure 8: shape bias per category (cue-conflict), one marker set per model."""
     input:
         spec=f"{R}/figures/fig8.spec.yaml",
-        metrics=figure_inputs,
+        metrics=_figure_inputs("fig8"),
     output:
         report(f"{R}/figures/fig8_shape_bias.png", caption="../report/fig8.rst",
                category="Figures"),
@@ -67,4 +72,57 @@ rule plot_shape_bias:
     localrule: True
     shell:
         "{PY:q} -m pixmim figure shape_bias --spec {input.spec:q} --out {output[0]:q} "
+        "> {log:q} 2>&1"
+
+
+rule plot_frequency:
+    """Figures 1 and 5: PSNR of the reconstruction per frequency band, MAE vs PixMIM."""
+    input:
+        spec=f"{R}/figures/fig5.spec.yaml",
+        metrics=_figure_inputs("fig5"),
+    output:
+        report(f"{R}/figures/fig5_frequency.png", caption="../report/fig5.rst",
+               category="Figures"),
+        csv=f"{R}/figures/fig5_frequency.csv",
+        fig1=report(f"{R}/figures/fig1_frequency_example.png", caption="../report/fig1.rst",
+                    category="Figures"),
+    log:
+        f"{R}/logs/figures/fig5.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure frequency --spec {input.spec:q} --out {output[0]:q} "
+        "> {log:q} 2>&1"
+
+
+rule plot_coverage:
+    """Figure 6: object coverage J(F) of RRC, CC and SRC, with and without masking."""
+    input:
+        spec=f"{R}/figures/fig6.spec.yaml",
+        data=_figure_inputs("fig6"),
+    output:
+        report(f"{R}/figures/fig6_coverage.png", caption="../report/fig6.rst",
+               category="Figures"),
+        csv=f"{R}/figures/fig6_coverage.csv",
+    log:
+        f"{R}/logs/figures/fig6.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure coverage --spec {input.spec:q} --out {output[0]:q} "
+        "> {log:q} 2>&1"
+
+
+rule plot_epochs:
+    """Figure 7: fine-tune, linear-probe and segmentation results vs pretraining epochs."""
+    input:
+        spec=f"{R}/figures/fig7.spec.yaml",
+        metrics=_figure_inputs("fig7"),
+    output:
+        report(f"{R}/figures/fig7_epochs.png", caption="../report/fig7.rst",
+               category="Figures"),
+        csv=f"{R}/figures/fig7_epochs.csv",
+    log:
+        f"{R}/logs/figures/fig7.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure epochs --spec {input.spec:q} --out {output[0]:q} "
         "> {log:q} 2>&1"

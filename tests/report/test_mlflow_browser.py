@@ -1,0 +1,181 @@
+"""The MLflow UI, rendered by headless Chromium against a local ``mlflow server``, shows the
+runs of a table, compares a baseline with its PixMIM variant, and its filter really filters.
+
+The store is filled through the stages' own ``start_tracker`` (the tags a real run gets).
+"""
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from pixmim.config import JobConfig, from_dict
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH or at /usr/bin/chromium "
+                       "(Debian: apt-get install chromium)"),
+]
+
+EXPERIMENT = "browser-check"
+BASE, PIX = "mae-pixel-rrc_vit_cpu_patch8_64_2e", "mae-lowpass11.4286-src_vit_cpu_patch8_64_2e"
+CONTROL = "convmae-base_convvit_cpu_64_2e"  # a run of another table
+FAMILY = "mae_vit_cpu_patch8_64_2e"  # what BASE and PIX share (the ``compare`` tag)
+
+
+def job(exp: str, stage: str, uri: str, tables: str) -> JobConfig:
+    method, rest = exp.split("-", 1)
+    variant, arch = rest.split("_", 1)
+    return from_dict(JobConfig, {
+        "experiment": exp, "stage": stage, "method": method, "variant_name": variant,
+        "arch": arch.rsplit("_", 1)[0], "tags": {"tables": tables},
+        "tracking": {"tracking_uri": uri, "experiment": EXPERIMENT}})
+
+
+def populate(root: Path) -> str:
+    """Two pretraining runs of table2 with loss curves, a nested linear probe under each,
+    and a control run of another table; returns the SQLite URI."""
+    from pixmim.stages.common import start_tracker
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    for exp in (BASE, PIX):
+        pre = start_tracker(job(exp, "pretrain", uri, "table2,table4"), root / exp / "pretrain")
+        for step, loss in enumerate((1.0, 0.7, 0.5), start=1):
+            pre.log_metrics({"train_loss": loss if exp == BASE else loss - 0.1}, step)
+        pre.finish()
+        probe = start_tracker(job(exp, "linear_probe", uri, "table2,table4"),
+                              root / exp / "linear_probe", {"mlflow.parentRunId": pre.run_id})
+        for epoch in (1, 2):
+            probe.log_metrics({"top1": 0.3 * epoch + (0.05 if exp == PIX else 0.0)}, epoch)
+        probe.finish()
+    start_tracker(job(CONTROL, "pretrain", uri, "table9"), root / CONTROL).finish()
+    return uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(base URL, experiment id, MlflowClient on the server) of a fresh local server."""
+    root = tmp_path_factory.mktemp("mlflow_ui")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        uri = populate(root / "store")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", uri, "--workers", "1"]
+    # MLflow 3 also starts a job runner and 7 huey consumers by default: not needed for the UI
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as f:  # own process group: the finalizer stops the server and workers
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=root, env=env,
+                                start_new_session=True)
+    try:
+        wait_healthy(url, proc, log)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=url)
+        yield url, client.get_experiment_by_name(EXPERIMENT).experiment_id, client
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def render(url: str, tmp_path: Path, expect: tuple[str, ...] = (), tries: int = 3) -> str:
+    """The visible text of ``url`` once the React app has rendered (headless Chromium).
+
+    The UI loads some panels (the charts) on timers that race the virtual-time budget, so a
+    page lacking any of ``expect`` is rendered again, up to ``tries`` times.
+    """
+    for _ in range(tries):
+        profile = tmp_path / f"chromium-{time.monotonic_ns()}"
+        cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+               "--virtual-time-budget=60000", url]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stderr[-2000:]
+        body = res.stdout[res.stdout.find("<body"):]
+        body = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", body, flags=re.S)
+        text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
+        if all(e in text for e in expect):
+            break
+    return text
+
+
+def runs_page(url: str, exp_id: str, search: str | None = None, mode: str = "") -> str:
+    query = [f"searchFilter={quote(search, safe='')}"] if search else []
+    query += [f"compareRunsMode={mode}"] if mode else []
+    return f"{url}/#/experiments/{exp_id}/runs" + ("?" + "&".join(query) if query else "")
+
+
+def test_table_filter_shows_its_runs_only(server, tmp_path):
+    url, exp_id, _ = server
+    everything = render(runs_page(url, exp_id), tmp_path, (f"{CONTROL}/pretrain",))
+    assert f"{CONTROL}/pretrain" in everything  # the control renders when nothing is filtered
+    names = (f"{BASE}/pretrain", f"{PIX}/pretrain")
+    text = render(runs_page(url, exp_id, "tags.tables LIKE '%table2%'"), tmp_path, names)
+    assert f"{BASE}/pretrain" in text and f"{PIX}/pretrain" in text, text[:3000]
+    assert CONTROL not in text
+
+
+def test_compare_tag_pairs_baseline_and_variant(server, tmp_path):
+    url, exp_id, client = server
+    # final metrics: the probes found by their compare tag, side by side on the compare page
+    probes = client.search_runs([exp_id], f"tags.compare = '{FAMILY}/linear_probe'")
+    assert sorted(r.data.tags["variant"] for r in probes) == ["base", "pixmim"]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in probes}
+    assert {client.get_run(p).info.run_name for p in parents} == {f"{BASE}/pretrain",
+                                                                 f"{PIX}/pretrain"}
+    assert all(f"tags.compare = '{FAMILY}/linear_probe'" in r.data.tags["mlflow.note.content"]
+               for r in probes)
+    ids = quote(json.dumps([r.info.run_id for r in probes]), safe="")
+    exps = quote(json.dumps([exp_id]), safe="")
+    names = (f"{BASE}/linear_probe", f"{PIX}/linear_probe", "top1")
+    text = render(f"{url}/#/compare-runs?runs={ids}&experiments={exps}", tmp_path, names)
+    assert f"{BASE}/linear_probe" in text and f"{PIX}/linear_probe" in text, text[:3000]
+    assert "top1" in text
+    # curves: the chart view of the pretraining pair has the train_loss chart of both runs
+    curves = (f"{BASE}/pretrain (train_loss)", f"{PIX}/pretrain (train_loss)")
+    text = render(runs_page(url, exp_id, f"tags.compare = '{FAMILY}/pretrain'", "CHART"),
+                  tmp_path, curves)
+    assert all(c in text for c in curves), text[:3000]
+    assert CONTROL not in text

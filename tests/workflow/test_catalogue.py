@@ -1,0 +1,108 @@
+"""The experiment catalogue: identity by resolved config, targets, paper scale, budget."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixmim.config import ConfigError
+from pixmim.workflow import (
+    experiment_of,
+    experiments,
+    load_config,
+    table_spec,
+    unavailable,
+    validate_config,
+)
+from pixmim.workflow.budget import budget, jobs_of
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def dry_run(*args: str) -> str:
+    res = subprocess.run([*SNAKEMAKE, "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def job_counts(text: str) -> dict[str, int]:
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
+
+
+def test_table5_needs_eleven_pretraining_jobs():
+    """5a, 5b and 5c name 15 runs; alike resolved configs are one job: 11."""
+    counts = job_counts(dry_run("results/tables/table5a.csv", "results/tables/table5b.csv",
+                                "results/tables/table5c.csv", "--forceall"))
+    assert counts["pretrain"] == 11
+    config = load_config()
+    names = [r["run"] for t in ("table5a", "table5b", "table5c")
+             for r in config["tables"][t]["rows"]]
+    assert len(names) == 15 and len({experiment_of(config, n) for n in names}) == 11
+
+
+def test_paper_scale_dry_run_lists_every_table():
+    config = load_config(ROOT / "config" / "paper.yaml")
+    validate_config(config)
+    text = dry_run("--configfile", "config/paper.yaml", "--forceall")
+    for table in config["tables"]:
+        assert f"results/tables/{table}.csv" in text, table
+    for fig in ("fig5_frequency", "fig6_coverage", "fig7_epochs", "fig8_shape_bias"):
+        assert f"results/figures/{fig}.png" in text
+    counts = job_counts(text)
+    assert counts["pretrain"] == len(experiments(config)) == 41
+
+
+def test_identity_is_the_resolved_config(default_config):
+    exps = experiments(default_config)
+    # mae_300 and rrc_300: same method, knobs, epochs -> one id
+    assert experiment_of(default_config, "mae_300") == experiment_of(default_config, "rrc_300")
+    # lf40_300 and lf_300 too; pixmim at 300 and 800 epochs are two jobs
+    assert experiment_of(default_config, "lf40_300") == experiment_of(default_config, "lf_300")
+    assert experiment_of(default_config, "pixmim_mae_300") != \
+        experiment_of(default_config, "pixmim_mae_800")
+    assert sum(len(e["names"]) for e in exps.values()) > len(exps)
+
+
+def test_paper_scale_only_tables_say_why(default_config):
+    assert "arch_map" in unavailable(default_config, "table16")
+    assert "places365" in unavailable(default_config, "table6")
+    with pytest.raises(ConfigError, match="table6 cannot be built"):
+        table_spec(default_config, "table6")
+
+
+def test_only_methods_filters_rows(default_config):
+    spec = table_spec(default_config, "table2")
+    assert [r["label"] for r in spec["rows"]] == ["MAE", "PixMIM MAE"]
+    spec = table_spec({**default_config, "only_methods": None}, "table2")
+    assert len(spec["rows"]) == 8
+
+
+def test_budget_counts_done_jobs_zero(default_config, tmp_path):
+    config = {**default_config, "results": str(tmp_path)}
+    jobs = jobs_of(config, "table2")
+    before = budget(config, ["table2"])
+    assert before["pending"] == len(jobs) and before["total_gpu_hours"] > 0
+    exp = experiment_of(config, "mae_800")
+    d = tmp_path / "runs" / exp / "pretrain"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text("{}")
+    (d / "checkpoint.pth").write_text("")
+    after = budget(config, ["table2"])
+    assert after["pending"] == before["pending"] - 1
+    assert after["total_gpu_hours"] < before["total_gpu_hours"]
+
+
+def test_budget_cli_paper_scale():
+    res = subprocess.run([sys.executable, "-m", "pixmim", "budget", "--configfile",
+                          "config/paper.yaml", "results/tables/table5a.csv", "table5b"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = {ln.split()[0]: ln.split() for ln in res.stdout.splitlines()[1:]}
+    assert set(lines) == {"table5a", "table5b", "total"}
+    assert float(lines["total"][3]) > 0
