@@ -8,8 +8,10 @@ the worker, the process rank or where a resumed epoch restarts.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,7 +47,11 @@ class ImageDataset(ImageFolder):
         except FileNotFoundError as err:  # an empty class folder, no class folder at all
             raise FileNotFoundError(f"data.root: {root}: {err}") from None
         self.bad_images = bad_images
-        self.skipped: list[str] = []  # unreadable files met so far (bad_images: skip)
+        # Unreadable files met so far (bad_images: skip), one line each in a file that the
+        # DataLoader's worker processes append to, so the main process can count them all.
+        fd, self._skip_log = tempfile.mkstemp(prefix="pixmim-skipped-", suffix=".txt")
+        os.close(fd)
+        self._owner = os.getpid()
         self.masks_root = Path(masks_root) if masks_root else None
         if imagenet_labels:
             index = {w: i for i, w in enumerate(imagenet_wnids())}
@@ -63,6 +69,20 @@ class ImageDataset(ImageFolder):
             raise FileNotFoundError(f"data.masks_root: no mask for {rel}: {mask_path}")
         return Image.open(mask_path).convert("L")
 
+    @property
+    def skipped(self) -> list[str]:
+        """Unreadable files skipped so far, by any process (bad_images: skip)."""
+        try:
+            with open(self._skip_log, encoding="utf-8") as f:
+                return sorted(set(f.read().split("\n")) - {""})
+        except FileNotFoundError:
+            return []
+
+    def __del__(self) -> None:
+        log = getattr(self, "_skip_log", None)
+        if log and os.getpid() == getattr(self, "_owner", None) and os.path.exists(log):
+            os.unlink(log)
+
     def _load(self, index: int) -> tuple[Image.Image, str, int]:
         """The first readable image from ``index`` on (``bad_images: skip``), or raise."""
         for offset in range(len(self.samples)):
@@ -75,7 +95,8 @@ class ImageDataset(ImageFolder):
                                      "data.bad_images: skip to skip and count such files") \
                         from None
                 if path not in self.skipped:
-                    self.skipped.append(path)
+                    with open(self._skip_log, "a", encoding="utf-8") as f:
+                        f.write(path + "\n")
                     print(f"[data] skipping unreadable image {path} ({err})", file=sys.stderr)
         raise ValueError(f"data.root: no readable image under {self.root}")
 

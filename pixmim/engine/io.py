@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class WriteError(OSError):
     """An output could not be written (disk full, quota, permissions); names the file."""
 
@@ -36,6 +40,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared files
         write(Path(tmp))
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
