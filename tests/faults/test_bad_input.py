@@ -226,7 +226,7 @@ def test_images_smaller_than_the_crop_come_out_at_the_input_size(size):
 
 def test_a_stage_with_images_smaller_than_the_crop_finishes(tmp_path, tiny_data):
     data = copy_data(tiny_data, tmp_path)
-    for cls, size in zip((1, 4, 7, 11), SMALL):
+    for cls, size in zip((1, 4, 7, 11), SMALL, strict=True):
         path = first_image(data, cls=cls)
         Image.new("RGB", size, (cls * 20, 90, 160)).save(path)
     out = tmp_path / "out"
