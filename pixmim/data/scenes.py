@@ -59,7 +59,7 @@ from pixmim.data.synth import (
     _silhouette,
     _texture,
 )  # fmt: skip
-from pixmim.engine.io import atomic_dir
+from pixmim.engine.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-scenes/1"
 
@@ -292,31 +292,6 @@ def _config_json(cfg: SceneConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
-def _existing(out: Path, cfg: SceneConfig) -> dict | None:
-    """Return the meta of an up-to-date dataset at `out`, None if absent; raise if stale.
-
-    An existing empty folder counts as absent (it is removed).
-    """
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        return None
-    meta_path = out / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        msg = f"{out} exists but is not a scenes dataset (cannot read {meta_path}: {err})"
-        raise FileExistsError(msg) from err
-    wanted = _config_json(cfg)
-    if meta.get("config") != wanted or meta.get("generator") != GENERATOR_VERSION:
-        raise FileExistsError(
-            f"{out} holds a scenes dataset with a different config or generator "
-            f"({meta.get('generator')}, {meta.get('config')}); wanted ({GENERATOR_VERSION}, "
-            f"{wanted}). Delete it or choose another --out."
-        )
-    return meta
-
-
 def generate(cfg: SceneConfig, out: Path, workers: int = 1) -> dict:
     """Write both layouts to `out` atomically and return the summary (also in meta.json).
 
@@ -335,7 +310,8 @@ def generate(cfg: SceneConfig, out: Path, workers: int = 1) -> dict:
     """
     out = Path(out)
     return atomic_dir(out, lambda tmp: _build_meta(cfg, _write_all(cfg, tmp, workers)),
-                      lambda: _existing(out, cfg))
+                      lambda: existing_meta(out, _config_json(cfg), GENERATOR_VERSION,
+                                            "scenes dataset"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from pixmim.data import corruptions
 from pixmim.data.imagenet_meta import imagenet_info_dir
 from pixmim.data.synth import CATEGORIES, IMAGENET_INDEX, SynthConfig, category_wnid, render
-from pixmim.engine.io import atomic_dir
+from pixmim.engine.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-views/1"
 VIEWS: tuple[str, ...] = (
@@ -570,24 +570,6 @@ def _build_meta(identity: dict, views: tuple[str, ...], counts: dict, seconds: d
     }  # fmt: skip
 
 
-def _existing(out: Path, identity: dict) -> dict | None:
-    """The meta of up-to-date views at `out`, None if absent; raise if they differ."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        return None
-    try:
-        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise FileExistsError(f"{out} exists but holds no views (meta.json: {err})") from err
-    if meta.get("config") != identity or meta.get("generator") != GENERATOR_VERSION:
-        raise FileExistsError(
-            f"{out} holds views of another config or source; delete it or choose another "
-            f"--out (have {meta.get('config')}, want {identity})"
-        )
-    return meta
-
-
 def generate_views(
     src: Path,
     out: Path,
@@ -629,7 +611,8 @@ def generate_views(
         counts, seconds = _write_views(cfg, synth, src, tmp, views, workers)
         return _build_meta(identity, views, counts, seconds)
 
-    return atomic_dir(out, build, lambda: _existing(out, identity))
+    return atomic_dir(out, build,
+                      lambda: existing_meta(out, identity, GENERATOR_VERSION, "views folder"))
 
 
 def _synth_config(src: Path) -> SynthConfig:

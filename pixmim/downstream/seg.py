@@ -140,27 +140,9 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
         "test_dataloader": loader("validation", False),
         "val_evaluator": dict(type="IoUMetric", iou_metrics=["mIoU"]),
         "test_evaluator": dict(type="IoUMetric", iou_metrics=["mIoU"]),
-        "optim_wrapper": dict(
-            type="OptimWrapper", constructor="PixMIMLayerDecay",
-            optimizer=dict(type="AdamW", lr=d.lr, betas=tuple(d.betas),
-                           weight_decay=d.weight_decay),
-            paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
-        "param_scheduler": common.lr_schedule(d.schedule, d.iters, d.warmup_iters),
-        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters,
-                          val_interval=min(d.val_interval, d.iters)),
-        "val_cfg": dict(type="ValLoop"),
-        "test_cfg": dict(type="TestLoop"),
-        "default_hooks": dict(
-            logger=dict(type="LoggerHook", interval=max(1, min(50, d.iters // 10)),
-                        log_metric_by_epoch=False),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False,
-                            interval=min(d.val_interval, d.iters), max_keep_ckpts=1,
-                            save_last=True),
-            visualization=dict(type="SegVisualizationHook", draw=False)),
-        "randomness": dict(seed=seed),
-        "work_dir": str(work_dir),
-        "log_level": "WARNING",
+        **common.schedule_body(d, seed, work_dir),
     }
+    body["default_hooks"]["visualization"] = dict(type="SegVisualizationHook", draw=False)
     return common.write_config(work_dir / "config.py", BASE, ["pixmim.downstream.seg"], body)
 
 

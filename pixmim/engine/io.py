@@ -98,3 +98,28 @@ def atomic_dir(out: str | Path, build: Callable[[Path], dict],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def existing_meta(out: str | Path, config: dict, generator: str, kind: str) -> dict | None:
+    """The ``meta.json`` of an up-to-date generated folder at ``out`` (None if absent).
+
+    An empty folder counts as absent (it is removed). Raises FileExistsError when ``out``
+    holds something else: no readable meta, or another config or generator version.
+    """
+    out = Path(out)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        return None
+    meta_path = out / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FileExistsError(f"{out} exists but is not a {kind} (cannot read {meta_path}: "
+                              f"{err})") from err
+    if meta.get("config") != config or meta.get("generator") != generator:
+        raise FileExistsError(
+            f"{out} holds a {kind} with a different config or generator "
+            f"({meta.get('generator')}, {meta.get('config')}); wanted ({generator}, {config}). "
+            "Delete it or choose another --out.")
+    return meta
