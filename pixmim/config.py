@@ -80,6 +80,21 @@ class TrainConfig:
     ckpt_every_steps: int = 0  # resume checkpoint every N optimizer steps (0: off)
     ckpt_every_minutes: float = 10.0  # ... and/or every N minutes of wall time (0: off)
 
+    def __post_init__(self) -> None:
+        """Ranges (the workflow schema checks them too; this covers a job config given to
+        ``python -m pixmim`` directly)."""
+        for key, low in (("epochs", 1), ("batch_size", 1), ("accum_steps", 1),
+                         ("log_every", 1), ("eval_every", 1), ("ckpt_every_steps", 0),
+                         ("ckpt_every_minutes", 0), ("warmup_epochs", 0), ("min_lr", 0),
+                         ("weight_decay", 0), ("num_workers", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"train.{key}: must be >= {low}, got {getattr(self, key)}")
+        if self.base_lr <= 0:
+            raise ConfigError(f"train.base_lr: must be > 0, got {self.base_lr}")
+        if self.batch_size % self.accum_steps:
+            raise ConfigError(f"train.batch_size: {self.batch_size} is not a multiple of "
+                              f"train.accum_steps {self.accum_steps}")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
