@@ -125,8 +125,9 @@ def test_default_dag_end_to_end(tmp_path):
                                    "rows": [{"label": "MAE", "run": "mae_800"}]}}
     overlay2 = tmp_path / "overlay2.yaml"
     overlay2.write_text(yaml.safe_dump(extra))
-    res = snakemake("-n", "--configfile", str(overlay2), str(results / "tables/table99.csv"),
-                    *[str(results / f"tables/{t}.csv") for t in ("table2", "table4")])
+    targets = [str(results / f"tables/{t}.csv") for t in ("table99", "table2", "table4")]
+    res = snakemake("-n", *targets, "--configfile", str(overlay2))  # targets first: the
+    # option takes every following word as another config file
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     planned = res.stdout + res.stderr
     for rule in ("pretrain", "linear_probe", "finetune", "dense"):
