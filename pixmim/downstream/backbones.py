@@ -75,11 +75,34 @@ def _drop_path_rates(rate: float, depth: int) -> list[float]:
     return torch.linspace(0, rate, depth, device="cpu").tolist()  # timm's linear rule
 
 
-class _LayerIds:
-    """Layer ids for layer-wise lr decay (BEiT, Bao et al. 2021): embeddings 0, block i
-    i + 1; anything else (norms, added layers) num_layers + 1."""
+def vit_dims(method: str, arch: str) -> tuple[int, int]:
+    """``(embed_dim, patch_size)`` of a ViT arch, read from the registry (nothing built)."""
+    a = _vit_arch(method, arch)
+    return a["embed_dim"], a["patch_size"]
 
+
+def pyramid_channels(arch: str) -> tuple[int, ...]:
+    """Channels of :class:`ConvViTPyramid`'s four levels (the 1/32 level repeats 1/16)."""
+    from pixmim.models.convmae import convvit_kwargs
+
+    dims = tuple(convvit_kwargs(arch)["embed_dims"])
+    return (*dims, dims[2])
+
+
+class _DenseBackbone(nn.Module):
+    """What the dense backbones share: loading the pretraining checkpoint named by
+    ``pretrained`` in :meth:`init_weights` (mmengine calls it), and layer ids for
+    layer-wise lr decay (BEiT, Bao et al. 2021): embeddings 0, block i i + 1; anything
+    else (norms, added layers) num_layers + 1."""
+
+    method: str
+    arch: str
+    pretrained: str | None
     num_layers: int
+
+    def init_weights(self) -> None:
+        if self.pretrained:
+            load_encoder(self, self.pretrained, self.method, self.arch)
 
     def layer_id(self, name: str) -> int:
         name = name.removeprefix("backbone.")
@@ -90,7 +113,7 @@ class _LayerIds:
         return self.num_layers + 1
 
 
-class SegViT(nn.Module, _LayerIds):
+class SegViT(_DenseBackbone):
     """ViT with a zero-initialised relative position bias in every block, for UperNet.
 
     Args:
@@ -151,10 +174,6 @@ class SegViT(nn.Module, _LayerIds):
                 out[k] = v
         return out, dropped
 
-    def init_weights(self) -> None:
-        if self.pretrained:
-            load_encoder(self, self.pretrained, self.method, self.arch)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n, _, h, w = x.shape
         if (h, w) != (self.grid * self.patch_size,) * 2:
@@ -170,7 +189,7 @@ class SegViT(nn.Module, _LayerIds):
         return tuple(outs)
 
 
-class ViTDet(nn.Module, _LayerIds):
+class ViTDet(_DenseBackbone):
     """Plain ViT of ViTDet: window attention with a few global blocks, decomposed rel-pos.
 
     Args:
@@ -228,10 +247,6 @@ class ViTDet(nn.Module, _LayerIds):
                 out[k] = v
         return out, dropped
 
-    def init_weights(self) -> None:
-        if self.pretrained:
-            load_encoder(self, self.pretrained, self.method, self.arch)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         x = self.patch_embed(x)  # [N, h, w, D]
         h, w = x.shape[1:3]
@@ -281,7 +296,7 @@ class SimpleFPN(nn.Module):
         return tuple(outs)
 
 
-class ConvViTPyramid(nn.Module, _LayerIds):
+class ConvViTPyramid(_DenseBackbone):
     """ConvMAE's encoder unmasked, its stages as a pyramid: 1/4, 1/8, 1/16 and a max-pooled
     1/32 map, each with its own LayerNorm2d (the fusion convs and final norm are dropped,
     as in the released fine-tuning model)."""
@@ -308,8 +323,7 @@ class ConvViTPyramid(nn.Module, _LayerIds):
         for name, mod in enc.named_children():
             self.add_module(name, mod)
         self.pos_embed, self.grid = enc.pos_embed, enc.grid
-        dims = tuple(kw["embed_dims"]) + (kw["embed_dims"][2],)
-        self.out_channels = dims
+        self.out_channels = dims = pyramid_channels(arch)
         self.out_norms = nn.ModuleList([LayerNorm2d(c) for c in dims])
         d1, d2, d3 = kw["depths"]
         self.num_layers = d1 + d2 + d3 + 2
@@ -330,10 +344,6 @@ class ConvViTPyramid(nn.Module, _LayerIds):
     def convert(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         out = {k: v for k, v in state.items() if not k.startswith(_PRETRAIN_ONLY)}
         return out, sorted(set(state) - set(out))
-
-    def init_weights(self) -> None:
-        if self.pretrained:
-            load_encoder(self, self.pretrained, self.method, self.arch)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = []

@@ -30,7 +30,13 @@ common.setup()
 from mmdet.registry import MODELS  # noqa: E402
 from timm.layers import LayerNorm2d  # noqa: E402
 
-from pixmim.downstream.backbones import ConvViTPyramid, SimpleFPN, ViTDet  # noqa: E402
+from pixmim.downstream.backbones import (  # noqa: E402
+    ConvViTPyramid,
+    SimpleFPN,
+    ViTDet,
+    pyramid_channels,
+    vit_dims,
+)
 
 common.register()
 if "PixMIMViTDet" not in MODELS.module_dict:
@@ -59,17 +65,16 @@ def _backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tupl
     if cfg.method == "convmae":
         bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
                   drop_path_rate=d.drop_path, pretrained=pretrained)
-        chans = list(ConvViTPyramid(cfg.method, cfg.arch).out_channels)
+        chans = list(pyramid_channels(cfg.arch))
         neck = dict(_delete_=True, type="FPN", in_channels=chans, out_channels=fpn_channels,
                     num_outs=5, norm_cfg=dict(type="LN2d"))
         return bb, neck
-    probe = ViTDet(cfg.method, cfg.arch, img_size=d.crop_size, window_size=d.window_size,
-                   drop_path_rate=0.0)
+    embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
     bb = dict(type="PixMIMViTDet", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
               window_size=d.window_size, drop_path_rate=d.drop_path, use_rel_pos=True,
               pretrained=pretrained)
-    neck = dict(_delete_=True, type="PixMIMSimpleFPN", in_channels=probe.embed_dim,
-                out_channels=fpn_channels, patch_size=probe.patch_size, num_outs=5)
+    neck = dict(_delete_=True, type="PixMIMSimpleFPN", in_channels=embed_dim,
+                out_channels=fpn_channels, patch_size=patch_size, num_outs=5)
     return bb, neck
 
 

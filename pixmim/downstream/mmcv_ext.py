@@ -73,8 +73,12 @@ def _module() -> types.ModuleType:
     mod.nms = nms
     mod.roi_align_forward = roi_align_forward
     mod.roi_align_backward = roi_align_backward
-    mod.__getattr__ = lambda name: (_missing(name) if not name.startswith("__")
-                                    else (_ for _ in ()).throw(AttributeError(name)))
+    def missing_op(name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _missing(name)
+
+    mod.__getattr__ = missing_op
     mod.PIXMIM_STANDIN = True
     return mod
 

@@ -29,7 +29,12 @@ common.setup()
 from mmseg.datasets import BaseSegDataset  # noqa: E402
 from mmseg.registry import DATASETS, MODELS  # noqa: E402
 
-from pixmim.downstream.backbones import ConvViTPyramid, SegViT  # noqa: E402
+from pixmim.downstream.backbones import (  # noqa: E402
+    ConvViTPyramid,
+    SegViT,
+    pyramid_channels,
+    vit_dims,
+)
 
 common.register()
 if "PixMIMSegViT" not in MODELS.module_dict:
@@ -73,15 +78,15 @@ def _backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None
     if cfg.method == "convmae":
         bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
                   drop_path_rate=d.drop_path, pretrained=pretrained)
-        return bb, None, list(ConvViTPyramid(cfg.method, cfg.arch).out_channels)
-    probe = SegViT(cfg.method, cfg.arch, img_size=d.crop_size, drop_path_rate=0.0)
+        return bb, None, list(pyramid_channels(cfg.arch))
+    embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
     bb = dict(type="PixMIMSegViT", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
               drop_path_rate=d.drop_path, use_rel_pos_bias=True, pretrained=pretrained)
     # Feature2Pyramid turns the stride-p map into strides 4, 8, 16, 32.
-    rescales = [probe.patch_size / s for s in (4, 8, 16, 32)]
-    neck = dict(_delete_=True, type="Feature2Pyramid", embed_dim=probe.embed_dim,
+    rescales = [patch_size / s for s in (4, 8, 16, 32)]
+    neck = dict(_delete_=True, type="Feature2Pyramid", embed_dim=embed_dim,
                 rescales=rescales, norm_cfg=dict(type="SyncBN", requires_grad=True))
-    return bb, neck, [probe.embed_dim] * 4
+    return bb, neck, [embed_dim] * 4
 
 
 def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> Path:

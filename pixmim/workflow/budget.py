@@ -102,8 +102,8 @@ def jobs_of(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
     return jobs
 
 
-def job_hours(config: dict[str, Any], exp: str, stage: str) -> tuple[float, str]:
-    spec = experiments(config)[exp]
+def job_hours(config: dict[str, Any], spec: dict[str, Any], stage: str) -> tuple[float, str]:
+    """GPU-hours of one stage of the experiment whose resolved knobs are ``spec``."""
     precision = config["pretrain"].get("precision", "fp32")
     ips, how = throughput(spec["method"], spec["arch"], precision)
     images = DATASET_IMAGES.get(spec["dataset"], DATASET_IMAGES["default"])
@@ -129,11 +129,12 @@ def job_hours(config: dict[str, Any], exp: str, stage: str) -> tuple[float, str]
 
 def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
     per_target, all_jobs = {}, {}
+    exps = experiments(config)  # resolved once, not per job
     for t in targets:
         rows = []
         for exp, stage in sorted(jobs_of(config, t)):
             done = _done(config, exp, stage)
-            hours, how = (0.0, "done") if done else job_hours(config, exp, stage)
+            hours, how = (0.0, "done") if done else job_hours(config, exps[exp], stage)
             all_jobs[(exp, stage)] = hours
             rows.append({"experiment": exp, "stage": stage, "gpu_hours": hours, "basis": how})
         per_target[t] = rows
