@@ -4,7 +4,6 @@
 from snakemake.utils import min_version
 
 from pixmim import workflow as W
-from pixmim.workflow import check_config
 
 min_version("9.0")
 
@@ -16,15 +15,16 @@ configfile: "config/config.yaml"  # the embedded default (--configfile config/pa
 report: "workflow/report/workflow.rst"
 
 
-check_config(config)  # one line naming a bad key (exit 1), before any job starts
+W.check_config(config)  # one line naming a bad key (exit 1), before any job starts
+# Each job's config, MLflow tags and each table/figure spec, written where their content
+# changed: a config change reaches the DAG through file times, with or without .snakemake/.
+W.materialize(config)
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/finetune.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/dense.smk"
+include: "workflow/rules/stages.smk"
 include: "workflow/rules/tables.smk"
 
 

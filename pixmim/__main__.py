@@ -1,23 +1,20 @@
-"""The one CLI: ``python -m pixmim <stage> --config FILE --out DIR``.
+"""The one CLI: ``python -m pixmim <command> [args]``.
 
-Stages are imported lazily so that torch-free commands (``table``) start fast.
+The per-experiment stages come from the stage registry (:mod:`pixmim.registry`); ``run``
+runs whichever stage a job config names (plugin stages included), which is what the
+workflow's rules call. Modules are imported lazily so that torch-free commands start fast.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
-STAGES = {
-    "data": ("pixmim.stages.data", "Generate the embedded dataset: data synth --out DIR --seed S"),
-    "pretrain": ("pixmim.stages.pretrain", "Masked-image-modeling pretraining"),
-    "linear_probe": ("pixmim.stages.linear_probe", "Linear probe on frozen features"),
-    "robustness": ("pixmim.stages.robustness", "ImageNet-C/-A/-R/-Sketch of a fine-tuned model"),
-    "shape_bias": ("pixmim.stages.shape_bias", "Shape bias on the cue-conflict stimuli"),
-    "finetune": ("pixmim.stages.finetune", "End-to-end fine-tuning (and few-shot subsets)"),
-    "segment_ade20k": ("pixmim.stages.segment_ade20k", "UperNet on ADE20K (mmsegmentation)"),
-    "detect_coco": ("pixmim.stages.detect_coco", "Mask R-CNN, ViTDet style, on COCO (mmdet)"),
-    "frequency": ("pixmim.stages.frequency", "Reconstruction PSNR per frequency band (Fig. 5)"),
+# commands that are not per-experiment stages: module, help
+TOOLS = {
+    "run": ("pixmim.__main__", "Run the stage a job config names: run --config F --out D"),
+    "data": ("pixmim.stages.data", "Generate the embedded datasets: data {synth,views,scenes}"),
     "coverage": ("pixmim.stages.coverage", "Object coverage J(F) of the crops (Fig. 6)"),
     "table": ("pixmim.report.tables", "Assemble a paper table from metrics.json files"),
     "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
@@ -27,10 +24,36 @@ STAGES = {
 }
 
 
+def commands() -> dict[str, tuple[str, str]]:
+    """Command -> (module, help): the registry's stages, then the tools."""
+    from pixmim import registry
+
+    stages = {n: (s.module, s.help) for n, s in registry.stages().items()}
+    return {**stages, **TOOLS}
+
+
 def usage() -> str:
-    lines = ["usage: python -m pixmim <stage> [args]", "", "stages:"]
-    lines += [f"  {name:<14} {help_}" for name, (_, help_) in STAGES.items()]
+    lines = ["usage: python -m pixmim <command> [args]", "", "commands:"]
+    lines += [f"  {name:<15} {help_}" for name, (_, help_) in commands().items()]
     return "\n".join(lines)
+
+
+def run_job(argv: list[str]) -> int:
+    """``run --config F ...``: the stage (and plugins) named in the job config ``F``."""
+    import yaml
+
+    from pixmim import registry
+
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        raise ValueError("run: --config FILE is required")
+    path = Path(argv[argv.index("--config") + 1])
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    job = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(job, dict) or "stage" not in job:
+        raise ValueError(f"{path}: a job config names its stage (key 'stage')")
+    registry.use_plugins(job.get("plugins"))
+    return registry.stage_module(job["stage"]).main(argv) or 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,26 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
-    stage, rest = argv[0], argv[1:]
-    if stage not in STAGES:
-        print(f"unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    table = commands()
+    if name not in table:
+        print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(STAGES[stage][0])
     from pixmim.config import ConfigError
-    from pixmim.engine.io import WriteError
-    from pixmim.engine.loop import Preempted
+    from pixmim.io import WriteError
+    from pixmim.registry import RegistryError
 
     try:
+        if name == "run":
+            return run_job(rest)
+        module = importlib.import_module(table[name][0])
         return module.main(rest) or 0
-    except Preempted as e:
-        # SIGTERM (SLURM's preemption / time limit): state saved; a rerun resumes from it.
-        print(f"pixmim {stage}: {e}", file=sys.stderr)
-        return Preempted.exit_code
-    except (ConfigError, FileNotFoundError, KeyError, ValueError, FloatingPointError,
-            WriteError) as e:
+    except (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError,
+            FloatingPointError, WriteError) as e:
         # Bad input (or a full disk): one line naming the culprit, no traceback.
-        print(f"pixmim {stage}: error: {one_line(e)}", file=sys.stderr)
+        print(f"pixmim {name}: error: {one_line(e)}", file=sys.stderr)
         return 1
+    except BaseException as e:
+        from pixmim.engine.loop import Preempted
+
+        if isinstance(e, Preempted):
+            # SIGTERM (SLURM's preemption / time limit): state saved; a rerun resumes.
+            print(f"pixmim {name}: {e}", file=sys.stderr)
+            return Preempted.exit_code
+        raise
 
 
 def one_line(e: BaseException) -> str:

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
@@ -21,15 +21,48 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names the key path."""
 
 
+class Schema(dict):
+    """A config field's JSON-schema constraints (``minimum``, ``enum``, ``items``, ...),
+    written once beside the field as ``Annotated[int, Schema(minimum=1)]``: the workflow's
+    config schema (:func:`json_schema`) and the job-config check (:func:`check_ranges`) both
+    read them."""
+
+
+def _ge(n: float) -> Schema:
+    return Schema(minimum=n)
+
+
+_POS = Schema(exclusiveMinimum=0)
+_UNIT = Schema(minimum=0, maximum=1)
+_BETAS = Schema(items={"minimum": 0, "exclusiveMaximum": 1})
+
+
 @dataclass(frozen=True)
 class VariantConfig:
-    """The two PixMIM knobs (PixMIM is a variant, not a method)."""
+    """The two PixMIM knobs (PixMIM is a variant, not a method).
 
-    target: str = "pixel"  # pixel | lowpass | highpass (Table 22) | adaptive (Table 21)
-    radius: float = 40.0  # filter radius in frequency bins; r=40 at 224 px: PixMIM Sec. 4.1
-    lowpass_mode: str = "official"  # official (released code) | centered (paper Eq. 2-4)
-    adaptive_range: tuple[float, float] = (20.0, 60.0)  # learnable radius range: Table 21
-    crop: str = "rrc"  # rrc (MAE) | src (PixMIM Sec. 4.2) | cc | bg | resize (Table 5b)
+    ``radius`` and ``adaptive_range`` are in the paper's unit, frequency bins at
+    ``reference_size`` px; :meth:`model_kwargs` scales them to the job's input size.
+    """
+
+    target: Annotated[str, Schema(enum=["pixel", "lowpass", "highpass", "adaptive"])] = "pixel"  # pixel | lowpass | highpass (Table 22) | adaptive (Table 21)
+    radius: Annotated[float, _POS] = 40.0  # filter radius in bins at reference_size; r=40 at 224: PixMIM Sec. 4.1
+    lowpass_mode: Annotated[str, Schema(enum=["official", "centered"])] = "official"  # official (released code) | centered (paper Eq. 2-4)
+    adaptive_range: Annotated[tuple[float, float], Schema(items=_POS)] = (20.0, 60.0)  # learnable radius range: Table 21
+    crop: Annotated[str, Schema(enum=["rrc", "src", "cc", "bg", "resize"])] = "rrc"  # rrc (MAE) | src (PixMIM Sec. 4.2) | cc | bg | resize (Table 5b)
+    reference_size: Annotated[int, _ge(16)] = 224  # the input size the radius is given at (the paper's, 224 px)
+    scale_with_size: bool = True  # scale radius and range by img_size / reference_size
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "variant")
+
+    def model_kwargs(self, img_size: int) -> dict[str, Any]:
+        """The model's target keywords at input size ``img_size``: the radius (and range)
+        scaled to keep the paper's relative bandwidth (40 at 224 -> 11.4286 at 64)."""
+        scale = img_size / self.reference_size if self.scale_with_size else 1.0
+        return {"target": self.target, "radius": round(self.radius * scale, 4),
+                "lowpass_mode": self.lowpass_mode,
+                "adaptive_range": [round(r * scale, 4) for r in self.adaptive_range]}
 
 
 @dataclass(frozen=True)
@@ -59,38 +92,31 @@ class EvalConfig:
 class TrainConfig:
     """The shared training loop's knobs (pretrain, linear probe)."""
 
-    epochs: int = 1
-    warmup_epochs: float = 0.0
-    batch_size: int = 64  # per optimizer step (after accumulation)
-    accum_steps: int = 1
-    base_lr: float = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
-    momentum: float = 0.9  # LARS momentum (linear probe): MAE Table 9
-    optimizer: str = "adamw"  # adamw | lars
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "cpu"  # cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    epochs: Annotated[int, _ge(1)] = 1
+    warmup_epochs: Annotated[float, _ge(0)] = 0.0
+    batch_size: Annotated[int, _ge(1)] = 64  # per optimizer step (after accumulation)
+    accum_steps: Annotated[int, _ge(1)] = 1
+    base_lr: Annotated[float, _POS] = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
+    min_lr: Annotated[float, _ge(0)] = 0.0
+    weight_decay: Annotated[float, _ge(0)] = 0.05
+    betas: Annotated[tuple[float, float], _BETAS] = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
+    momentum: Annotated[float, _UNIT] = 0.9  # LARS momentum (linear probe): MAE Table 9
+    optimizer: Annotated[str, Schema(enum=["adamw", "lars"])] = "adamw"  # adamw | lars
+    seed: Annotated[int, _ge(0)] = 0
+    num_workers: Annotated[int, _ge(0)] = 0
+    device: Annotated[str, Schema(pattern="^(cpu|cuda(:[0-9]+)?|mps)$")] = "cpu"  # cpu | cuda | cuda:N | mps
+    precision: Annotated[str, Schema(enum=["fp32", "bf16", "fp16"])] = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
     compile: bool = False  # torch.compile the model's training forward
-    clip_grad: float | None = None
-    log_every: int = 10  # optimizer steps between step-level MLflow metrics
-    eval_every: int = 1  # epochs between validations (linear probe)
-    ckpt_every_steps: int = 0  # resume checkpoint every N optimizer steps (0: off)
-    ckpt_every_minutes: float = 10.0  # ... and/or every N minutes of wall time (0: off)
+    clip_grad: Annotated[float | None, _POS] = None
+    log_every: Annotated[int, _ge(1)] = 10  # optimizer steps between step-level MLflow metrics
+    eval_every: Annotated[int, _ge(1)] = 1  # epochs between validations (linear probe)
+    ckpt_every_steps: Annotated[int, _ge(0)] = 0  # resume checkpoint every N optimizer steps (0: off)
+    ckpt_every_minutes: Annotated[float, _ge(0)] = 10.0  # ... and/or every N minutes of wall time (0: off)
 
     def __post_init__(self) -> None:
         """Ranges (the workflow schema checks them too; this covers a job config given to
         ``python -m pixmim`` directly)."""
-        for key, low in (("epochs", 1), ("batch_size", 1), ("accum_steps", 1),
-                         ("log_every", 1), ("eval_every", 1), ("ckpt_every_steps", 0),
-                         ("ckpt_every_minutes", 0), ("warmup_epochs", 0), ("min_lr", 0),
-                         ("weight_decay", 0), ("num_workers", 0)):
-            if getattr(self, key) < low:
-                raise ConfigError(f"train.{key}: must be >= {low}, got {getattr(self, key)}")
-        if self.base_lr <= 0:
-            raise ConfigError(f"train.base_lr: must be > 0, got {self.base_lr}")
+        check_ranges(self, "train")
         if self.batch_size % self.accum_steps:
             raise ConfigError(f"train.batch_size: {self.batch_size} is not a multiple of "
                               f"train.accum_steps {self.accum_steps}")
@@ -100,16 +126,19 @@ class TrainConfig:
 class FinetuneConfig:
     """End-to-end fine-tuning knobs (PixMIM Table 9 / MAE Table 11); timm implementations."""
 
-    layer_decay: float = 0.75  # layer-wise lr decay (paper 0.75; released configs 0.65)
-    drop_path: float = 0.1  # stochastic depth rate
-    global_pool: str = "avg"  # avg (MAE fine-tuning) | token
+    layer_decay: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 0.75  # layer-wise lr decay (paper 0.75; released configs 0.65)
+    drop_path: Annotated[float, _UNIT] = 0.1  # stochastic depth rate
+    global_pool: Annotated[str, Schema(enum=["avg", "token"])] = "avg"  # avg (MAE fine-tuning) | token
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # RandAugment (9, 0.5)
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    smoothing: float = 0.1  # label smoothing
-    reprob: float = 0.25  # random erasing probability
-    fraction: float = 1.0  # class-balanced share of the training set (few-shot: 0.01, 0.1)
-    subset_seed: int = 0  # seed of the few-shot subset draw
+    mixup: Annotated[float, _ge(0)] = 0.8
+    cutmix: Annotated[float, _ge(0)] = 1.0
+    smoothing: Annotated[float, _UNIT] = 0.1  # label smoothing
+    reprob: Annotated[float, _UNIT] = 0.25  # random erasing probability
+    fraction: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 1.0  # class-balanced share of the training set (few-shot: 0.01, 0.1)
+    subset_seed: Annotated[int, _ge(0)] = 0  # seed of the few-shot subset draw
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "finetune")
 
 
 @dataclass(frozen=True)
@@ -121,25 +150,28 @@ class DenseConfig:
     """
 
     root: str | None = None  # ADE20K (ADEChallengeData2016) or COCO root; embedded scenes too
-    recipe: str = "paper"  # paper | released (the recipe the keys below came from)
-    iters: int = 160000  # training iterations (paper seg: 160k at batch 16)
-    val_interval: int = 16000  # iterations between validations (and checkpoints)
-    batch_size: int = 16  # images per iteration, all GPUs together
-    lr: float = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
-    layer_decay: float = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
-    weight_decay: float = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_iters: int = 1500  # linear warm-up (paper seg: 1500)
-    schedule: str = "cosine"  # cosine (paper) | poly (released seg) | step (released det)
-    drop_path: float = 0.1  # stochastic depth (paper: 0.1)
-    crop_size: int = 512  # seg: training crop = backbone size; det: input size (LSJ 1024)
-    scale: tuple[int, int] = (2048, 512)  # seg resize scale (long, short) before the crop
-    ratio_range: tuple[float, float] = (0.5, 2.0)  # random rescale (seg 0.5-2; det LSJ 0.1-2)
-    seeds: tuple[int, ...] = (0, 1)  # seg mIoU averaged over these runs (paper Sec. 5)
-    window_size: int = 14  # det: ViTDet attention window in tokens (0: global everywhere)
-    score_thr: float = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
-    head_channels: int = 512  # seg UPerHead channels / det FPN channels (256 at paper scale)
-    num_workers: int = 2
+    recipe: Annotated[str, Schema(enum=["paper", "released"])] = "paper"  # paper | released (the recipe the keys below came from)
+    iters: Annotated[int, _ge(1)] = 160000  # training iterations (paper seg: 160k at batch 16)
+    val_interval: Annotated[int, _ge(1)] = 16000  # iterations between validations (and checkpoints)
+    batch_size: Annotated[int, _ge(1)] = 16  # images per iteration, all GPUs together
+    lr: Annotated[float, _POS] = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
+    layer_decay: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
+    weight_decay: Annotated[float, _ge(0)] = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
+    betas: Annotated[tuple[float, float], _BETAS] = (0.9, 0.999)
+    warmup_iters: Annotated[int, _ge(0)] = 1500  # linear warm-up (paper seg: 1500)
+    schedule: Annotated[str, Schema(enum=["cosine", "poly", "step"])] = "cosine"  # cosine (paper) | poly (released seg) | step (released det)
+    drop_path: Annotated[float, _UNIT] = 0.1  # stochastic depth (paper: 0.1)
+    crop_size: Annotated[int, _ge(16)] = 512  # seg: training crop = backbone size; det: input size (LSJ 1024)
+    scale: Annotated[tuple[int, int], Schema(items=_ge(16))] = (2048, 512)  # seg resize scale (long, short) before the crop
+    ratio_range: Annotated[tuple[float, float], Schema(items=_POS)] = (0.5, 2.0)  # random rescale (seg 0.5-2; det LSJ 0.1-2)
+    seeds: Annotated[tuple[int, ...], Schema(items=_ge(0), minItems=1)] = (0, 1)  # seg mIoU averaged over these runs (paper Sec. 5)
+    window_size: Annotated[int, _ge(0)] = 14  # det: ViTDet attention window in tokens (0: global everywhere)
+    score_thr: Annotated[float, _UNIT] = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
+    head_channels: Annotated[int, _ge(8)] = 512  # seg UPerHead channels / det FPN channels (256 at paper scale)
+    num_workers: Annotated[int, _ge(0)] = 2
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "dense")
 
 
 @dataclass(frozen=True)
@@ -153,11 +185,12 @@ class TrackingConfig:
 class JobConfig:
     """One job of one stage for one experiment."""
 
-    experiment: str  # experiment id: {method}-{variant}_{arch}_{epochs}e
+    experiment: str  # experiment id: {method}-{target}{radius}-{crop}_{arch}_{epochs}e
     stage: str
     method: str = "mae"
-    variant_name: str = "base"
     arch: str = "vit_cpu_patch8_64"
+    # pretraining (and the frequency analysis) only: downstream stages read the variant and
+    # the masking from the checkpoint's metadata
     mask_ratio: float = 0.75  # MAE Sec. 4 (75% masking)
     norm_pix_loss: bool = True  # MAE Sec. A.1, per-patch normalised target
     variant: VariantConfig = field(default_factory=VariantConfig)
@@ -170,6 +203,59 @@ class JobConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     tags: dict[str, str] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()  # modules declaring this job's method or stage (non built-in)
+    options: dict[str, Any] = field(default_factory=dict)  # a plugin stage's own config section
+
+
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def _field_schema(tp: Any) -> dict[str, Any]:
+    """JSON schema of one annotation (``Annotated`` constraints merged in)."""
+    extra: dict[str, Any] = {}
+    if typing.get_origin(tp) is Annotated:
+        tp, *marks = typing.get_args(tp)
+        for m in marks:
+            extra.update(m)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        out = _field_schema(inner[0])
+        out["type"] = [out["type"], "null"]
+    elif origin is tuple:
+        item = _field_schema(args[0])
+        out = {"type": "array", "items": {**item, **extra.pop("items", {})}}
+        if not (len(args) == 2 and args[1] is Ellipsis):
+            out.update(minItems=len(args), maxItems=len(args))
+    else:
+        out = {"type": _JSON_TYPES[tp]}
+    out.update(extra)
+    return out
+
+
+def json_schema(cls: type, exclude: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The JSON schema of a config dataclass's fields (types, ranges, enums), for the
+    workflow config's sections: one source for every range and enum."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    props = {f.name: _field_schema(hints[f.name]) for f in dataclasses.fields(cls)
+             if f.name not in exclude and (only is None or f.name in only)}
+    out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def check_ranges(cfg: Any, section: str) -> None:
+    """Check a config dataclass's values against its fields' ``Schema`` constraints."""
+    import jsonschema
+
+    schema = json_schema(type(cfg))
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(to_dict(cfg))
+    err = next(iter(sorted(errors, key=lambda e: list(e.absolute_path))), None)
+    if err is not None:
+        key = ".".join(str(p) for p in err.absolute_path)
+        raise ConfigError(f"{section}.{key}: {err.message}")
 
 
 def _check(tp: Any, value: Any, path: str) -> Any:
@@ -200,7 +286,9 @@ def _check(tp: Any, value: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        if typing.get_args(tp)[1] is str:
+            return {str(k): str(v) for k, v in value.items()}
+        return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):

@@ -11,7 +11,7 @@ from pixmim.workflow import experiments, job_config, table_spec, validate_config
 def test_default_config_is_valid(default_config):
     validate_config(default_config)
     exps = experiments(default_config)
-    assert {"mae-pixel-rrc_vit_cpu_patch8_64_40e", "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e",
+    assert {"mae-pixel-rrc_vit_cpu_patch8_64_40e", "mae-lowpass40-src_vit_cpu_patch8_64_40e",
             "mae-pixel-rrc_vit_cpu_patch8_64_20e"} <= set(exps)
     # identity is the resolved config: names resolving alike share one job
     assert sorted(exps["mae-pixel-rrc_vit_cpu_patch8_64_20e"]["names"]) == ["mae_300", "rrc_300"]
@@ -44,7 +44,7 @@ def test_bad_config_names_the_key(default_config, mutate, message):
 
 def test_job_configs_round_trip_through_the_dataclass(default_config, tmp_path):
     for exp in ["mae-pixel-rrc_vit_cpu_patch8_64_40e",
-                "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e"]:
+                "mae-lowpass40-src_vit_cpu_patch8_64_40e"]:
         for stage in ("pretrain", "linear_probe"):
             path = tmp_path / exp / stage / "config.yaml"
             write_yaml(path, job_config(default_config, exp, stage))
@@ -53,9 +53,12 @@ def test_job_configs_round_trip_through_the_dataclass(default_config, tmp_path):
             assert cfg.train.epochs == (40 if stage == "pretrain"
                                         else default_config[stage]["epochs"])
             assert from_dict(JobConfig, to_dict(cfg)) == cfg
-    pix = job_config(default_config, "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e", "pretrain")
+    pix = job_config(default_config, "mae-lowpass40-src_vit_cpu_patch8_64_40e", "pretrain")
     assert pix["variant"]["target"] == "lowpass" and pix["variant"]["crop"] == "src"
-    assert pix["variant"]["radius"] == pytest.approx(40 * 64 / 224, abs=1e-3)
+    # the radius in the paper's unit (bins at 224 px); the job scales it to its input size
+    assert pix["variant"]["radius"] == 40 and pix["variant"]["reference_size"] == 224
+    model = load_job_config(path.parent.parent / "pretrain" / "config.yaml")
+    assert model.variant.model_kwargs(64)["radius"] == pytest.approx(40 * 64 / 224, abs=1e-4)
 
 
 def test_job_config_errors(tmp_path):
@@ -75,5 +78,5 @@ def test_table_spec_points_at_linear_probe_metrics(default_config):
     assert [r["label"] for r in spec["rows"]] == ["MAE", "PixMIM MAE"]
     cell = spec["rows"][1]["cells"]["lin"]
     assert cell["file"].endswith(
-        "mae-lowpass11.4286-src_vit_cpu_patch8_64_40e/linear_probe/metrics.json")
+        "mae-lowpass40-src_vit_cpu_patch8_64_40e/linear_probe/metrics.json")
     assert cell["key"] == "top1_best"

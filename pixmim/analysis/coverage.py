@@ -288,7 +288,7 @@ def plot_coverage(csv_path: str | Path, out_png: str | Path, upper_bound: float 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pixmim.engine.io import atomic_write
+    from pixmim.io import atomic_write
 
     rows = read_csv(csv_path)
     crops = list(dict.fromkeys(r["crop"] for r in rows))

@@ -254,7 +254,7 @@ def plot_frequency(rows: list[tuple[str, str | Path]], out_png: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pixmim.engine.io import atomic_write, write_text
+    from pixmim.io import atomic_write, write_text
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     lines = ["model,band,r_lo,r_hi,r_mid,psnr_db"]

@@ -59,7 +59,7 @@ from pixmim.data.synth import (
     _silhouette,
     _texture,
 )  # fmt: skip
-from pixmim.engine.io import atomic_dir, existing_meta
+from pixmim.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-scenes/1"
 

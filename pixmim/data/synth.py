@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pixmim.data.imagenet_meta import imagenet_names, imagenet_wnids
-from pixmim.engine.io import atomic_dir, existing_meta
+from pixmim.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-synth-shapes/1"
 

@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from pixmim.data import corruptions
 from pixmim.data.imagenet_meta import imagenet_info_dir
 from pixmim.data.synth import CATEGORIES, IMAGENET_INDEX, SynthConfig, category_wnid, render
-from pixmim.engine.io import atomic_dir, existing_meta
+from pixmim.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-views/1"
 VIEWS: tuple[str, ...] = (

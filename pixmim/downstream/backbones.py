@@ -15,6 +15,10 @@ conversion test without it.
 * :class:`ConvViTPyramid`: ConvMAE's hierarchical stages (1/4, 1/8, 1/16, and a pooled 1/32)
   feed the pyramid directly (UperNet's head, mmdet's FPN).
 
+Which backbone takes a method is decided by the method's declared encoder family
+(``pixmim.models.family``), never by its name: family ``vit`` feeds :class:`SegViT` and
+:class:`ViTDet`, family ``convvit`` :class:`ConvViTPyramid`; each refuses the other family.
+
 Each backbone loads a pretraining checkpoint through :func:`load_encoder`, which maps our
 pretraining keys onto the backbone and asserts the exact key sets: every backbone key is
 either loaded or one of the parameters the backbone adds (relative position tables, output
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import beit, vision_transformer_sam
 
-from pixmim.models import archs
+from pixmim.models import archs, family
 
 _LN = partial(nn.LayerNorm, eps=1e-6)
 # Keys of a pretraining state dict that no downstream backbone takes.
@@ -62,8 +66,10 @@ def _square(tokens: int) -> int:
 
 
 def _vit_arch(method: str, arch: str) -> dict[str, Any]:
-    if method == "convmae":
-        raise ValueError(f"method convmae has no plain ViT; arch {arch!r} needs ConvViTPyramid")
+    if (fam := family(method)) != "vit":
+        raise ValueError(f"method {method} has no plain ViT (encoder family {fam}, not vit); "
+                         f"arch {arch!r} needs "
+                         + ("ConvViTPyramid" if fam == "convvit" else "a backbone of its family"))
     a = dict(archs(method)[arch])
     a.setdefault("patch_size", 16)
     a.setdefault("img_size", 224)
@@ -81,11 +87,12 @@ def vit_dims(method: str, arch: str) -> tuple[int, int]:
     return a["embed_dim"], a["patch_size"]
 
 
-def pyramid_channels(arch: str) -> tuple[int, ...]:
-    """Channels of :class:`ConvViTPyramid`'s four levels (the 1/32 level repeats 1/16)."""
-    from pixmim.models.convmae import convvit_kwargs
+def pyramid_channels(method: str, arch: str) -> tuple[int, ...]:
+    """Channels of :class:`ConvViTPyramid`'s four levels (the 1/32 level repeats 1/16) for a
+    convvit-family ``method``/``arch``."""
+    from pixmim.models.export import convvit_arch
 
-    dims = tuple(convvit_kwargs(arch)["embed_dims"])
+    dims = tuple(convvit_arch(method, arch)["embed_dims"])
     return (*dims, dims[2])
 
 
@@ -299,17 +306,25 @@ class SimpleFPN(nn.Module):
 class ConvViTPyramid(_DenseBackbone):
     """ConvMAE's encoder unmasked, its stages as a pyramid: 1/4, 1/8, 1/16 and a max-pooled
     1/32 map, each with its own LayerNorm2d (the fusion convs and final norm are dropped,
-    as in the released fine-tuning model)."""
+    as in the released fine-tuning model).
 
-    def __init__(self, method: str = "convmae", arch: str = "convvit_base_224",
-                 drop_path_rate: float = 0.1,
+    Args:
+        method, arch: a pretraining method of encoder family ``convvit`` and its arch
+            (another family is a ValueError naming the method and its family).
+        drop_path_rate: stochastic depth.
+        pretrained: a pretraining ``checkpoint.pth`` loaded by :meth:`init_weights`.
+    """
+
+    def __init__(self, method: str, arch: str, drop_path_rate: float = 0.1,
                  pretrained: str | None = None) -> None:
         super().__init__()
-        from pixmim.models.convmae import ConvEncoderMixin, convvit_kwargs
+        from pixmim.models.convmae import ConvEncoderMixin
+        from pixmim.models.export import convvit_arch
 
-        if method != "convmae":
-            raise ValueError(f"ConvViTPyramid takes convmae checkpoints, not {method}")
-        kw = convvit_kwargs(arch)
+        if (fam := family(method)) != "convvit":
+            raise ValueError(f"ConvViTPyramid takes convvit-family checkpoints, not {method} "
+                             f"(family {fam})")
+        kw = convvit_arch(method, arch)
         self.method, self.arch, self.pretrained = method, arch, pretrained
         enc = nn.Module()
         ConvEncoderMixin.build_encoder(enc, img_size=kw.get("img_size", 224), in_chans=3,
@@ -323,7 +338,7 @@ class ConvViTPyramid(_DenseBackbone):
         for name, mod in enc.named_children():
             self.add_module(name, mod)
         self.pos_embed, self.grid = enc.pos_embed, enc.grid
-        self.out_channels = dims = pyramid_channels(arch)
+        self.out_channels = dims = pyramid_channels(method, arch)
         self.out_norms = nn.ModuleList([LayerNorm2d(c) for c in dims])
         d1, d2, d3 = kw["depths"]
         self.num_layers = d1 + d2 + d3 + 2

@@ -37,6 +37,7 @@ from pixmim.downstream.backbones import (  # noqa: E402
     pyramid_channels,
     vit_dims,
 )
+from pixmim.models import by_family  # noqa: E402
 
 common.register()
 if "PixMIMViTDet" not in MODELS.module_dict:
@@ -61,14 +62,26 @@ def classes_of(root: str, split: str = "val") -> tuple[str, ...]:
 
 
 def _backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
+    """(backbone, neck), by the method's encoder family."""
+    build = by_family(cfg.method, {"vit": _vit_backbone, "convvit": _convvit_backbone},
+                      "detection backbone")
+    return build(cfg, pretrained, fpn_channels)
+
+
+def _convvit_backbone(cfg: JobConfig, pretrained: str | None,
+                      fpn_channels: int) -> tuple[dict, dict]:
+    """ConvMAE-style stages into mmdet's FPN."""
+    bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
+              drop_path_rate=cfg.dense.drop_path, pretrained=pretrained)
+    chans = list(pyramid_channels(cfg.method, cfg.arch))
+    neck = dict(_delete_=True, type="FPN", in_channels=chans, out_channels=fpn_channels,
+                num_outs=5, norm_cfg=dict(type="LN2d"))
+    return bb, neck
+
+
+def _vit_backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
+    """ViTDet: the plain ViT's stride-p map through the simple feature pyramid."""
     d = cfg.dense
-    if cfg.method == "convmae":
-        bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
-                  drop_path_rate=d.drop_path, pretrained=pretrained)
-        chans = list(pyramid_channels(cfg.arch))
-        neck = dict(_delete_=True, type="FPN", in_channels=chans, out_channels=fpn_channels,
-                    num_outs=5, norm_cfg=dict(type="LN2d"))
-        return bb, neck
     embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
     bb = dict(type="PixMIMViTDet", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
               window_size=d.window_size, drop_path_rate=d.drop_path, use_rel_pos=True,

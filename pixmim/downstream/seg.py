@@ -35,6 +35,7 @@ from pixmim.downstream.backbones import (  # noqa: E402
     pyramid_channels,
     vit_dims,
 )
+from pixmim.models import by_family  # noqa: E402
 
 common.register()
 if "PixMIMSegViT" not in MODELS.module_dict:
@@ -73,12 +74,23 @@ def dataset_type(root: str) -> tuple[str, int]:
 
 
 def _backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
-    """(backbone, neck, channels per pyramid level)."""
+    """(backbone, neck, channels per pyramid level), by the method's encoder family."""
+    build = by_family(cfg.method, {"vit": _vit_backbone, "convvit": _convvit_backbone},
+                      "segmentation backbone")
+    return build(cfg, pretrained)
+
+
+def _convvit_backbone(cfg: JobConfig, pretrained: str | None
+                      ) -> tuple[dict, dict | None, list[int]]:
+    """ConvMAE-style stages straight into the UperNet head (no neck)."""
+    bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
+              drop_path_rate=cfg.dense.drop_path, pretrained=pretrained)
+    return bb, None, list(pyramid_channels(cfg.method, cfg.arch))
+
+
+def _vit_backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
+    """The plain ViT's four block outputs through Feature2Pyramid."""
     d = cfg.dense
-    if cfg.method == "convmae":
-        bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
-                  drop_path_rate=d.drop_path, pretrained=pretrained)
-        return bb, None, list(pyramid_channels(cfg.arch))
     embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
     bb = dict(type="PixMIMSegViT", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
               drop_path_rate=d.drop_path, use_rel_pos_bias=True, pretrained=pretrained)

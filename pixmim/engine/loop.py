@@ -33,7 +33,7 @@ from tqdm import tqdm
 from pixmim.config import TrainConfig
 from pixmim.data.datasets import EpochSampler
 from pixmim.engine.distributed import DistInfo, all_reduce_sum, barrier
-from pixmim.engine.io import atomic_write
+from pixmim.io import atomic_write
 
 
 class Preempted(Exception):

@@ -180,7 +180,7 @@ def plot_shape_bias(results: Mapping[str, Mapping[str, float]], out_png: str | P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pixmim.engine.io import atomic_write
+    from pixmim.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(6, 7))
     rows = {c: i for i, c in enumerate(reversed(CATEGORIES))}

@@ -1,7 +1,8 @@
 """Downstream classifiers of pretrained encoders: build, save, load (fine-tune outputs).
 
-ViT methods classify with timm's ``VisionTransformer`` (global average pool + fc_norm, as
-MAE fine-tuning); ConvMAE with our ``ConvViT``. A saved classifier is
+The classifier is chosen by the method's declared encoder family, never by its name:
+family ``vit`` classifies with timm's ``VisionTransformer`` (global average pool + fc_norm,
+as MAE fine-tuning); family ``convvit`` with our ``ConvViT``. A saved classifier is
 ``{"model": state_dict, "meta": {...}}`` and loads with ``torch.load(weights_only=True)``.
 """
 
@@ -13,28 +14,37 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pixmim.models import archs
+from pixmim.models import by_family
 
 
 def build_classifier(method: str, arch: str, num_classes: int = 1000,
                      drop_path_rate: float = 0.0, global_pool: str = "avg") -> nn.Module:
-    """The classifier that fine-tunes the encoder of ``method``/``arch``."""
-    if method == "convmae":
-        from pixmim.models.convmae import ConvViT, convvit_kwargs
+    """The classifier that fine-tunes the encoder of ``method``/``arch``, by its encoder
+    family (an unknown family is a ValueError naming the method and its family)."""
+    build = by_family(method, {"vit": _vit_classifier, "convvit": _convvit_classifier},
+                      "build_classifier")
+    return build(method, arch, num_classes, drop_path_rate, global_pool)
 
-        return ConvViT(**convvit_kwargs(arch), num_classes=num_classes,
-                       drop_path_rate=drop_path_rate)
+
+def _vit_classifier(method: str, arch: str, num_classes: int, drop_path_rate: float,
+                    global_pool: str) -> nn.Module:
     from pixmim.models.export import vit_for
 
     return vit_for(method, arch, num_classes, global_pool, drop_path_rate)
 
 
-def image_size(method: str, arch: str) -> int:
-    return archs(method)[arch].get("img_size", 224)
+def _convvit_classifier(method: str, arch: str, num_classes: int, drop_path_rate: float,
+                        global_pool: str) -> nn.Module:
+    """ConvViT pools its tokens itself (average + fc_norm); ``global_pool`` is not used."""
+    from pixmim.models.convmae import ConvViT
+    from pixmim.models.export import convvit_arch
+
+    return ConvViT(**convvit_arch(method, arch), num_classes=num_classes,
+                   drop_path_rate=drop_path_rate)
 
 
 def save_classifier(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    from pixmim.engine.io import atomic_write
+    from pixmim.io import atomic_write
 
     state = {"model": model.state_dict(), "meta": meta}
     atomic_write(path, lambda tmp: torch.save(state, tmp))

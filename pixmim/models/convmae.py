@@ -23,12 +23,21 @@ from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 
-from pixmim.models import ARCHS as _REGISTRY
 from pixmim.models.base import MIMBase
 from pixmim.models.mae import sincos_pos_embed
 
 Ints = tuple[int, ...]
-ARCHS = _REGISTRY["convmae"]  # convvit_cpu_64 (CPU size) and convvit_base_224 (ConvMAE-B)
+ARCHS = {
+    # CPU size for the embedded dataset and tests (not a paper model): 1/16 grid of 4x4.
+    "convvit_cpu_64": dict(img_size=64, embed_dims=(32, 48, 96), depths=(1, 1, 2), num_heads=4,
+                           decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2),
+    # ConvMAE-B: Alpha-VL/ConvMAE convmae_convvit_base_patch16_dec512d8b (88M encoder).
+    "convvit_base_224": dict(img_size=224, patch_sizes=(4, 2, 2), embed_dims=(256, 384, 768),
+                             depths=(2, 2, 11), num_heads=12, decoder_embed_dim=512,
+                             decoder_depth=8, decoder_num_heads=16),
+}
+# The registry's declaration: a hybrid conv + ViT encoder (family convvit).
+METHOD = dict(name="convmae", model="ConvMAE", family="convvit", archs=ARCHS)
 
 
 def convvit_kwargs(arch: str) -> dict[str, Any]:

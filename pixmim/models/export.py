@@ -1,10 +1,12 @@
 """Load a pretrained encoder into its downstream model, asserting the exact keys.
 
-ViT methods (``mae``, ``mff``, ``lsmae``) load into timm's ``VisionTransformer`` (the
-``vit_*_patch16_*`` family) through :func:`vit_checkpoint_filter`; ``convmae`` loads into
-our ``ConvViT`` through ``pixmim.models.convmae.convmae_to_convvit``. Every load checks the
-missing and unexpected keys against what the downstream model is expected to add, and
-raises naming the offending keys (a checkpoint of another method or size fails here).
+The loader is chosen by the method's declared encoder family (``pixmim.models.family``),
+never by its name: family ``vit`` (``mae``, ``mff``, ``lsmae``) loads into timm's
+``VisionTransformer`` (the ``vit_*_patch16_*`` models) through :func:`vit_checkpoint_filter`;
+family ``convvit`` (ConvMAE's hybrid encoder) loads into our ``ConvViT`` through
+``pixmim.models.convmae.convmae_to_convvit``. Every load checks the missing and unexpected
+keys against what the downstream model is expected to add, and raises naming the offending
+keys (a checkpoint of another method or size fails here).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pixmim.models import archs
+from pixmim.models import archs, by_family, family
 
 # Pretraining-only parameters, dropped on export: decoder, mask token, MFF fusion, radius.
 _PRETRAIN_ONLY = ("decoder_", "mask_token", "fusion_", "radius_logit")
@@ -26,15 +28,33 @@ def vit_for(method: str, arch: str, num_classes: int = 1000, global_pool: str = 
     """The timm ViT matching a pretraining ``arch`` (same width, depth, heads, patch, size)."""
     from timm.models.vision_transformer import VisionTransformer
 
-    if method == "convmae":
-        raise ValueError("convmae exports to pixmim.models.convmae.ConvViT, not a timm ViT")
-    a = archs(method)[arch]
+    if (fam := family(method)) != "vit":
+        raise ValueError(f"method {method!r} (encoder family {fam!r}) has no timm ViT: only "
+                         "family 'vit' exports to one (family 'convvit' to "
+                         "pixmim.models.convmae.ConvViT)")
+    a = _arch(method, arch)
     return VisionTransformer(
         img_size=a.get("img_size", 224), patch_size=a.get("patch_size", 16),
         embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
         mlp_ratio=a.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=num_classes,
         global_pool=global_pool, drop_path_rate=drop_path_rate,
     )
+
+
+def _arch(method: str, arch: str) -> dict[str, Any]:
+    table = archs(method)
+    if arch not in table:
+        raise KeyError(f"unknown arch {arch!r} for method {method!r}; registered: {sorted(table)}")
+    return table[arch]
+
+
+def convvit_arch(method: str, arch: str) -> dict[str, Any]:
+    """``ConvViT`` kwargs of a convvit-family ``arch`` of ``method`` (decoder keys removed),
+    read from that method's own arch table."""
+    if (fam := family(method)) != "convvit":
+        raise ValueError(f"method {method!r} (encoder family {fam!r}) has no ConvViT: only "
+                         "family 'convvit' builds one")
+    return {k: v for k, v in _arch(method, arch).items() if not k.startswith("decoder_")}
 
 
 def vit_checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module
@@ -60,12 +80,24 @@ def expected_new_keys(model: nn.Module) -> set[str]:
 
 def load_pretrained(model: nn.Module, state_dict: dict[str, torch.Tensor],
                     method: str) -> dict[str, Any]:
-    """Load an encoder into ``model``; assert exactly the expected missing/unexpected keys."""
-    if method == "convmae":
-        from pixmim.models.convmae import load_convmae_encoder
+    """Load an encoder into ``model``; assert exactly the expected missing/unexpected keys.
 
-        load_convmae_encoder(model, state_dict)
-        return {"missing": sorted(expected_new_keys(model)), "unexpected": []}
+    The loader is chosen by ``method``'s encoder family; an unknown family is a ValueError.
+    """
+    load = by_family(method, {"vit": _load_vit, "convvit": _load_convvit}, "load_pretrained")
+    return load(model, state_dict, method)
+
+
+def _load_convvit(model: nn.Module, state_dict: dict[str, torch.Tensor],
+                  method: str) -> dict[str, Any]:
+    from pixmim.models.convmae import load_convmae_encoder
+
+    load_convmae_encoder(model, state_dict)
+    return {"missing": sorted(expected_new_keys(model)), "unexpected": []}
+
+
+def _load_vit(model: nn.Module, state_dict: dict[str, torch.Tensor],
+              method: str) -> dict[str, Any]:
     unknown = [k for k in state_dict
                if not k.startswith(_PRETRAIN_ONLY) and not k.startswith(_ENCODER_KEYS)]
     if unknown:

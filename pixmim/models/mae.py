@@ -16,6 +16,21 @@ from timm.models.vision_transformer import Block
 
 from pixmim.models.base import MIMBase
 
+# Decoder 8 x 512 x 16 heads for every ViT size: MAE Sec. 4 / Table 1 (PixMIM keeps it).
+_DEC = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
+# CPU size for the embedded dataset and tests (not a paper model).
+_CPU = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4,
+            decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2)
+ARCHS = {
+    "vit_cpu_patch8_64": _CPU,
+    # ViT-S/B/L (Dosovitskiy et al. 2021): PixMIM Table 2 (B) and Table 16 (S, L).
+    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6, **_DEC),
+    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12, **_DEC),
+    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16, **_DEC),
+}
+# The registry's declaration (pixmim.registry reads it without importing this module).
+METHOD = dict(name="mae", model="MAE", family="vit", archs=ARCHS)
+
 
 def sincos_pos_embed(grid: int, dim: int, cls_token: bool = True) -> torch.Tensor:
     """Fixed 2-D sin-cos position embedding: [1, (1 +) grid*grid, dim] (MAE Sec. 3)."""
@@ -31,8 +46,6 @@ def vit_blocks(dim: int, depth: int, heads: int, mlp_ratio: float) -> nn.ModuleL
 
 class MAE(MIMBase):
     """Masked autoencoder with a ViT encoder and a light ViT decoder."""
-
-    ARCHS: dict[str, dict[str, Any]] = {}  # filled in pixmim.models
 
     def __init__(
         self,

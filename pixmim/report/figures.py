@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pixmim.engine.io import atomic_write, read_json
+from pixmim.io import atomic_write, read_json
 
 
 def curves(spec: dict, out: Path) -> Path:

@@ -18,14 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pixmim.engine.io import read_json, write_text
-
-# column -> human header (the paper's names)
-COLUMNS = {"ft": "ft (%)", "lin": "lin (%)", "ap_box": "AP box", "ap_mask": "AP mask",
-           "ap_box_2x": "AP box (2x)", "ap_mask_2x": "AP mask (2x)",
-           "miou": "mIoU", "in_c": "IN-C mCE (lower better)", "in_a": "IN-A (%)",
-           "in_r": "IN-R (%)", "in_s": "IN-S (%)", "fs1": "1% (%)", "fs10": "10% (%)"}
-
+from pixmim.io import read_json, write_text
 
 @cache
 def paper_values() -> dict[str, dict[str, dict[str, float]]]:
@@ -69,10 +62,11 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     """A readable table: ``ours (paper)`` cells and ``gain ours (paper)`` for variant rows."""
-    cols = [c for c in COLUMNS if f"{c}_ours" in df]
+    # the spec's column order; headers are declared by the stages that write the columns
+    headers = {c: cell.get("header", c) for r in spec["rows"] for c, cell in r["cells"].items()}
     out = pd.DataFrame({"method": df["method"]})
-    for c in cols:
-        out[COLUMNS[c] + " ours (paper)"] = [
+    for c in headers:
+        out[headers[c] + " ours (paper)"] = [
             f"{o:.1f} ({p:.1f})" for o, p in zip(df[f"{c}_ours"], df[f"{c}_paper"])]
         if f"{c}_gain_ours" in df:
             out[f"gain {c} ours (paper)"] = [

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 import yaml
 
+from pixmim import registry
 from pixmim.config import JobConfig, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
-from pixmim.engine.io import atomic_write, read_json, write_json, write_text
+from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import Preempted, ResumeState
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker
 
@@ -36,7 +37,8 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
             raise ValueError(f"{args.tags}: tags must be a mapping")
         cfg = dataclasses.replace(cfg, tags={**cfg.tags, **{str(k): str(v)
                                                              for k, v in extra.items()}})
-    if cfg.stage != stage and not cfg.stage.startswith(f"{stage}_"):  # finetune_1pct, ...
+    registry.use_plugins(cfg.plugins)
+    if registry.stage(cfg.stage).module != registry.stage(stage).module:  # finetune_1pct, ...
         raise SystemExit(f"{args.config}: stage is {cfg.stage!r}, expected {stage!r}")
     return cfg, Path(args.out)
 
@@ -86,12 +88,12 @@ def compare_key(cfg: JobConfig) -> str:
 def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, str]:
     """The job's MLflow tags: who it is, which tables it feeds, whom to compare it with
     (``compare``), and a one-line description (``mlflow.note.content``)."""
-    base = {"experiment": cfg.experiment, "method": cfg.method, "variant": cfg.variant_name,
-            "stage": cfg.stage, "arch": cfg.arch, "compare": compare_key(cfg),
+    variant = cfg.tags.get("variant", "")
+    base = {"experiment": cfg.experiment, "method": cfg.method, "stage": cfg.stage, "arch": cfg.arch, "compare": compare_key(cfg),
             **cfg.tags, **(tags or {})}
     tables = base.get("tables") or "none"
     base.setdefault("mlflow.note.content",
-                    f"{cfg.stage} of {cfg.method} ({cfg.variant_name} variant, {cfg.arch}) "
+                    f"{cfg.stage} of {cfg.method} ({variant or 'unnamed'} variant, {cfg.arch}) "
                     f"for tables {tables}; compare with tags.compare = '{base['compare']}'")
     return base
 
@@ -124,6 +126,17 @@ def load_model_file(path: Path) -> dict[str, Any]:
                          f"({type(err).__name__}: {cause})") from None
 
 
+def build_pretrained(meta: dict[str, Any]) -> torch.nn.Module:
+    """The pretraining model described by a checkpoint's ``meta`` (method, arch and the
+    exact model keywords it was trained with: variant, masking, input size)."""
+    from pixmim.models import create_model
+
+    if "model_kwargs" not in meta:
+        raise ValueError(f"checkpoint of {meta.get('experiment', meta.get('method'))}: its meta "
+                         "has no model_kwargs (an older pixmim wrote it): rerun its pretraining")
+    return create_model(meta["method"], meta["arch"], **meta["model_kwargs"])
+
+
 def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, Any]:
     """A pretraining checkpoint, checked to be of the config's method and arch."""
     path = pretrain_dir / "checkpoint.pth"
@@ -136,6 +149,16 @@ def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, An
         raise ValueError(f"{path}: checkpoint is {meta.get('method')}/{meta.get('arch')}, "
                          f"config asks for {cfg.method}/{cfg.arch}")
     return ckpt
+
+
+def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> torch.nn.Module:
+    """Rebuild the pretraining model from its checkpoint's meta and load its weights (frozen,
+    eval mode): the variant is the checkpoint's, not re-derived from the config."""
+    ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
+    model = build_pretrained(ckpt["meta"])
+    model.load_state_dict(ckpt["model"])
+    model.requires_grad_(False).eval()
+    return model
 
 
 def parent_tags(upstream_dir: Path, kind: str) -> tuple[str, dict[str, str]]:

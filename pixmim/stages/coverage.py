@@ -22,7 +22,7 @@ from PIL import Image
 
 from pixmim.analysis import coverage as cv
 from pixmim.data.transforms import CROPS
-from pixmim.engine.io import write_json, write_text
+from pixmim.io import write_json, write_text
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

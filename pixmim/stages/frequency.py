@@ -28,12 +28,18 @@ from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
-from pixmim.engine.io import write_text
+from pixmim.io import write_text
 from pixmim.engine.loop import make_loader, seed_everything
-from pixmim.stages.common import complete, parent_tags, run_main, tracked
-from pixmim.stages.linear_probe import load_encoder
+from pixmim.stages.common import complete, load_encoder, parent_tags, run_main, tracked
 
 N_BANDS = 16
+
+# The registry's declaration (Figures 1 and 5; ImageNet val, 50k images).
+STAGES = [dict(
+    name="frequency", help="Reconstruction PSNR per frequency band (Fig. 5)", rule="evaluate",
+    job="frequency", data="images", figures=("fig5",),
+    cost=dict(kind="images", images=50000, relative=0.3),
+)]
 # Reconstructions measured: name -> (de-normalisation, keep the prediction). ``patch_stats``
 # zeroes the prediction: masked patches then show only the original's patch means, the part
 # of the ``image`` reconstruction that the de-normalisation (not the model) supplies.

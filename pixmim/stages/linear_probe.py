@@ -20,23 +20,22 @@ from pixmim.data.datasets import build_dataset
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
-from pixmim.stages import pretrain
 from pixmim.stages.common import (
     complete,
-    load_pretrain_checkpoint,
+    load_encoder,
     parent_tags,
     run_main,
     tracked,
+
 )
 
-
-def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
-    """Rebuild the pretraining model of ``cfg`` and load its checkpoint (frozen, eval mode)."""
-    ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
-    model = pretrain.build(cfg)
-    model.load_state_dict(ckpt["model"])
-    model.requires_grad_(False).eval()
-    return model
+# The registry's declaration. Cost: the frozen encoder forward on all tokens, ~1/3 of a
+# pretraining step per image (an assumption, pixmim.workflow.budget).
+STAGES = [dict(
+    name="linear_probe", help="Linear probe on frozen features", rule="linear_probe",
+    job="train", section="linear_probe", data="images",
+    columns={"lin": ("top1_best", "lin (%)")}, cost=dict(kind="epochs", relative=1.3),
+)]
 
 
 def build_head(dim: int, num_classes: int) -> nn.Sequential:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixmim.engine.io import write_json
+from pixmim.io import write_json
 from pixmim.engine.tracking import ensure_store, resolve_uri
 
 

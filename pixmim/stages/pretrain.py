@@ -22,13 +22,16 @@ from pixmim.models import create_model
 from pixmim.stages.common import complete, run_main, save_model, tracked
 
 
+def model_kwargs(cfg: JobConfig) -> dict[str, Any]:
+    """The model keywords of a pretraining job (saved in the checkpoint's meta, from which
+    every downstream stage rebuilds the model): the variant scaled to the input size."""
+    return {"img_size": cfg.data.img_size, "mask_ratio": cfg.mask_ratio,
+            "norm_pix_loss": cfg.norm_pix_loss, **cfg.variant.model_kwargs(cfg.data.img_size)}
+
+
 def build(cfg: JobConfig) -> torch.nn.Module:
-    """The pretraining model of a job config (also used to load its checkpoint)."""
-    v = cfg.variant
-    return create_model(cfg.method, cfg.arch, img_size=cfg.data.img_size,
-                        mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
-                        target=v.target, radius=v.radius, lowpass_mode=v.lowpass_mode,
-                        adaptive_range=v.adaptive_range)
+    """The pretraining model of a job config."""
+    return create_model(cfg.method, cfg.arch, **model_kwargs(cfg))
 
 
 def build_optimizer(model: torch.nn.Module, t, device: torch.device):
@@ -83,6 +86,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if dist.is_main:
         meta = {"method": cfg.method, "arch": cfg.arch, "img_size": data.img_size,
                 "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
+                "model_kwargs": model_kwargs(cfg),
                 "mlflow_run_id": metrics["mlflow_run_id"] or ""}
         save_model(out / "checkpoint.pth", model, meta)
     return complete(out, metrics, tracker, cfg, dist)
@@ -90,3 +94,10 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return run_main("pretrain", run, argv)
+
+# The registry's declaration (pixmim.registry reads it without importing this module).
+STAGES = [dict(
+    name="pretrain", help="Masked-image-modeling pretraining", rule="pretrain", consumes=None,
+    outputs=("checkpoint.pth", "metrics.json"), job="train", section="pretrain", data="images",
+    cost=dict(kind="pretrain"),
+)]

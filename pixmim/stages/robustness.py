@@ -37,6 +37,16 @@ from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import load_classifier
 from pixmim.stages.common import complete, parent_tags, run_main, tracked
 
+# The registry's declaration. Images read: IN-C 50k x 75, IN-A 7.5k, IN-R 30k, IN-S 50,889.
+STAGES = [dict(
+    name="robustness", help="ImageNet-C/-A/-R/-Sketch of a fine-tuned model", rule="evaluate",
+    consumes="finetune", job="evaluate", data="views",
+    columns={"in_c": ("mce", "IN-C mCE (lower better)"), "in_a": ("imagenet_a_top1", "IN-A (%)"),
+             "in_r": ("imagenet_r_top1", "IN-R (%)"),
+             "in_s": ("imagenet_sketch_top1", "IN-S (%)")},
+    cost=dict(kind="images", images=3838389, relative=1.3),
+)]
+
 SETS = ("imagenet_c", "imagenet_a", "imagenet_r", "imagenet_sketch")
 
 

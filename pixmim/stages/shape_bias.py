@@ -23,7 +23,7 @@ from torchvision import transforms as T
 from pixmim.config import JobConfig
 from pixmim.data.transforms import BICUBIC, Crop
 from pixmim.engine import distributed
-from pixmim.engine.io import atomic_write
+from pixmim.io import atomic_write
 from pixmim.evaluation import shape_bias as SB
 from pixmim.stages.common import complete, run_main, tracked
 from pixmim.stages.robustness import batches, finetune_tags, load_model
@@ -111,3 +111,10 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return run_main("shape_bias", run, argv)
+
+# The registry's declaration (Figure 8; 1,280 cue-conflict images).
+STAGES = [dict(
+    name="shape_bias", help="Shape bias on the cue-conflict stimuli", rule="evaluate",
+    consumes="finetune", job="evaluate", data="views", figures=("fig8",),
+    cost=dict(kind="images", images=1280, relative=1.3),
+)]

@@ -10,7 +10,8 @@ Pretraining hours come from measured throughput: the images/s of the pretraining
 (``benchmarks/results/*.json``, one GPU, the config's precision) for the run's method and
 arch, times the catalogue's epochs and the dataset's size. Archs the benchmark did not
 measure are scaled from ViT-B by encoder FLOPs (depth x width^2). The other stages are
-estimated from the same throughput with the relative costs below, which are assumptions
+estimated from the same throughput with the relative costs each stage declares
+(``pixmim.registry``: ``cost``), which are assumptions
 (stated in the output), not measurements.
 """
 
@@ -22,36 +23,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pixmim import registry
 from pixmim.config import ConfigError
-from pixmim.workflow import (
-    DENSE,
+from pixmim.workflow.catalogue import (
     ROOT,
     experiments,
-    figure_spec,
     load_config,
-    run_dir,
-    table_spec,
+    plugins,
     validate_config,
 )
+from pixmim.workflow.jobs import job_config, run_dir
+from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
-# Cost of one image through a stage relative to one pretraining image (assumptions): the
-# probe runs the frozen encoder forward on all tokens (4x MAE's visible 25%, ~1/3 of a
-# training step); fine-tuning trains it on all tokens; the dense stages train on 512 px
-# (seg) / 1024 px (det) crops, (512/224)^2 = 5.2 and (1024/224)^2 = 21 times the tokens.
-RELATIVE_COST = {"linear_probe": 1.3, "finetune": 4.0, "segment_ade20k": 16.0,
-                 "detect_coco": 64.0, "evaluate": 1.3, "frequency": 0.3}
-# Images an evaluation stage reads (IN-C: 50k x 75; IN-A 7.5k, IN-R 30k, IN-S 50k; cue-conflict
-# 1280; the frequency analysis: ImageNet val, 50k).
-EVAL_IMAGES = {"robustness": 50_000 * 75 + 7_500 + 30_000 + 50_889, "shape_bias": 1_280,
-               "frequency": 50_000}
+# The relative cost of an image through each stage (an assumption) is declared by the stage
+# (pixmim.registry: cost), beside what it reads.
 
 
-def throughput(method: str, arch: str, precision: str) -> tuple[float, str]:
-    """Measured pretraining images/s on one GPU, or ViT-B's scaled by FLOPs."""
-    from pixmim.models import ARCHS
+def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[float, str]:
+    """Measured pretraining images/s on one GPU; else the method's measured ``ref_arch``
+    (its catalogue arch) or MAE ViT-B's, scaled by encoder FLOPs."""
 
     best: dict[tuple[str, str, str], float] = {}
     for f in sorted(BENCHMARKS.glob("*.json")):
@@ -63,13 +56,14 @@ def throughput(method: str, arch: str, precision: str) -> tuple[float, str]:
             best[key] = max(best.get(key, 0.0), float(s["images_per_s"]))
     if (method, arch, precision) in best:
         return best[(method, arch, precision)], "measured"
-    base = "convvit_base_224" if method == "convmae" else "vit_base_patch16_224"
+    base = ref_arch
     ref = best.get((method, base, precision)) or best.get(("mae", "vit_base_patch16_224",
                                                             precision))
     if ref is None:
         raise ConfigError(f"no pretraining benchmark for {method}/{arch}/{precision} in "
                           f"{BENCHMARKS}: run benchmarks/pretrain_step.py on a GPU")
-    a, b = ARCHS[method].get(arch, {}), ARCHS["mae"]["vit_base_patch16_224"]
+    a = registry.method(method).archs.get(arch, {})
+    b = registry.method("mae").archs["vit_base_patch16_224"]
     flops = (a.get("depth", 12) * a.get("embed_dim", 768) ** 2
              * (a.get("img_size", 224) / 224) ** 2) / (b["depth"] * b["embed_dim"] ** 2)
     return ref / flops, f"scaled from {base} by FLOPs x{flops:.2f}"
@@ -77,53 +71,38 @@ def throughput(method: str, arch: str, precision: str) -> tuple[float, str]:
 
 def _done(config: dict[str, Any], exp: str, stage: str) -> bool:
     d = Path(run_dir(config, exp, stage))
-    need = ["metrics.json"] + (["checkpoint.pth"] if stage == "pretrain" else [])
-    return all((d / n).is_file() for n in need)
+    return all((d / n).is_file() for n in registry.stage(stage, plugins(config)).outputs)
 
 
 def jobs_of(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
     """(experiment, stage) jobs a table or figure needs, its pretraining included."""
-    if target in config["tables"]:
-        cells = [c for r in table_spec(config, target)["rows"] for c in r["cells"].values()]
-        files = [c["file"] for c in cells]
-    elif target in config["figures"]:
-        spec = figure_spec(config, target)
-        files = [r["file"] for r in spec["rows"] if "file" in r]
-        files += [c["file"] for r in spec["rows"] for c in r.get("cells", {}).values()]
-    else:
-        raise ConfigError(f"no table or figure {target!r} in the catalogue")
-    jobs = set()
-    for f in files:
-        stage_dir = Path(f).parent
-        exp, stage = stage_dir.parent.name, stage_dir.name
-        jobs |= {(exp, "pretrain"), (exp, stage)}
-        if stage in ("robustness", "shape_bias"):
-            jobs.add((exp, "finetune"))
-    return jobs
+    return target_jobs(config, target)
 
 
-def job_hours(config: dict[str, Any], spec: dict[str, Any], stage: str) -> tuple[float, str]:
-    """GPU-hours of one stage of the experiment whose resolved knobs are ``spec``."""
+def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
+              stage: str) -> tuple[float, str]:
+    """GPU-hours of one job: its images (read from its resolved job config: epochs,
+    fraction, iterations, seeds) times the stage's declared relative cost, over the
+    measured pretraining throughput of its method and arch."""
+    spec, knobs = registry.stage(stage, plugins(config)), exps[exp]
+    job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
-    ips, how = throughput(spec["method"], spec["arch"], precision)
-    images = DATASET_IMAGES.get(spec["dataset"], DATASET_IMAGES["default"])
-    if stage == "pretrain":
-        return images * spec["epochs"] / ips / 3600, how
-    if stage == "linear_probe":
-        n = images * config["linear_probe"]["epochs"] * RELATIVE_COST["linear_probe"]
-    elif stage.startswith("finetune"):
-        frac = {"finetune_1pct": 0.01, "finetune_10pct": 0.1}.get(stage, 1.0)
-        epochs = (config.get("few_shot") or {}).get("epochs", config["finetune"]["epochs"]) \
-            if frac < 1 else config["finetune"]["epochs"]
-        n = images * frac * epochs * RELATIVE_COST["finetune"]
-    elif stage in DENSE:
-        section, mult = DENSE[stage]
-        d = config[section]
-        runs = len(d.get("seeds", [0])) if section == "segmentation" else 1
-        cost = RELATIVE_COST["segment_ade20k" if section == "segmentation" else "detect_coco"]
-        n = d["iters"] * mult * d["batch_size"] * runs * cost
+    ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
+    ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch)
+    images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
+    cost = spec.cost
+    kind, relative = cost.get("kind", "images"), cost.get("relative", 1.0)
+    if kind == "pretrain":
+        return images * job["train"]["epochs"] / ips / 3600, how
+    if kind == "epochs":
+        frac = job.get("finetune", {}).get("fraction", 1.0)
+        n = images * frac * job["train"]["epochs"] * relative
+    elif kind == "iters":
+        d = job["dense"]
+        runs = len(d.get("seeds", [0])) if spec.section == "segmentation" else 1
+        n = d["iters"] * d["batch_size"] * runs * relative
     else:
-        n = EVAL_IMAGES.get(stage, 50_000) * RELATIVE_COST.get(stage, RELATIVE_COST["evaluate"])
+        n = cost.get("images", 50_000) * relative
     return n / ips / 3600, f"{how}; relative cost assumed"
 
 
@@ -134,7 +113,7 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
         rows = []
         for exp, stage in sorted(jobs_of(config, t)):
             done = _done(config, exp, stage)
-            hours, how = (0.0, "done") if done else job_hours(config, exps[exp], stage)
+            hours, how = (0.0, "done") if done else job_hours(config, exps, exp, stage)
             all_jobs[(exp, stage)] = hours
             rows.append({"experiment": exp, "stage": stage, "gpu_hours": hours, "basis": how})
         per_target[t] = rows

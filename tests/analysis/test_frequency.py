@@ -111,13 +111,15 @@ def tiny_pretrain(tmp_path, target="pixel"):
     torch.manual_seed(0)
     model = create_model("mae", ARCH, img_size=64, target=target, radius=11.43)
     pre = tmp_path / f"pretrain_{target}"
-    save_model(pre / "checkpoint.pth", model, {"method": "mae", "arch": ARCH})
+    save_model(pre / "checkpoint.pth", model, {
+        "method": "mae", "arch": ARCH,
+        "model_kwargs": {"img_size": 64, "target": target, "radius": 11.43}})
     return pre
 
 
 def job(tmp_path, data, pre, target="pixel"):
     cfg = {"experiment": f"mae-{target}_{ARCH}_1e", "stage": "frequency", "method": "mae",
-           "arch": ARCH, "variant": {"target": target, "radius": 11.43},
+           "arch": ARCH,
            "data": {"root": str(data), "img_size": 64},
            "train": {"batch_size": 8, "seed": 3},
            "tracking": {"enabled": False}, "pretrain_dir": str(pre)}

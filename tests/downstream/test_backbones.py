@@ -246,7 +246,7 @@ def test_a_convmae_checkpoint_is_refused(tmp_path, cls, kw):
 
 
 def test_convvit_pyramid_refuses_a_vit_method():
-    with pytest.raises(ValueError, match="convmae checkpoints, not mae"):
+    with pytest.raises(ValueError, match=r"convvit-family checkpoints, not mae \(family vit\)"):
         ConvViTPyramid("mae", ARCH)
 
 

@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import ROOT
 
 ARCH = "vit_cpu_patch8_64"
-VARIANT = {"target": "lowpass", "radius": 11.43, "crop": "src"}
+VARIANT = {"target": "lowpass", "radius": 40, "crop": "src"}  # bins at 224 px
 STEPS_PER_EPOCH = 4  # 32 training images, batch 8
 
 
@@ -38,7 +38,7 @@ def pretrain_job(data: Path, tracking: str | None = None, epochs: int = 4,
                  data_keys: dict | None = None, variant: dict | None = None, **train) -> dict:
     return {
         "experiment": "mae-pixmim_faults", "stage": "pretrain", "method": "mae",
-        "variant_name": "pixmim", "arch": ARCH, "variant": {**VARIANT, **(variant or {})},
+        "arch": ARCH, "variant": {**VARIANT, **(variant or {})},
         "data": {"root": str(data), "img_size": 64, **(data_keys or {})},
         "train": {"epochs": epochs, "warmup_epochs": 1, "batch_size": 8, "base_lr": 1.5e-3,
                   "seed": 5, "ckpt_every_steps": 1, **train},
@@ -51,7 +51,7 @@ def linear_probe_job(data: Path, pretrain_dir: Path, tracking: str | None = None
     """16 classes (no ImageNet index map) so the top-1 curve moves on 16 val images."""
     return {
         "experiment": "mae-pixmim_faults", "stage": "linear_probe", "method": method,
-        "variant_name": "pixmim", "arch": arch, "variant": VARIANT,
+        "arch": arch,
         "data": {"root": str(data), "img_size": 64, "num_classes": 16,
                  "synth_index_map": False},
         "pretrain_dir": str(pretrain_dir),
@@ -67,7 +67,7 @@ def finetune_job(data: Path, pretrain_dir: Path, tracking: str | None = None,
     random draw must replay on resume."""
     return {
         "experiment": "mae-pixmim_faults", "stage": "finetune", "method": method,
-        "variant_name": "pixmim", "arch": arch, "variant": VARIANT,
+        "arch": arch,
         "data": {"root": str(data), "img_size": 64, "num_classes": 16,
                  "synth_index_map": False},
         "pretrain_dir": str(pretrain_dir),

@@ -26,7 +26,7 @@ from pixmim.data.transforms import (
     build_eval_transform,
     build_probe_transform,
 )
-from pixmim.engine.io import WriteError
+from pixmim.io import WriteError
 from pixmim.engine.loop import ResumeState, fit, make_loader
 from pixmim.stages import finetune, pretrain
 from pixmim.stages.common import save_model

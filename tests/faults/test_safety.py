@@ -66,7 +66,7 @@ def test_resume_states_and_outputs_load_weights_only(tmp_path, setup):
     state = torch.load(ResumeState(tmp_path).path, map_location="cpu", weights_only=True)
     assert state["step"] == 2 and state["optimizer"]["state"] and state["mlflow_run_id"] == "abc"
     save_model(tmp_path / "checkpoint.pth", model, {"method": "mae", "arch": ARCH,
-                                                    "variant": {"radius": 11.43}})
+                                                    "variant": {"radius": 40}})
     back = torch.load(tmp_path / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert back["model"].keys() == model.state_dict().keys()
 

@@ -35,7 +35,7 @@ pytestmark = [
 ]
 
 EXPERIMENT = "browser-check"
-BASE, PIX = "mae-pixel-rrc_vit_cpu_patch8_64_2e", "mae-lowpass11.4286-src_vit_cpu_patch8_64_2e"
+BASE, PIX = "mae-pixel-rrc_vit_cpu_patch8_64_2e", "mae-lowpass40-src_vit_cpu_patch8_64_2e"
 CONTROL = "convmae-pixel-rrc_convvit_cpu_64_2e"  # a run of another table
 FAMILY = "mae_vit_cpu_patch8_64_2e"  # what BASE and PIX share (the ``compare`` tag)
 
@@ -48,8 +48,8 @@ def job(exp: str, stage: str, uri: str, tables: str) -> JobConfig:
     arch = rest.split("_", 1)[1]
     return from_dict(JobConfig, {
         "experiment": exp, "stage": stage, "method": method,
-        "variant_name": VARIANTS.get(exp, "base"),
-        "arch": arch.rsplit("_", 1)[0], "tags": {"tables": tables},
+        "arch": arch.rsplit("_", 1)[0],
+        "tags": {"tables": tables, "variant": VARIANTS.get(exp, "base")},
         "tracking": {"tracking_uri": uri, "experiment": EXPERIMENT}})
 
 

@@ -25,8 +25,8 @@ def tiny_data(tmp_path_factory):
 def job(tmp, data, **train):
     cfg = {
         "experiment": "mae-pixmim_test", "stage": "pretrain", "method": "mae",
-        "variant_name": "pixmim", "arch": "vit_cpu_patch8_64",
-        "variant": {"target": "lowpass", "radius": 11.43, "crop": "src"},
+        "arch": "vit_cpu_patch8_64",
+        "variant": {"target": "lowpass", "radius": 40, "crop": "src"},
         "data": {"root": str(data), "img_size": 64},
         "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "base_lr": 1.5e-3,
                   "seed": 5, "ckpt_every_steps": 1, **train},

@@ -1,12 +1,9 @@
 rule pretrain:
     """Masked-image-modeling pretraining of one experiment (method x variant x arch)."""
     input:
-        cfg=f"{R}/runs/{{exp}}/pretrain/config.yaml",
-        tags=tags_input("pretrain"),
-        data=data_input,
-        store=STORE,
+        unpack(lambda wc: stage_input(wc, "pretrain")),
     output:
-        ckpt=f"{R}/runs/{{exp}}/pretrain/checkpoint.pth",
+        checkpoint=f"{R}/runs/{{exp}}/pretrain/checkpoint.pth",
         metrics=f"{R}/runs/{{exp}}/pretrain/metrics.json",
     params:
         out=f"{R}/runs/{{exp}}/pretrain",
@@ -25,5 +22,5 @@ rule pretrain:
         "if [ $gpus -gt 1 ]; then "
         "launch=(-m torch.distributed.run --standalone --nproc_per_node=$gpus); "
         "omp=$(( omp / gpus > 0 ? omp / gpus : 1 )); fi; "
-        "OMP_NUM_THREADS=$omp {PY:q} \"${{launch[@]}}\" -m pixmim pretrain "
+        "OMP_NUM_THREADS=$omp {PY:q} \"${{launch[@]}}\" -m pixmim run "
         "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"

@@ -1,14 +1,3 @@
-rule write_table_spec:
-    """Which metrics file and key fill each cell of a table."""
-    output:
-        f"{R}/tables/{{table}}.spec.yaml",
-    params:
-        spec=table_spec,
-    localrule: True
-    run:
-        W.write_yaml(output[0], params.spec)
-
-
 rule make_table:
     """A paper table with our numbers beside the paper's (CSV + Markdown)."""
     input:
@@ -43,26 +32,11 @@ rule plot_curves:
         "{PY:q} -m pixmim figure curves --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule write_figure_spec:
-    """Which metrics files feed a figure."""
-    output:
-        f"{R}/figures/{{figure}}.spec.yaml",
-    params:
-        spec=figure_spec,
-    localrule: True
-    run:
-        W.write_yaml(output[0], params.spec)
-
-
-def _figure_inputs(name):
-    return lambda wildcards: W.figure_inputs(config, name)
-
-
 rule plot_shape_bias:
     """Figure 8: shape bias per category (cue-conflict), one marker set per model."""
     input:
         spec=f"{R}/figures/fig8.spec.yaml",
-        metrics=_figure_inputs("fig8"),
+        metrics=figure_inputs("fig8"),
     output:
         report(f"{R}/figures/fig8_shape_bias.png", caption="../report/fig8.rst",
                category="Figures"),
@@ -79,7 +53,7 @@ rule plot_frequency:
     """Figures 1 and 5: PSNR of the reconstruction per frequency band, MAE vs PixMIM."""
     input:
         spec=f"{R}/figures/fig5.spec.yaml",
-        metrics=_figure_inputs("fig5"),
+        metrics=figure_inputs("fig5"),
     output:
         report(f"{R}/figures/fig5_frequency.png", caption="../report/fig5.rst",
                category="Figures"),
@@ -98,7 +72,7 @@ rule plot_coverage:
     """Figure 6: object coverage J(F) of RRC, CC and SRC, with and without masking."""
     input:
         spec=f"{R}/figures/fig6.spec.yaml",
-        data=_figure_inputs("fig6"),
+        data=figure_inputs("fig6"),
     output:
         report(f"{R}/figures/fig6_coverage.png", caption="../report/fig6.rst",
                category="Figures"),
@@ -115,7 +89,7 @@ rule plot_epochs:
     """Figure 7: fine-tune, linear-probe and segmentation results vs pretraining epochs."""
     input:
         spec=f"{R}/figures/fig7.spec.yaml",
-        metrics=_figure_inputs("fig7"),
+        metrics=figure_inputs("fig7"),
     output:
         report(f"{R}/figures/fig7_epochs.png", caption="../report/fig7.rst",
                category="Figures"),

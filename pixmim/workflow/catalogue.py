@@ -1,0 +1,212 @@
+"""The config and the experiment catalogue: load, validate, resolve runs to job ids.
+
+Identity is the resolved configuration, in the paper's units: a run's knobs are the method,
+arch, epochs, dataset and only the PixMIM knobs its target reads (a pixel-target run has
+no radius), and its id names them as the paper does (``mae-lowpass40-src_vit_base_...``).
+Scaling a radius to a run's input size happens inside the job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixmim import registry
+from pixmim.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the Snakefile loads before any --configfile: the catalogue, then the embedded default.
+BASE_CONFIGS = (ROOT / "config" / "catalogue.yaml", ROOT / "config" / "config.yaml")
+FILTERED = ("lowpass", "highpass")  # targets that read a radius
+
+
+def plugins(config: dict[str, Any]) -> tuple[str, ...]:
+    """The config's plugin modules (``plugins``: methods and stages outside the package)."""
+    return tuple(config.get("plugins") or ())
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake's config merge: nested mappings merge, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(*configfiles: str | Path) -> dict[str, Any]:
+    """The config the Snakefile sees with ``--configfile`` ``configfiles`` (in order)."""
+    config: dict[str, Any] = {}
+    for path in (*BASE_CONFIGS, *configfiles):
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Validate against the JSON schema and cross-check references; raise ConfigError."""
+    from pixmim.workflow.schema import check_schema
+
+    check_schema(config)
+    table = registry.methods(plugins(config))
+    for name, run in config["runs"].items():
+        where = f"config key runs.{name}"
+        if run["method"] not in table:
+            raise ConfigError(f"{where}.method: unknown method {run['method']!r} "
+                              f"(registered: {', '.join(sorted(table))})")
+        if run["variant"] not in config["variants"]:
+            raise ConfigError(f"{where}.variant: unknown variant {run['variant']!r} "
+                              f"(declared: {', '.join(sorted(config['variants']))})")
+        arch = mapped_arch(config, run)
+        if arch is not None and arch not in table[run["method"]].archs:
+            raise ConfigError(f"{where}: arch {arch!r} is not registered for {run['method']} "
+                              f"(registered: {sorted(table[run['method']].archs)})")
+    for kind in ("tables", "figures"):
+        for name, item in config[kind].items():
+            labels = {r["label"] for r in item["rows"]}
+            for j, row in enumerate(item["rows"]):
+                where = f"config key {kind}.{name}.rows.{j}"
+                if row["run"] not in config["runs"]:
+                    raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
+                if row.get("baseline") and row["baseline"] not in labels:
+                    raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    for i, target in enumerate(config["targets"]):
+        if target not in config["tables"] and target not in config["figures"]:
+            raise ConfigError(f"config key targets.{i}: no table or figure {target!r}")
+        reason = unavailable(config, target)
+        if reason:
+            raise ConfigError(f"config key targets.{i}: {target} cannot be built with this "
+                              f"config: {reason}")
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """:func:`validate_config` for the Snakefile: a bad config stops snakemake with one line
+    naming the key (a SystemExit; an exception would come with snakemake's traceback)."""
+    try:
+        validate_config(config)
+    except (ConfigError, registry.RegistryError) as err:
+        raise SystemExit(f"ConfigError: {err}") from None
+
+
+# ---------------------------------------------------------------- runs -> job ids
+def mapped_arch(config: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """A run's arch in this config: the catalogue's (run or method default) through
+    ``arch_map``; None when the map leaves it out (the run is paper-scale only)."""
+    arch = run.get("arch") or config["default_archs"][run["method"]]
+    amap = config.get("arch_map")
+    return arch if amap is None else amap.get(arch)
+
+
+def mapped_epochs(config: dict[str, Any], run: dict[str, Any]) -> int:
+    """A run's pretraining epochs in this config: the catalogue's through ``schedules``."""
+    epochs = run.get("epochs", config["pretrain"]["epochs"])
+    sched = config.get("schedules")
+    return int(epochs if sched is None else sched.get(epochs, sched.get(str(epochs), epochs)))
+
+
+def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The knobs that identify a pretraining job, holding only what its target reads:
+    the radius (bins at ``lowpass.reference_size``, the paper's unit) for low/high-pass,
+    the range and initial radius for the adaptive target, the filter mode for both."""
+    variant = config["variants"][run["variant"]]
+    lp = config["lowpass"]
+    knobs = {"method": run["method"], "arch": mapped_arch(config, run),
+             "epochs": mapped_epochs(config, run), "dataset": run.get("dataset", "default"),
+             "target": variant["target"], "crop": variant["crop"]}
+    if variant["target"] != "pixel":
+        knobs["radius"] = variant.get("radius", lp["radius"])
+        knobs["lowpass_mode"] = variant.get("mode", lp["mode"])
+    if variant["target"] == "adaptive":
+        knobs["adaptive_range"] = list(lp["adaptive_range"])
+    return knobs
+
+
+def run_id(knobs: dict[str, Any]) -> str:
+    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}]`` from resolved knobs,
+    the radius in the paper's unit (``lowpass40``)."""
+    target = knobs["target"]
+    if target in FILTERED:
+        target += f"{knobs['radius']:g}"
+    elif target == "adaptive":
+        target += "{:g}-{:g}".format(*knobs["adaptive_range"])
+    if knobs.get("lowpass_mode", "official") != "official":
+        target += knobs["lowpass_mode"]
+    suffix = "" if knobs["dataset"] == "default" else f"_{knobs['dataset']}"
+    return f"{knobs['method']}-{target}-{knobs['crop']}_{knobs['arch']}_{knobs['epochs']}e{suffix}"
+
+
+def run_unavailable(config: dict[str, Any], name: str) -> str | None:
+    """Why a run cannot be made with this config (None: it can)."""
+    run = config["runs"][name]
+    if mapped_arch(config, run) is None:
+        arch = run.get("arch") or config["default_archs"][run["method"]]
+        return f"run {name}: arch {arch} has no entry in arch_map (paper-scale only)"
+    dataset = run.get("dataset", "default")
+    if dataset != "default" and not (config["data"].get("pretrain_roots") or {}).get(dataset):
+        return f"run {name}: dataset {dataset} has no root in data.pretrain_roots"
+    return None
+
+
+def rows(config: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """A table's or figure's rows, restricted to ``only_methods`` when set."""
+    only = config.get("only_methods")
+    return [r for r in item["rows"]
+            if only is None or config["runs"][r["run"]]["method"] in only]
+
+
+def unavailable(config: dict[str, Any], target: str) -> str | None:
+    """Why a table or figure cannot be built with this config (None: it can)."""
+    from pixmim.workflow.jobs import dense_root
+
+    item = config["tables"].get(target) or config["figures"].get(target)
+    if item is None:
+        return f"no table or figure {target!r}"
+    kept = rows(config, item)
+    if item["rows"] and not kept:
+        return f"only_methods {config.get('only_methods')} leaves no row"
+    for row in kept:
+        reason = run_unavailable(config, row["run"])
+        if reason:
+            return reason
+    cols = registry.columns(plugins(config))
+    for col in item.get("columns", []):
+        if col not in cols:
+            return f"column {col}: no registered stage writes it (known: {', '.join(cols)})"
+        stage = registry.stage(cols[col].stage, plugins(config))
+        if stage.job == "dense" and config["data"]["source"] != "synth" \
+                and dense_root(config, stage.name) is None:
+            task = "ade20k" if stage.section == "segmentation" else "coco"
+            return f"column {col}: data.{task}_root is not set"
+    return None
+
+
+def buildable(config: dict[str, Any], kind: str) -> list[str]:
+    """Every table (or figure) this config can build."""
+    return [n for n in config[kind] if unavailable(config, n) is None]
+
+
+def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Job id -> resolved knobs and the catalogue names resolving to it, for every run this
+    config can make. Names that resolve to the same knobs share one id: one job."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in config["runs"]:
+        if run_unavailable(config, name):
+            continue
+        knobs = resolve_run(config, config["runs"][name])
+        exp = out.setdefault(run_id(knobs), {**knobs, "names": []})
+        exp["names"].append(name)
+    return out
+
+
+def experiment_of(config: dict[str, Any], run_name: str) -> str:
+    """The job id of a catalogue run."""
+    reason = run_unavailable(config, run_name)
+    if reason:
+        raise ConfigError(reason)
+    return run_id(resolve_run(config, config["runs"][run_name]))

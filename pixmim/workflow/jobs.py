@@ -1,0 +1,289 @@
+"""Job configs: what ``python -m pixmim run`` reads for one stage of one experiment.
+
+A job's config holds only the keys that job reads (a downstream stage takes the variant
+from the pretraining checkpoint's metadata, a pixel-target run has no radius), so a knob
+changes only the jobs that read it. :func:`materialize` writes every job config, tag file
+and table/figure spec at DAG build, and only when its content changed: the file times then
+carry a config change to Snakemake with or without its ``.snakemake/`` metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixmim import registry
+from pixmim.config import ConfigError, FinetuneConfig
+from pixmim.io import write_text
+from pixmim.workflow.catalogue import experiments, plugins
+
+# the robustness / shape-bias sets, as config keys of data.eval_roots and view folder names
+EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
+             "imagenet_sketch": "imagenet-sketch", "cue_conflict": "cue-conflict"}
+
+
+# ---------------------------------------------------------------- data locations
+def data_root(config: dict[str, Any]) -> str:
+    data = config["data"]
+    return f"{config['results']}/data/synth" if data["source"] == "synth" else data["root"]
+
+
+def masks_root(config: dict[str, Any]) -> str | None:
+    """Foreground masks: the generator's ``masks/`` for synthetic data, else the config key."""
+    data = config["data"]
+    return f"{data_root(config)}/masks" if data["source"] == "synth" else data.get("masks_root")
+
+
+def views_root(config: dict[str, Any]) -> str:
+    return f"{config['results']}/data/synth_views"
+
+
+def scenes_root(config: dict[str, Any]) -> str:
+    """The generated ADE20K- and COCO-layout scenes (``ade20k/``, ``coco/`` inside)."""
+    return f"{config['results']}/data/scenes"
+
+
+def eval_roots(config: dict[str, Any]) -> dict[str, str | None]:
+    """Robustness / shape-bias set roots: generated views, or ``data.eval_roots`` keys."""
+    if config["data"]["source"] == "synth":
+        return {k: f"{views_root(config)}/{v}" for k, v in EVAL_SETS.items()}
+    roots = config["data"].get("eval_roots") or {}
+    return {k: roots.get(k) for k in EVAL_SETS}
+
+
+def dense_root(config: dict[str, Any], stage: str) -> str | None:
+    """ADE20K / COCO root of a dense stage: generated scenes, or ``data.ade20k_root`` /
+    ``data.coco_root``."""
+    task = "ade20k" if registry.stage(stage, plugins(config)).section == "segmentation" \
+        else "coco"
+    if config["data"]["source"] == "synth":
+        return f"{scenes_root(config)}/{task}"
+    return config["data"].get(f"{task}_root")
+
+
+def generated_input(config: dict[str, Any], kind: str | None) -> list[str]:
+    """The generated data folder a stage reads (``images``, ``views``, ``scenes``): an input
+    only when the data are synthetic."""
+    if config["data"]["source"] != "synth" or kind is None:
+        return []
+    return [{"images": data_root, "views": views_root, "scenes": scenes_root}[kind](config)]
+
+
+def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
+    return f"{config['results']}/runs/{exp}/{stage}"
+
+
+# ---------------------------------------------------------------- sections per job kind
+def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
+    """The variant keys a pretraining job reads (none of the filter's for a pixel target)."""
+    out = {"target": knobs["target"], "crop": knobs["crop"]}
+    if "radius" in knobs:
+        lp = config["lowpass"]
+        out.update(radius=knobs["radius"], lowpass_mode=knobs["lowpass_mode"],
+                   reference_size=lp["reference_size"],
+                   scale_with_size=lp.get("scale_with_size", True))
+    if "adaptive_range" in knobs:
+        out["adaptive_range"] = knobs["adaptive_range"]
+    return out
+
+
+def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+           job: dict[str, Any]) -> None:
+    job["train"].update(config[spec.section])
+    if spec.consumes is None:  # the pretraining itself
+        job["train"]["epochs"] = knobs["epochs"]
+        job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
+                   variant=_variant(config, knobs))
+        if knobs["dataset"] != "default":
+            job["data"]["root"] = config["data"]["pretrain_roots"][knobs["dataset"]]
+        if knobs["crop"] == "bg":
+            job["data"]["masks_root"] = masks_root(config)
+
+
+def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+              job: dict[str, Any]) -> None:
+    """Fine-tune section with its recipe; the few-shot stages add their fraction and the
+    ``few_shot`` schedule overrides."""
+    section = {**config[spec.section]}
+    section.update(config["finetune_recipes"][section.pop("recipe")])
+    knobs_ft = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    job["finetune"] = {k: v for k, v in section.items() if k in knobs_ft}
+    job["train"].update({k: v for k, v in section.items() if k not in knobs_ft})
+    fraction = spec.params.get("fraction", 1.0)
+    if fraction < 1:
+        job["finetune"]["fraction"] = fraction
+        job["train"].update(config.get("few_shot", {}))
+
+
+def _evaluate(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+              job: dict[str, Any]) -> None:
+    job["eval"] = {**eval_roots(config), **config["evaluation"]["loader"]}
+
+
+def _frequency(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+               job: dict[str, Any]) -> None:
+    job["mask_ratio"] = config["mask_ratio"]  # the analysis masks as the pretraining did
+
+
+def dense_section(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
+    """The ``dense`` keys of a job: the task section, its recipe with the overrides nested
+    under the method's encoder family (ConvMAE's Tables 13/15 under ``convvit``), the
+    iteration multiplier of the stage (Table 18's 2x schedule)."""
+    spec = registry.stage(stage, plugins(config))
+    dense = dict(config[spec.section])
+    recipe = dict(config["dense_recipes"][spec.section][dense["recipe"]])
+    family = registry.method(method, plugins(config)).family
+    overrides = recipe.pop(family, {})
+    for other in registry.families(plugins(config)):
+        recipe.pop(other, None)
+    dense.update(recipe, **overrides)
+    mult = spec.params.get("iters_mult", 1)
+    dense["iters"] = dense["iters"] * mult
+    if "val_interval" in dense:
+        dense["val_interval"] = dense["val_interval"] * mult
+    dense["root"] = dense_root(config, stage)
+    return dense
+
+
+def _dense(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+           job: dict[str, Any]) -> None:
+    job["dense"] = dense_section(config, spec.name, knobs["method"])
+    del job["data"]  # the dense stages read dense.root
+
+
+def _options(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+             job: dict[str, Any]) -> None:
+    job["options"] = dict(config.get(spec.section) or {})
+
+
+JOB_KINDS = {"train": _train, "finetune": _finetune, "evaluate": _evaluate,
+             "frequency": _frequency, "dense": _dense, "options": _options,
+             "none": lambda *a: None}
+
+
+def job_config(config: dict[str, Any], exp: str, stage: str,
+               exps: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The resolved config of one job (what ``python -m pixmim run`` reads)."""
+    exps = experiments(config) if exps is None else exps
+    if exp not in exps:
+        raise ConfigError(f"unknown experiment {exp!r}; declared: {sorted(exps)}")
+    table = registry.stages(plugins(config))
+    if stage not in table:
+        raise ConfigError(f"unknown stage {stage!r}; registered: {sorted(table)}")
+    spec, knobs = table[stage], exps[exp]
+    if spec.job not in JOB_KINDS:
+        raise ConfigError(f"stage {stage}: unknown job kind {spec.job!r} ({sorted(JOB_KINDS)})")
+    data = config["data"]
+    job: dict[str, Any] = {
+        "experiment": exp, "stage": stage, "method": knobs["method"], "arch": knobs["arch"],
+        "data": {"root": data_root(config), "img_size": data["img_size"],
+                 "num_classes": data["num_classes"], "bad_images": data.get("bad_images", "fail")},
+        "train": {"device": config["device"]},
+        "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
+                     "experiment": config["mlflow"]["experiment"]},
+    }
+    if spec.consumes is not None:
+        job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
+    JOB_KINDS[spec.job](config, spec, knobs, job)
+    own = [m for m in (registry.method(knobs["method"], plugins(config)).module, spec.module)
+           if m in plugins(config)]
+    if own:
+        job["plugins"] = own
+    return job
+
+
+def job_tags(config: dict[str, Any], exp: str,
+             exps: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """MLflow tags of an experiment's jobs: not part of their identity (a new table
+    retags, it reruns nothing)."""
+    exps = experiments(config) if exps is None else exps
+    if exp not in exps:
+        raise ConfigError(f"unknown experiment {exp!r}; declared: {sorted(exps)}")
+    names = set(exps[exp]["names"])
+    tables = sorted(n for n, t in config["tables"].items()
+                    if any(r["run"] in names for r in t["rows"]))
+    figures = sorted(n for n, f in config["figures"].items()
+                     if any(r["run"] in names for r in f["rows"]))
+    variants = sorted({config["runs"][n]["variant"] for n in names})
+    return {"tables": ",".join(tables), "figures": ",".join(figures),
+            "runs": ",".join(sorted(names)), "variant": ",".join(variants),
+            "epochs": str(exps[exp]["epochs"])}
+
+
+def upstream(config: dict[str, Any], stage: str) -> list[str]:
+    """The stages a stage needs before it (``robustness`` -> ``finetune``, ``pretrain``)."""
+    chain, spec = [], registry.stage(stage, plugins(config))
+    while spec.consumes is not None:
+        chain.append(spec.consumes)
+        spec = registry.stage(spec.consumes, plugins(config))
+    return chain
+
+
+def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]:
+    """A job's inputs for its rule: its config, tags, the outputs of the stage it consumes,
+    the generated data it reads. ``tags`` is to be marked ancient by the rule."""
+    spec = registry.stage(stage, plugins(config))
+    out: dict[str, Any] = {"cfg": f"{run_dir(config, exp, stage)}/config.yaml",
+                           "tags": f"{run_dir(config, exp, stage)}/tags.yaml",
+                           "data": generated_input(config, spec.data)}
+    if spec.consumes is not None:
+        up = registry.stage(spec.consumes, plugins(config))
+        out["upstream"] = [f"{run_dir(config, exp, up.name)}/{o}" for o in up.outputs]
+    return out
+
+
+def rule_families(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rule name -> its stages and outputs (every stage of a rule writes the same files)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in registry.stages(plugins(config)).values():
+        fam = out.setdefault(spec.rule, {"stages": [], "outputs": spec.outputs})
+        if fam["outputs"] != spec.outputs:
+            raise registry.RegistryError(f"stage {spec.name}: rule {spec.rule} writes "
+                                         f"{fam['outputs']}, the stage declares {spec.outputs}")
+        fam["stages"].append(spec.name)
+    return out
+
+
+# ---------------------------------------------------------------- written at DAG build
+def write_if_changed(path: str | Path, data: dict[str, Any]) -> bool:
+    """Atomically write ``data`` as YAML unless the file already holds exactly that;
+    True when written (its time then tells Snakemake that it changed)."""
+    text = yaml.safe_dump(data, sort_keys=False)
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return False
+    write_text(path, text)
+    return True
+
+
+def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Atomically write a resolved config / spec as YAML."""
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def materialize(config: dict[str, Any]) -> list[str]:
+    """Write the job configs and tags of every job the buildable tables and figures need,
+    and their specs, where their content changed; returns the paths written."""
+    from pixmim.workflow.catalogue import buildable
+    from pixmim.workflow.specs import figure_spec, table_spec, target_jobs
+
+    exps = experiments(config)
+    R, written = config["results"], []
+    jobs: set[tuple[str, str]] = set()
+    for kind, spec_of in (("tables", table_spec), ("figures", figure_spec)):
+        for name in buildable(config, kind):
+            path = f"{R}/{kind}/{name}.spec.yaml"
+            if write_if_changed(path, spec_of(config, name)):
+                written.append(path)
+            jobs |= target_jobs(config, name)
+    tags = {exp: job_tags(config, exp, exps) for exp in {e for e, _ in jobs}}
+    for exp, stage in sorted(jobs):
+        for name, data in (("config.yaml", job_config(config, exp, stage, exps)),
+                           ("tags.yaml", tags[exp])):
+            path = f"{run_dir(config, exp, stage)}/{name}"
+            if write_if_changed(path, data):
+                written.append(path)
+    return written

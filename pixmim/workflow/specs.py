@@ -1,0 +1,145 @@
+"""Table and figure specs: which ``metrics.json`` file and key fill each cell, and the
+targets (output files) of ``rule all`` and ``rule everything``.
+
+A column is declared by the stage that writes it (``pixmim.registry``: ``columns``), so a
+new evaluation stage brings its own columns; the spec carries each column's header, and
+the table command needs nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pixmim import registry
+from pixmim.config import ConfigError
+from pixmim.workflow.catalogue import buildable, experiment_of, plugins, rows, unavailable
+from pixmim.workflow.jobs import run_dir, upstream
+
+FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
+                "fig7": "fig7_epochs.png", "fig8": "fig8_shape_bias.png"}
+
+
+def _check_buildable(config: dict[str, Any], name: str) -> None:
+    reason = unavailable(config, name)
+    if reason:
+        raise ConfigError(f"{name} cannot be built with this config: {reason}")
+
+
+def _cell(config: dict[str, Any], exp: str, col: str) -> dict[str, str]:
+    c = registry.columns(plugins(config))[col]
+    return {"file": f"{run_dir(config, exp, c.stage)}/metrics.json", "key": c.key,
+            "header": c.header}
+
+
+def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Rows of one table with, per column, the metrics file and key that hold our value."""
+    if name not in config["tables"]:
+        raise ConfigError(f"no table {name!r} in the catalogue (tables: "
+                          f"{', '.join(sorted(config['tables']))})")
+    _check_buildable(config, name)
+    table = config["tables"][name]
+    kept = rows(config, table)
+    labels = {r["label"] for r in kept}
+    out = []
+    for row in kept:
+        exp = experiment_of(config, row["run"])
+        base = row.get("baseline") if row.get("baseline") in labels else None
+        out.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
+                    "baseline": base, "experiment": exp,
+                    "cells": {col: _cell(config, exp, col) for col in table["columns"]}})
+    note = (config.get("notes") or {}).get(name, table.get("note", ""))
+    return {"table": name, "title": table["title"], "note": note, "rows": out}
+
+
+def figure_stage(config: dict[str, Any], name: str) -> str | None:
+    """The stage whose metrics feed a figure (declared by the stage: ``figures``)."""
+    for spec in registry.stages(plugins(config)).values():
+        if name in spec.figures:
+            return spec.name
+    return None
+
+
+def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Rows of a figure with the metrics files that feed it."""
+    if name not in config["figures"]:
+        raise ConfigError(f"no figure {name!r} in the catalogue")
+    _check_buildable(config, name)
+    fig, stage = config["figures"][name], figure_stage(config, name)
+    out = []
+    for row in rows(config, fig):
+        exp = experiment_of(config, row["run"])
+        entry = {"label": row["label"], "experiment": exp,
+                 "epochs": config["runs"][row["run"]].get("epochs")}
+        if stage is not None:
+            entry["file"] = f"{run_dir(config, exp, stage)}/metrics.json"
+        if fig.get("columns"):
+            entry["cells"] = {col: _cell(config, exp, col) for col in fig["columns"]}
+        out.append(entry)
+    spec: dict[str, Any] = {"figure": name, "rows": out}
+    if name == "fig6":
+        spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
+    return spec
+
+
+def _spec_files(spec: dict[str, Any]) -> set[str]:
+    files = {r["file"] for r in spec["rows"] if "file" in r}
+    return files | {c["file"] for r in spec["rows"] for c in r.get("cells", {}).values()}
+
+
+def table_inputs(config: dict[str, Any], name: str) -> list[str]:
+    return sorted(_spec_files(table_spec(config, name)))
+
+
+def figure_inputs(config: dict[str, Any], name: str) -> list[str]:
+    spec = figure_spec(config, name)
+    return [spec["file"]] if name == "fig6" else sorted(_spec_files(spec))
+
+
+def target_jobs(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
+    """(experiment, stage) jobs a table or figure needs, upstream stages included."""
+    if target in config["tables"]:
+        files = _spec_files(table_spec(config, target))
+    elif target in config["figures"]:
+        files = _spec_files(figure_spec(config, target)) if target != "fig6" else set()
+    else:
+        raise ConfigError(f"no table or figure {target!r} in the catalogue")
+    jobs = set()
+    prefix = f"{config['results']}/runs/"
+    for f in files:
+        exp, stage = f[len(prefix):].split("/")[:2]
+        jobs |= {(exp, stage)} | {(exp, up) for up in upstream(config, stage)}
+    return jobs
+
+
+def curve_tables(config: dict[str, Any], names: list[str] | None = None) -> list[str]:
+    """Tables whose experiments get a loss / linear-probe curves figure (those with ``lin``)."""
+    names = list(config["tables"]) if names is None else names
+    return [n for n in names if n in config["tables"] and "lin" in config["tables"][n]["columns"]]
+
+
+def coverage_patch_size(config: dict[str, Any]) -> int:
+    """The mask unit of Figure 6: the patch size of MAE's arch in this config."""
+    from pixmim.workflow.catalogue import mapped_arch
+
+    arch = mapped_arch(config, {"method": "mae"}) or config["default_archs"]["mae"]
+    return int(registry.method("mae").archs[arch].get("patch_size", 16))
+
+
+def default_targets(config: dict[str, Any]) -> list[str]:
+    """The output files of ``rule all``: the config's ``targets`` (tables: csv + md, and the
+    curves figure of tables with a lin column; figures: their PNGs)."""
+    R = config["results"]
+    out = []
+    for t in config["targets"]:
+        if t in config["tables"]:
+            out += [f"{R}/tables/{t}.csv", f"{R}/tables/{t}.md"]
+            out += [f"{R}/figures/{t}_curves.png" for _ in curve_tables(config, [t])]
+        else:
+            out.append(f"{R}/figures/{FIGURE_FILES[t]}")
+    return out
+
+
+def all_targets(config: dict[str, Any]) -> list[str]:
+    """Every table and figure this config can build (``rule everything``)."""
+    return default_targets({**config, "targets": buildable(config, "tables")
+                            + buildable(config, "figures")})

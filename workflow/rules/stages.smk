@@ -1,0 +1,55 @@
+# One rule per family of the stage registry (pixmim.registry: each stage module's STAGES
+# declares its rule, what it consumes, what it writes): linear_probe, finetune (and the
+# few-shot subsets), evaluate (robustness, shape bias, frequency), dense (segmentation,
+# detection), and any family a plugin stage declares. A new stage needs no new rule.
+for _name, _family in W.rule_families(config).items():
+    if _name == "pretrain":  # its own rule: the torchrun launch (pretrain.smk)
+        continue
+
+    rule:
+        name:
+            _name
+        input:
+            unpack(stage_input),
+        output:
+            **{o.split(".")[0]: f"{R}/runs/{{exp}}/{{stage}}/{o}" for o in _family["outputs"]},
+        params:
+            out=f"{R}/runs/{{exp}}/{{stage}}",
+        log:
+            f"{R}/logs/{{exp}}/{{stage}}.log",
+        benchmark:
+            f"{R}/benchmarks/{{exp}}/{{stage}}.tsv"
+        wildcard_constraints:
+            stage="|".join(_family["stages"]),
+        threads: config["threads"].get(_name, 1)
+        shell:
+            "OMP_NUM_THREADS={threads} {PY:q} -m pixmim run "
+            "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule coverage:
+    """Object coverage J(F) of the crops, with and without masking, from the foreground
+    masks of the pretraining data (Figure 6)."""
+    input:
+        data=W.generated_input(config, "images"),
+    output:
+        csv=f"{R}/analysis/coverage/coverage.csv",
+        metrics=f"{R}/analysis/coverage/metrics.json",
+    params:
+        out=f"{R}/analysis/coverage",
+        root=W.data_root(config),
+        masks=W.masks_root(config) or "",
+        size=config["data"]["img_size"],
+        patch=W.coverage_patch_size(config),
+        mask_ratio=config["mask_ratio"],
+        cov=config["analysis"]["coverage"],
+    log:
+        f"{R}/logs/coverage.log",
+    benchmark:
+        f"{R}/benchmarks/coverage.tsv"
+    shell:
+        "{PY:q} -m pixmim coverage --root {params.root:q} --masks {params.masks:q} "
+        "--img-size {params.size:q} --patch-size {params.patch:q} "
+        "--mask-ratio {params.mask_ratio:q} --repeats {params.cov[repeats]:q} "
+        "--seed {params.cov[seed]:q} --split {params.cov[split]:q} "
+        "--limit {params.cov[limit]:q} --out {params.out:q} > {log:q} 2>&1"
