@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -112,64 +113,70 @@ _SAFE_CALLS = {"dict": dict, "tuple": tuple, "list": list}
 
 
 class _Reader:
-    """Evaluate top-level data assignments of one module's source, without running it."""
+    """Evaluate top-level data assignments of one module's source, without running it.
+
+    A name is what the module binds it to at that point: the last top-level assignment or
+    ``from X import Y`` before the statement that reads it (the end of the module for a
+    declaration), so ``ARCHS = {**ARCHS, ...}`` after ``from ... import ARCHS`` reads the
+    imported table."""
 
     def __init__(self, module: str, path: Path) -> None:
         self.module, self.path = module, path
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        self.names: dict[str, Any] = {}
-        self.imports: dict[str, tuple[str, str]] = {}
-        for node in self.tree.body:
+        # name -> [(statement index, value node | (module, attr) of an import)], in order
+        self.bindings: dict[str, list[tuple[int, Any]]] = {}
+        for i, node in enumerate(self.tree.body):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for a in node.names:
-                    self.imports[a.asname or a.name] = (node.module, a.name)
+                    self.bindings.setdefault(a.asname or a.name, []).append(
+                        (i, (node.module, a.name)))
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    if isinstance(t, ast.Name):
+                        self.bindings.setdefault(t.id, []).append((i, node.value))
+        self.values: dict[tuple[str, int], Any] = {}
 
-    def get(self, name: str) -> Any:
-        if name in self.names:
-            return self.names[name]
-        for node in self.tree.body:
-            value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
-            targets = (node.targets if isinstance(node, ast.Assign)
-                       else [node.target] if isinstance(node, ast.AnnAssign) else [])
-            if value is not None and any(isinstance(t, ast.Name) and t.id == name
-                                         for t in targets):
-                self.names[name] = self.eval(value)
-                return self.names[name]
-        if name in self.imports:
-            module, attr = self.imports[name]
-            self.names[name] = _reader(module).get(attr)
-            return self.names[name]
-        raise RegistryError(f"{self.path}: no top-level data named {name!r}")
+    def get(self, name: str, before: int | None = None) -> Any:
+        """The value of ``name`` just before top-level statement ``before`` (None: at the end
+        of the module)."""
+        bound = [b for b in self.bindings.get(name, ()) if before is None or b[0] < before]
+        if not bound:
+            raise RegistryError(f"{self.path}: no top-level data named {name!r}")
+        i, what = bound[-1]
+        if (name, i) not in self.values:
+            self.values[(name, i)] = (_reader(what[0]).get(what[1]) if isinstance(what, tuple)
+                                      else self.eval(what, i))
+        return self.values[(name, i)]
 
-    def eval(self, node: ast.AST) -> Any:  # noqa: C901 - one branch per node kind
+    def eval(self, node: ast.AST, at: int) -> Any:  # noqa: C901 - one branch per node kind
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
-            return self.get(node.id)
+            return self.get(node.id, at)
         if isinstance(node, ast.Tuple | ast.List):
-            items = [self.eval(e) for e in node.elts]
+            items = [self.eval(e, at) for e in node.elts]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Dict):
             out: dict[Any, Any] = {}
             for k, v in zip(node.keys, node.values):
                 if k is None:
-                    out.update(self.eval(v))
+                    out.update(self.eval(v, at))
                 else:
-                    out[self.eval(k)] = self.eval(v)
+                    out[self.eval(k, at)] = self.eval(v, at)
             return out
         if isinstance(node, ast.Subscript):
-            return self.eval(node.value)[self.eval(node.slice)]
+            return self.eval(node.value, at)[self.eval(node.slice, at)]
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -self.eval(node.operand)
+            return -self.eval(node.operand, at)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
                 and node.func.id in _SAFE_CALLS:
-            args = [self.eval(a) for a in node.args]
+            args = [self.eval(a, at) for a in node.args]
             kwargs: dict[str, Any] = {}
             for kw in node.keywords:
                 if kw.arg is None:
-                    kwargs.update(self.eval(kw.value))
+                    kwargs.update(self.eval(kw.value, at))
                 else:
-                    kwargs[kw.arg] = self.eval(kw.value)
+                    kwargs[kw.arg] = self.eval(kw.value, at)
             return _SAFE_CALLS[node.func.id](*args, **kwargs)
         raise RegistryError(f"{self.path}:{getattr(node, 'lineno', '?')}: a declaration holds "
                             f"only data (literals, dict(...), names); got {ast.dump(node)[:60]}")
@@ -177,7 +184,10 @@ class _Reader:
 
 @cache
 def _reader(module: str) -> _Reader:
-    spec = importlib.util.find_spec(module)
+    try:  # a dotted name imports its parent packages, which may be missing
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         raise RegistryError(f"plugin module {module!r} not found (importable from the "
                             "working directory, e.g. mylab.methods.mymae)")
@@ -185,7 +195,9 @@ def _reader(module: str) -> _Reader:
 
 
 def _declares(path: Path, name: str) -> bool:
-    return f"\n{name} = " in "\n" + path.read_text(encoding="utf-8")
+    """Whether the source binds ``name`` at top level (``NAME = ...``, ``NAME: T = ...``)."""
+    return re.search(rf"^{name}\s*(:[^=\n]*)?=(?!=)", path.read_text(encoding="utf-8"),
+                     re.MULTILINE) is not None
 
 
 @cache

@@ -1,4 +1,5 @@
-"""What every stage shares: argument parsing, tracker set-up, checkpoints, metrics."""
+"""What every stage shares: argument parsing, tracker set-up, checkpoints, metrics, and the
+fine-tuned classifier's loading and batched inference (robustness, shape bias)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import os
 import pickle
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from pixmim import registry
 from pixmim.config import JobConfig, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.io import atomic_write, read_json, write_json, write_text
-from pixmim.engine.loop import Preempted, ResumeState
+from pixmim.engine.loop import Preempted, ResumeState, autocast_for
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker
+from pixmim.models.classifier import load_classifier
 
 
 def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
@@ -31,6 +37,10 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
     p.add_argument("--tags", help="YAML mapping of extra MLflow tags (tables, figures, ...)")
     args = p.parse_args(argv)
     cfg = load_job_config(args.config)
+    # what the outputs were made from: the workflow keeps a rewritten config that returns
+    # to this content older than the outputs (pixmim.workflow.jobs.write_job_config)
+    sha = config_sha256(Path(args.config).read_text())
+    cfg = dataclasses.replace(cfg, tags={**cfg.tags, "config_sha256": sha})
     if args.tags:
         extra = yaml.safe_load(Path(args.tags).read_text()) or {}
         if not isinstance(extra, dict):
@@ -41,6 +51,12 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
     if registry.stage(cfg.stage).module != registry.stage(stage).module:  # finetune_1pct, ...
         raise SystemExit(f"{args.config}: stage is {cfg.stage!r}, expected {stage!r}")
     return cfg, Path(args.out)
+
+
+def config_sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def set_threads() -> None:
@@ -169,6 +185,32 @@ def parent_tags(upstream_dir: Path, kind: str) -> tuple[str, dict[str, str]]:
     return run_id, ({f"{kind}_run_id": run_id, "mlflow.parentRunId": run_id} if run_id else {})
 
 
+def finetune_tags(finetune_dir: Path) -> dict[str, str]:
+    """MLflow tags nesting this run under the fine-tune run (when its metrics name one)."""
+    return parent_tags(finetune_dir, "finetune")[1]
+
+
+def load_model(cfg: JobConfig, dist) -> nn.Module:
+    """The fine-tuned classifier of ``cfg.finetune_dir`` on the job's device."""
+    if cfg.finetune_dir is None:
+        raise ValueError(f"finetune_dir: the {cfg.stage} stage needs a fine-tune output folder")
+    return load_classifier(Path(cfg.finetune_dir) / "model.pth", dist.device)
+
+
+@torch.no_grad()
+def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
+            desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(logits [B, 1000] float32, targets [B])`` on ``device``, batch by batch."""
+    loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
+                        num_workers=cfg.eval.num_workers, pin_memory=device.type == "cuda")
+    cast = autocast_for(cfg.train, device)
+    for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, unit="batch",
+                     mininterval=1.0 if sys.stderr.isatty() else 30.0):
+        with cast:
+            logits = model(x.to(device, non_blocking=True))
+        yield logits.float(), y.to(device)
+
+
 def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig) -> None:
     """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state.
 
@@ -176,6 +218,8 @@ def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig)
     """
     resolved = out / "config.resolved.yaml"
     write_text(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if "config_sha256" in cfg.tags:
+        metrics = {**metrics, "config_sha256": cfg.tags["config_sha256"]}
     write_json(out / "metrics.json", metrics)
     for f in (resolved, out / "metrics.json"):
         tracker.log_artifact(f)

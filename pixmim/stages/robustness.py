@@ -14,28 +14,28 @@ The MLflow run is tagged with the fine-tune run (``finetune_run_id``, ``mlflow.p
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn as nn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
-from tqdm import tqdm
 
 from pixmim.config import JobConfig
 from pixmim.data.imagenet_meta import imagenet_wnids
 from pixmim.data.transforms import BICUBIC, Crop, build_eval_transform
 from pixmim.engine import distributed
-from pixmim.engine.loop import autocast_for
 from pixmim.evaluation import metrics as M
-from pixmim.models.classifier import load_classifier
-from pixmim.stages.common import complete, parent_tags, run_main, tracked
+from pixmim.stages.common import (
+    batches,
+    complete,
+    finetune_tags,
+    load_model,
+    run_main,
+    tracked,
+)
 
 # The registry's declaration. Images read: IN-C 50k x 75, IN-A 7.5k, IN-R 30k, IN-S 50,889.
 STAGES = [dict(
@@ -72,31 +72,6 @@ def labelled_folder(root: str | Path, transform, wnids: list[str], key: str) -> 
     ds = ImageFolder(str(root), transform=transform)
     ds.target_transform = M.folder_targets(ds.classes, wnids, key).__getitem__
     return ds
-
-
-def finetune_tags(finetune_dir: Path) -> dict[str, str]:
-    """MLflow tags nesting this run under the fine-tune run (when its metrics name one)."""
-    return parent_tags(finetune_dir, "finetune")[1]
-
-
-def load_model(cfg: JobConfig, dist) -> nn.Module:
-    if cfg.finetune_dir is None:
-        raise ValueError(f"finetune_dir: the {cfg.stage} stage needs a fine-tune output folder")
-    return load_classifier(Path(cfg.finetune_dir) / "model.pth", dist.device)
-
-
-@torch.no_grad()
-def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
-            desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(logits [B, 1000] float32, targets [B])`` on ``device``, batch by batch."""
-    loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
-                        num_workers=cfg.eval.num_workers, pin_memory=device.type == "cuda")
-    cast = autocast_for(cfg.train, device)
-    for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, unit="batch",
-                     mininterval=1.0 if sys.stderr.isatty() else 30.0):
-        with cast:
-            logits = model(x.to(device, non_blocking=True))
-        yield logits.float(), y.to(device)
 
 
 def top1(model, ds, cfg, device, desc: str, indices: list[int] | None = None) -> float:

@@ -25,8 +25,14 @@ from pixmim.data.transforms import BICUBIC, Crop
 from pixmim.engine import distributed
 from pixmim.io import atomic_write
 from pixmim.evaluation import shape_bias as SB
-from pixmim.stages.common import complete, run_main, tracked
-from pixmim.stages.robustness import batches, finetune_tags, load_model
+from pixmim.stages.common import (
+    batches,
+    complete,
+    finetune_tags,
+    load_model,
+    run_main,
+    tracked,
+)
 
 
 class Stimuli(Dataset):

@@ -10,6 +10,9 @@ carry a config change to Snakemake with or without its ``.snakemake/`` metadata.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +262,27 @@ def write_if_changed(path: str | Path, data: dict[str, Any]) -> bool:
     return True
 
 
+def write_job_config(path: str | Path, data: dict[str, Any],
+                     outputs: list[str | Path]) -> bool:
+    """:func:`write_if_changed` for a job config. When the new content is the one the job's
+    finished outputs were made from (``config_sha256`` in its ``metrics.json``: a config
+    changed, previewed with ``snakemake -n``, then changed back), the file is dated just
+    before those outputs, so that going back to a finished config reruns nothing."""
+    if not write_if_changed(path, data):
+        return False
+    metrics = next((Path(o) for o in outputs if str(o).endswith("metrics.json")), None)
+    if metrics is not None and all(Path(o).is_file() for o in outputs):
+        text = Path(path).read_text()
+        try:
+            made_from = json.loads(metrics.read_text()).get("config_sha256")
+        except (OSError, ValueError):
+            made_from = None
+        if made_from == hashlib.sha256(text.encode()).hexdigest():
+            t = min(Path(o).stat().st_mtime for o in outputs) - 1
+            os.utime(path, (t, t))
+    return True
+
+
 def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
     """Atomically write a resolved config / spec as YAML."""
     write_text(path, yaml.safe_dump(data, sort_keys=False))
@@ -280,10 +304,13 @@ def materialize(config: dict[str, Any]) -> list[str]:
                 written.append(path)
             jobs |= target_jobs(config, name)
     tags = {exp: job_tags(config, exp, exps) for exp in {e for e, _ in jobs}}
+    table = registry.stages(plugins(config))
     for exp, stage in sorted(jobs):
-        for name, data in (("config.yaml", job_config(config, exp, stage, exps)),
-                           ("tags.yaml", tags[exp])):
-            path = f"{run_dir(config, exp, stage)}/{name}"
-            if write_if_changed(path, data):
-                written.append(path)
+        folder = run_dir(config, exp, stage)
+        outputs = [f"{folder}/{o}" for o in table[stage].outputs]
+        if write_job_config(f"{folder}/config.yaml", job_config(config, exp, stage, exps),
+                            outputs):
+            written.append(f"{folder}/config.yaml")
+        if write_if_changed(f"{folder}/tags.yaml", tags[exp]):
+            written.append(f"{folder}/tags.yaml")
     return written

@@ -23,7 +23,7 @@ from pixmim.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixmim.evaluation import metrics as M
 from pixmim.evaluation import shape_bias as SB
 from pixmim.models.classifier import build_classifier, save_classifier
-from pixmim.stages import robustness, shape_bias
+from pixmim.stages import common, robustness, shape_bias
 
 STIMULI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "geirhos-stimuli"
 A_IDX = M.subset_indices("imagenet_a")
@@ -78,7 +78,7 @@ def finetune_dir(tmp_path_factory) -> Path:
 
 
 def stub(monkeypatch, model: nn.Module) -> None:
-    monkeypatch.setattr(robustness, "load_classifier", lambda path, device: model)
+    monkeypatch.setattr(common, "load_classifier", lambda path, device: model)
 
 
 def tiny_trees(root: Path) -> dict[str, Path]:

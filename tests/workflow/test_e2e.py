@@ -132,3 +132,70 @@ def test_default_dag_end_to_end(tmp_path):
     planned = res.stdout + res.stderr
     for rule in ("pretrain", "linear_probe", "finetune", "dense"):
         assert f"rule {rule}:" not in planned, rule
+
+    # identity is what a job reads: the three ways a config change reaches the DAG
+    check_selective_reruns(tmp_path, overlay, results)
+
+
+def planned(text: str) -> dict[str, list[str]]:
+    """rule -> the jobs' output folders of a dry run (``rule X:`` ... ``output: ...``)."""
+    out: dict[str, list[str]] = {}
+    rule = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("output:") and rule:
+            out.setdefault(rule, []).append(line.split(":", 1)[1].split(",")[0].strip())
+    return out
+
+
+def dry_run(overlay, *extra, cwd=ROOT):
+    files = [str(overlay)] + [str(e) for e in extra]
+    res = snakemake("-n", "--configfile", *files, cwd=cwd)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return planned(res.stdout + res.stderr)
+
+
+def check_selective_reruns(tmp_path, overlay, results):
+    """On the finished default: (1) a low-pass radius change plans no pretraining of a
+    pixel-target run, only the new PixMIM run and what follows it; (2) a linear-probe key
+    plans the probes, no pretraining; (3) without .snakemake/ metadata (a copy of the
+    checkout over the same results, file times kept) both plan the same; (4) going back to
+    the finished config after those previews reruns nothing."""
+    import shutil
+
+    radius = tmp_path / "radius30.yaml"
+    radius.write_text(yaml.safe_dump({"lowpass": {"radius": 30}}))
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(yaml.safe_dump({"linear_probe": {"epochs": 3}}))
+    # (3) first, before the dry runs below rewrite job configs and specs: a copy of the
+    # checkout without .snakemake/, over the same results (the config names them)
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, clone / f)
+    clone_overlay = overlay
+    assert not (clone / ".snakemake").exists()
+    assert not dry_run(clone_overlay, cwd=clone)  # nothing to do there either
+    jobs = dry_run(clone_overlay, radius, cwd=clone)
+    pre = jobs.get("pretrain", [])
+    assert pre and all("mae-lowpass30-src" in p for p in pre), pre
+    assert any("table2" in p for p in jobs["make_table"])
+    jobs = dry_run(clone_overlay, probe, cwd=clone)
+    assert "pretrain" not in jobs and len(jobs["linear_probe"]) == 2, jobs
+
+    # (1) and (2) on the original, with its .snakemake/ metadata
+    jobs = dry_run(overlay, radius)
+    pre = jobs.get("pretrain", [])
+    assert pre and all("mae-lowpass30-src" in p for p in pre), pre
+    assert not any("pixel" in p for p in pre)
+    jobs = dry_run(overlay, probe)
+    assert "pretrain" not in jobs and len(jobs["linear_probe"]) == 2, jobs
+    # (4) the previews rewrote job configs and specs; back to the finished config, no job
+    # of a run reruns (a table spec rewritten by a preview rebuilds its table only)
+    jobs = dry_run(overlay)
+    assert not set(jobs) & {"pretrain", "linear_probe", "finetune", "dense", "evaluate"}, jobs

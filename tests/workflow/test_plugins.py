@@ -1,0 +1,104 @@
+"""A method and an evaluation stage defined only under tests/ (tests/plugins/), registered
+the way a user registers them (the config key ``plugins``), go through the whole DAG."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from pixmim import registry
+from pixmim.config import ConfigError
+from pixmim.workflow import job_config, load_config, validate_config
+from tests.conftest import ROOT, tiny_overrides
+
+PLUGINS = ["tests.plugins.toy_mae", "tests.plugins.knn_probe"]
+
+
+def overlay(tmp_path) -> dict:
+    """The tiny overlay plus the plugins, their catalogue rows and the stage's section."""
+    over = tiny_overrides(tmp_path)
+    over.update({
+        "plugins": PLUGINS,
+        "default_archs": {"toymae": "vit_base_patch16_224"},
+        "runs": {"toy_800": {"method": "toymae", "variant": "base", "epochs": 800},
+                 "pixmim_toy_800": {"method": "toymae", "variant": "pixmim", "epochs": 800}},
+        "tables": {"tabletoy": {"title": "A plugin method and a plugin stage",
+                                "columns": ["lin", "ft", "knn"],
+                                "rows": [{"label": "Toy", "run": "toy_800"},
+                                         {"label": "PixMIM Toy", "run": "pixmim_toy_800",
+                                          "baseline": "Toy"}]}},
+        "knn_probe": {"k": 3},
+        "only_methods": ["toymae"],
+        "targets": ["tabletoy"],
+    })
+    return over
+
+
+def config_with(tmp_path, **changes) -> dict:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump({**overlay(tmp_path), **changes}))
+    return load_config(path)
+
+
+def test_plugins_register_and_resolve(tmp_path):
+    config = config_with(tmp_path)
+    validate_config(config)
+    assert registry.method("toymae", PLUGINS).family == "vit"
+    assert registry.columns(PLUGINS)["knn"].stage == "knn_probe"
+    job = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e", "knn_probe")
+    assert job["options"] == {"k": 3}
+    assert job["plugins"] == PLUGINS  # the job's own method and stage modules
+    pre = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e", "pretrain")
+    assert pre["plugins"] == ["tests.plugins.toy_mae"]
+    # the plugin stage's section is validated by the schema it declares
+    with pytest.raises(ConfigError, match="knn_probe.k: 0 is less than the minimum"):
+        validate_config(config_with(tmp_path, knn_probe={"k": 0}))
+    # without the plugins, the stage's section is an unknown key, the rows an unknown method
+    with pytest.raises(ConfigError, match="knn_probe: unknown key"):
+        validate_config(config_with(tmp_path, plugins=[]))
+    no_method = config_with(tmp_path, plugins=[])
+    del no_method["knn_probe"]
+    with pytest.raises(ConfigError, match=r"'toymae' is not one of \['convmae'"):
+        validate_config(no_method)
+
+
+def test_the_package_never_names_the_plugins():
+    for folder in ("pixmim", "workflow", "config"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".smk", ".yaml"):
+                text = path.read_text()
+                assert "toymae" not in text and "knn_probe" not in text, path
+
+
+@pytest.mark.slow
+def test_plugin_method_and_stage_run_through_the_dag(tmp_path):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay(tmp_path)))
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/ci",
+           "--configfile", str(path)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    results = tmp_path / "results"
+    df = pd.read_csv(results / "tables" / "tabletoy.csv")
+    assert list(df["method"]) == ["Toy", "PixMIM Toy"]
+    for _, row in df.iterrows():
+        for col, stage, key in (("lin", "linear_probe", "top1_best"),
+                                ("ft", "finetune", "top1_best"), ("knn", "knn_probe", "top1")):
+            metrics = json.loads((results / "runs" / row["experiment"] / stage
+                                  / "metrics.json").read_text())
+            assert math.isfinite(row[f"{col}_ours"])
+            assert row[f"{col}_ours"] == pytest.approx(metrics[key], abs=1e-4)
+    knn = json.loads((results / "runs" / df["experiment"][0] / "knn_probe"
+                      / "metrics.json").read_text())
+    assert knn["k"] == 3 and 0.0 <= knn["top1"] <= 100.0
+    assert "k-NN (%) ours (paper)" in (results / "tables" / "tabletoy.md").read_text()
+    # the checkpoint was written by the plugin's class (its meta names the method)
+    import torch
+
+    ckpt = torch.load(results / "runs" / df["experiment"][0] / "pretrain" / "checkpoint.pth",
+                      map_location="cpu", weights_only=True)
+    assert ckpt["meta"]["method"] == "toymae"
