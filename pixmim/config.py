@@ -32,9 +32,21 @@ def _ge(n: float) -> Schema:
     return Schema(minimum=n)
 
 
+def one_of(*values: str) -> Schema:
+    return Schema(enum=list(values))
+
+
 _POS = Schema(exclusiveMinimum=0)
 _UNIT = Schema(minimum=0, maximum=1)
 _BETAS = Schema(items={"minimum": 0, "exclusiveMaximum": 1})
+# the constrained types of the fields below
+Count = Annotated[int, _ge(1)]  # >= 1
+Index = Annotated[int, _ge(0)]  # >= 0
+NonNeg = Annotated[float, _ge(0)]
+Positive = Annotated[float, _POS]
+Unit = Annotated[float, _UNIT]  # in [0, 1]
+Share = Annotated[float, Schema(exclusiveMinimum=0, maximum=1)]  # in (0, 1]
+Betas = Annotated[tuple[float, float], _BETAS]
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,17 @@ class VariantConfig:
     ``reference_size`` px; :meth:`model_kwargs` scales them to the job's input size.
     """
 
-    target: Annotated[str, Schema(enum=["pixel", "lowpass", "highpass", "adaptive"])] = "pixel"  # pixel | lowpass | highpass (Table 22) | adaptive (Table 21)
-    radius: Annotated[float, _POS] = 40.0  # filter radius in bins at reference_size; r=40 at 224: PixMIM Sec. 4.1
-    lowpass_mode: Annotated[str, Schema(enum=["official", "centered"])] = "official"  # official (released code) | centered (paper Eq. 2-4)
-    adaptive_range: Annotated[tuple[float, float], Schema(items=_POS)] = (20.0, 60.0)  # learnable radius range: Table 21
-    crop: Annotated[str, Schema(enum=["rrc", "src", "cc", "bg", "resize"])] = "rrc"  # rrc (MAE) | src (PixMIM Sec. 4.2) | cc | bg | resize (Table 5b)
-    reference_size: Annotated[int, _ge(16)] = 224  # the input size the radius is given at (the paper's, 224 px)
+    # pixel | lowpass | highpass (Table 22) | adaptive (Table 21)
+    target: Annotated[str, one_of("pixel", "lowpass", "highpass", "adaptive")] = "pixel"
+    radius: Positive = 40.0  # filter radius in bins at reference_size; r=40 at 224: PixMIM Sec. 4.1
+    # official (released code) | centered (paper Eq. 2-4)
+    lowpass_mode: Annotated[str, one_of("official", "centered")] = "official"
+    # learnable radius range: Table 21
+    adaptive_range: Annotated[tuple[float, float], Schema(items=_POS)] = (20.0, 60.0)
+    # rrc (MAE) | src (PixMIM Sec. 4.2) | cc | bg | resize (Table 5b)
+    crop: Annotated[str, one_of("rrc", "src", "cc", "bg", "resize")] = "rrc"
+    # the input size the radius is given at (the paper's, 224 px)
+    reference_size: Annotated[int, _ge(16)] = 224
     scale_with_size: bool = True  # scale radius and range by img_size / reference_size
 
     def __post_init__(self) -> None:
@@ -92,26 +109,28 @@ class EvalConfig:
 class TrainConfig:
     """The shared training loop's knobs (pretrain, linear probe)."""
 
-    epochs: Annotated[int, _ge(1)] = 1
-    warmup_epochs: Annotated[float, _ge(0)] = 0.0
-    batch_size: Annotated[int, _ge(1)] = 64  # per optimizer step (after accumulation)
-    accum_steps: Annotated[int, _ge(1)] = 1
-    base_lr: Annotated[float, _POS] = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
-    min_lr: Annotated[float, _ge(0)] = 0.0
-    weight_decay: Annotated[float, _ge(0)] = 0.05
-    betas: Annotated[tuple[float, float], _BETAS] = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
-    momentum: Annotated[float, _UNIT] = 0.9  # LARS momentum (linear probe): MAE Table 9
-    optimizer: Annotated[str, Schema(enum=["adamw", "lars"])] = "adamw"  # adamw | lars
-    seed: Annotated[int, _ge(0)] = 0
-    num_workers: Annotated[int, _ge(0)] = 0
-    device: Annotated[str, Schema(pattern="^(cpu|cuda(:[0-9]+)?|mps)$")] = "cpu"  # cpu | cuda | cuda:N | mps
-    precision: Annotated[str, Schema(enum=["fp32", "bf16", "fp16"])] = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    epochs: Count = 1
+    warmup_epochs: NonNeg = 0.0
+    batch_size: Count = 64  # per optimizer step (after accumulation)
+    accum_steps: Count = 1
+    base_lr: Positive = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
+    min_lr: NonNeg = 0.0
+    weight_decay: NonNeg = 0.05
+    betas: Betas = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
+    momentum: Unit = 0.9  # LARS momentum (linear probe): MAE Table 9
+    optimizer: Annotated[str, one_of("adamw", "lars")] = "adamw"  # adamw | lars
+    seed: Index = 0
+    num_workers: Index = 0
+    # cpu | cuda | cuda:N | mps
+    device: Annotated[str, Schema(pattern="^(cpu|cuda(:[0-9]+)?|mps)$")] = "cpu"
+    # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    precision: Annotated[str, one_of("fp32", "bf16", "fp16")] = "fp32"
     compile: bool = False  # torch.compile the model's training forward
     clip_grad: Annotated[float | None, _POS] = None
-    log_every: Annotated[int, _ge(1)] = 10  # optimizer steps between step-level MLflow metrics
-    eval_every: Annotated[int, _ge(1)] = 1  # epochs between validations (linear probe)
-    ckpt_every_steps: Annotated[int, _ge(0)] = 0  # resume checkpoint every N optimizer steps (0: off)
-    ckpt_every_minutes: Annotated[float, _ge(0)] = 10.0  # ... and/or every N minutes of wall time (0: off)
+    log_every: Count = 10  # optimizer steps between step-level MLflow metrics
+    eval_every: Count = 1  # epochs between validations (linear probe)
+    ckpt_every_steps: Index = 0  # resume checkpoint every N optimizer steps (0: off)
+    ckpt_every_minutes: NonNeg = 10.0  # ... and/or every N minutes of wall time (0: off)
 
     def __post_init__(self) -> None:
         """Ranges (the workflow schema checks them too; this covers a job config given to
@@ -126,16 +145,16 @@ class TrainConfig:
 class FinetuneConfig:
     """End-to-end fine-tuning knobs (PixMIM Table 9 / MAE Table 11); timm implementations."""
 
-    layer_decay: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 0.75  # layer-wise lr decay (paper 0.75; released configs 0.65)
-    drop_path: Annotated[float, _UNIT] = 0.1  # stochastic depth rate
-    global_pool: Annotated[str, Schema(enum=["avg", "token"])] = "avg"  # avg (MAE fine-tuning) | token
+    layer_decay: Share = 0.75  # layer-wise lr decay (paper 0.75; released configs 0.65)
+    drop_path: Unit = 0.1  # stochastic depth rate
+    global_pool: Annotated[str, one_of("avg", "token")] = "avg"  # avg (MAE fine-tuning) | token
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # RandAugment (9, 0.5)
-    mixup: Annotated[float, _ge(0)] = 0.8
-    cutmix: Annotated[float, _ge(0)] = 1.0
-    smoothing: Annotated[float, _UNIT] = 0.1  # label smoothing
-    reprob: Annotated[float, _UNIT] = 0.25  # random erasing probability
-    fraction: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 1.0  # class-balanced share of the training set (few-shot: 0.01, 0.1)
-    subset_seed: Annotated[int, _ge(0)] = 0  # seed of the few-shot subset draw
+    mixup: NonNeg = 0.8
+    cutmix: NonNeg = 1.0
+    smoothing: Unit = 0.1  # label smoothing
+    reprob: Unit = 0.25  # random erasing probability
+    fraction: Share = 1.0  # class-balanced share of the training set (few-shot: 0.01, 0.1)
+    subset_seed: Index = 0  # seed of the few-shot subset draw
 
     def __post_init__(self) -> None:
         check_ranges(self, "finetune")
@@ -150,25 +169,32 @@ class DenseConfig:
     """
 
     root: str | None = None  # ADE20K (ADEChallengeData2016) or COCO root; embedded scenes too
-    recipe: Annotated[str, Schema(enum=["paper", "released"])] = "paper"  # paper | released (the recipe the keys below came from)
-    iters: Annotated[int, _ge(1)] = 160000  # training iterations (paper seg: 160k at batch 16)
-    val_interval: Annotated[int, _ge(1)] = 16000  # iterations between validations (and checkpoints)
-    batch_size: Annotated[int, _ge(1)] = 16  # images per iteration, all GPUs together
-    lr: Annotated[float, _POS] = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
-    layer_decay: Annotated[float, Schema(exclusiveMinimum=0, maximum=1)] = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
-    weight_decay: Annotated[float, _ge(0)] = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
-    betas: Annotated[tuple[float, float], _BETAS] = (0.9, 0.999)
-    warmup_iters: Annotated[int, _ge(0)] = 1500  # linear warm-up (paper seg: 1500)
-    schedule: Annotated[str, Schema(enum=["cosine", "poly", "step"])] = "cosine"  # cosine (paper) | poly (released seg) | step (released det)
-    drop_path: Annotated[float, _UNIT] = 0.1  # stochastic depth (paper: 0.1)
-    crop_size: Annotated[int, _ge(16)] = 512  # seg: training crop = backbone size; det: input size (LSJ 1024)
-    scale: Annotated[tuple[int, int], Schema(items=_ge(16))] = (2048, 512)  # seg resize scale (long, short) before the crop
-    ratio_range: Annotated[tuple[float, float], Schema(items=_POS)] = (0.5, 2.0)  # random rescale (seg 0.5-2; det LSJ 0.1-2)
-    seeds: Annotated[tuple[int, ...], Schema(items=_ge(0), minItems=1)] = (0, 1)  # seg mIoU averaged over these runs (paper Sec. 5)
-    window_size: Annotated[int, _ge(0)] = 14  # det: ViTDet attention window in tokens (0: global everywhere)
-    score_thr: Annotated[float, _UNIT] = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
-    head_channels: Annotated[int, _ge(8)] = 512  # seg UPerHead channels / det FPN channels (256 at paper scale)
-    num_workers: Annotated[int, _ge(0)] = 2
+    # paper | released (the recipe the keys below came from)
+    recipe: Annotated[str, one_of("paper", "released")] = "paper"
+    iters: Count = 160000  # training iterations (paper seg: 160k at batch 16)
+    val_interval: Count = 16000  # iterations between validations (and checkpoints)
+    batch_size: Count = 16  # images per iteration, all GPUs together
+    lr: Positive = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
+    layer_decay: Share = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
+    weight_decay: NonNeg = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
+    betas: Betas = (0.9, 0.999)
+    warmup_iters: Index = 1500  # linear warm-up (paper seg: 1500)
+    # cosine (paper) | poly (released seg) | step (released det)
+    schedule: Annotated[str, one_of("cosine", "poly", "step")] = "cosine"
+    drop_path: Unit = 0.1  # stochastic depth (paper: 0.1)
+    # seg: training crop = backbone size; det: input size (LSJ 1024)
+    crop_size: Annotated[int, _ge(16)] = 512
+    # seg resize scale (long, short) before the crop
+    scale: Annotated[tuple[int, int], Schema(items=_ge(16))] = (2048, 512)
+    # random rescale (seg 0.5-2; det LSJ 0.1-2)
+    ratio_range: Annotated[tuple[float, float], Schema(items=_POS)] = (0.5, 2.0)
+    # seg mIoU averaged over these runs (paper Sec. 5)
+    seeds: Annotated[tuple[int, ...], Schema(items=_ge(0), minItems=1)] = (0, 1)
+    window_size: Index = 14  # det: ViTDet attention window in tokens (0: global everywhere)
+    score_thr: Unit = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
+    # seg UPerHead channels / det FPN channels (256 at paper scale)
+    head_channels: Annotated[int, _ge(8)] = 512
+    num_workers: Index = 2
 
     def __post_init__(self) -> None:
         check_ranges(self, "dense")

@@ -105,8 +105,8 @@ def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, st
     """The job's MLflow tags: who it is, which tables it feeds, whom to compare it with
     (``compare``), and a one-line description (``mlflow.note.content``)."""
     variant = cfg.tags.get("variant", "")
-    base = {"experiment": cfg.experiment, "method": cfg.method, "stage": cfg.stage, "arch": cfg.arch, "compare": compare_key(cfg),
-            **cfg.tags, **(tags or {})}
+    base = {"experiment": cfg.experiment, "method": cfg.method, "stage": cfg.stage,
+            "arch": cfg.arch, "compare": compare_key(cfg), **cfg.tags, **(tags or {})}
     tables = base.get("tables") or "none"
     base.setdefault("mlflow.note.content",
                     f"{cfg.stage} of {cfg.method} ({variant or 'unnamed'} variant, {cfg.arch}) "

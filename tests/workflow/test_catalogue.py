@@ -24,9 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def dry_run(*args: str) -> str:
-    res = subprocess.run([*SNAKEMAKE, "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+def dry_run(tmp_path, *args: str, configfiles: tuple[str, ...] = ()) -> str:
+    """``snakemake -n ARGS`` with the config files, results under ``tmp_path`` (a dry run
+    writes the job configs it plans)."""
+    results = tmp_path / "results.yaml"
+    results.write_text(f"results: {tmp_path / 'results'}\n")
+    res = subprocess.run([*SNAKEMAKE, "-n", *args, "--configfile", *configfiles, str(results)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
 
@@ -35,10 +39,11 @@ def job_counts(text: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
 
 
-def test_table5_needs_eleven_pretraining_jobs():
+def test_table5_needs_eleven_pretraining_jobs(tmp_path):
     """5a, 5b and 5c name 15 runs; alike resolved configs are one job: 11."""
-    counts = job_counts(dry_run("results/tables/table5a.csv", "results/tables/table5b.csv",
-                                "results/tables/table5c.csv", "--forceall"))
+    tables = [str(tmp_path / "results" / "tables" / f"{t}.csv")
+              for t in ("table5a", "table5b", "table5c")]
+    counts = job_counts(dry_run(tmp_path, *tables, "--forceall"))
     assert counts["pretrain"] == 11
     config = load_config()
     names = [r["run"] for t in ("table5a", "table5b", "table5c")
@@ -46,10 +51,10 @@ def test_table5_needs_eleven_pretraining_jobs():
     assert len(names) == 15 and len({experiment_of(config, n) for n in names}) == 11
 
 
-def test_paper_scale_dry_run_lists_every_table():
+def test_paper_scale_dry_run_lists_every_table(tmp_path):
     config = load_config(ROOT / "config" / "paper.yaml")
     validate_config(config)
-    text = dry_run("--configfile", "config/paper.yaml", "--forceall")
+    text = dry_run(tmp_path, "--forceall", configfiles=("config/paper.yaml",))
     for table in config["tables"]:
         assert f"results/tables/{table}.csv" in text, table
     for fig in ("fig5_frequency", "fig6_coverage", "fig7_epochs", "fig8_shape_bias"):
