@@ -44,7 +44,7 @@ def test_default_dag_end_to_end(tmp_path):
     results = tmp_path / "results"
 
     # every cell of every table is a finite number produced by this run
-    from pixmim.registry import columns
+    from pixmim import registry
 
     for table, columns in (("table2", ["ft", "lin", "ap_box", "ap_mask", "miou"]),
                            ("table4", ["in_c", "in_a", "in_r", "in_s"]),
@@ -53,7 +53,7 @@ def test_default_dag_end_to_end(tmp_path):
         assert list(df["method"]) == ["MAE", "PixMIM MAE"]
         for _, row in df.iterrows():
             for col in columns:
-                stage, key = columns()[col].stage, columns()[col].key
+                stage, key = registry.columns()[col].stage, registry.columns()[col].key
                 metrics_file = results / "runs" / row["experiment"] / stage / "metrics.json"
                 assert metrics_file.stat().st_mtime >= started
                 value = json.loads(metrics_file.read_text())[key]
