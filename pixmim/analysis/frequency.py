@@ -228,7 +228,7 @@ def bands_csv(metrics: dict) -> str:
 
 
 def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.4f}"
+    return "" if v is None or v != v else f"{v:.4f}"  # None or nan: empty
 
 
 def finite(values) -> list[float | None]:
@@ -236,14 +236,16 @@ def finite(values) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in values]
 
 
-def plot_frequency(rows: list[tuple[str, str | Path]], out_png: str | Path,
+def plot_frequency(rows: list[tuple[str, list[str | Path]]], out_png: str | Path,
                    out_csv: str | Path, key: str = "band_psnr",
                    title: str = "Reconstruction PSNR per frequency band") -> Path:
     """PSNR per frequency band, one line per model (PixMIM Fig. 5), and its data as CSV.
 
     Args:
-        rows: ``(label, path of a frequency stage's metrics.json)`` pairs.
-        out_png: figure to write; out_csv: ``model,band,r_lo,r_hi,r_mid,psnr_db`` rows.
+        rows: ``(label, paths of a frequency stage's metrics.json, one per seed)`` pairs
+            (a single path is one seed); a line is the mean over seeds, its band the 95%
+            interval.
+        out_png: figure to write; out_csv: ``model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds``.
         key: the metrics entry drawn: ``band_psnr`` (mean over images, Fig. 5),
             ``example_band_psnr`` (the first image, Fig. 1), ``band_psnr_patch_stats``, ...
     """
@@ -256,16 +258,24 @@ def plot_frequency(rows: list[tuple[str, str | Path]], out_png: str | Path,
 
     from pixmim.io import atomic_write, write_text
 
+    from pixmim.report.stats import estimate
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    lines = ["model,band,r_lo,r_hi,r_mid,psnr_db"]
-    for label, path in rows:
-        m = json.loads(Path(path).read_text())
-        e = m["band_edges"]
-        mids = [(e[k] + e[k + 1]) / 2 for k in range(m["n_bands"])]
-        psnr = [float("nan") if v is None else v for v in m[key]]
-        ax.plot(mids, psnr, marker="o", ms=3, label=label)
-        lines += [f"{label},{k},{e[k]:.4f},{e[k + 1]:.4f},{mids[k]:.4f},{_fmt(v)}"
-                  for k, v in enumerate(m[key])]
+    lines = ["model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds"]
+    for label, paths in rows:
+        paths = [paths] if isinstance(paths, str | Path) else list(paths)
+        ms = [json.loads(Path(p).read_text()) for p in paths]
+        e = ms[0]["band_edges"]
+        mids = [(e[k] + e[k + 1]) / 2 for k in range(ms[0]["n_bands"])]
+        bands = [[float("nan") if m[key][k] is None else m[key][k] for m in ms]
+                 for k in range(ms[0]["n_bands"])]
+        est = [estimate(v) for v in bands]
+        line, = ax.plot(mids, [x.mean for x in est], marker="o", ms=3, label=label)
+        if len(ms) > 1:
+            ax.fill_between(mids, [x.low for x in est], [x.high for x in est],
+                            color=line.get_color(), alpha=0.2, lw=0)
+        lines += [f"{label},{k},{e[k]:.4f},{e[k + 1]:.4f},{mids[k]:.4f},{_fmt(x.mean)},"
+                  f"{_fmt(x.half_width)},{x.n}" for k, x in enumerate(est)]
     ax.set(xlabel="frequency (radius of the band, bins; last band holds the corners)",
            ylabel="PSNR (dB)", title=title)
     ax.grid(alpha=0.3)

@@ -2,6 +2,8 @@
 
 ``python -m pixmim figure curves --spec SPEC.yaml --out FILE.png`` draws, for each row of
 a table spec, the pretraining loss curve and the linear-probe top-1 curve side by side.
+With several seeds each line is the mean over seeds with its 95% interval as a band or
+error bar (:mod:`pixmim.report.stats`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,27 @@ from pathlib import Path
 import yaml
 
 from pixmim.io import atomic_write, read_json
+from pixmim.report.stats import estimate
+
+
+def files_of(entry: dict) -> list[str]:
+    """The per-seed files of a spec row or cell (an older spec's single ``file``)."""
+    return list(entry.get("files") or [entry["file"]])
+
+
+def mean_band(curves: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Point-wise mean and 95% interval of equally long curves (one per seed)."""
+    n = min(len(c) for c in curves)
+    points = [estimate([c[i] for c in curves]) for i in range(n)]
+    return [p.mean for p in points], [p.low for p in points], [p.high for p in points]
+
+
+def _plot_band(ax, curves: list[list[float]], label: str) -> None:
+    mean, low, high = mean_band(curves)
+    x = range(1, len(mean) + 1)
+    line, = ax.plot(x, mean, label=label)
+    if len(curves) > 1:
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def curves(spec: dict, out: Path) -> Path:
@@ -22,12 +45,12 @@ def curves(spec: dict, out: Path) -> Path:
 
     fig, (ax_loss, ax_top1) = plt.subplots(1, 2, figsize=(10, 3.8))
     for row in spec["rows"]:
-        probe_file = Path(row["cells"]["lin"]["file"])
-        pre = read_json(probe_file.parent.parent / "pretrain" / "metrics.json")
-        probe = read_json(probe_file)
-        ax_loss.plot(range(1, len(pre["loss_curve"]) + 1), pre["loss_curve"], label=row["label"])
-        ax_top1.plot(range(1, len(probe["top1_curve"]) + 1), probe["top1_curve"],
-                     label=f"{row['label']} (best {probe['top1_best']:.1f})")
+        probes = [Path(f) for f in files_of(row["cells"]["lin"])]
+        pre = [read_json(f.parent.parent / "pretrain" / "metrics.json") for f in probes]
+        probe = [read_json(f) for f in probes]
+        _plot_band(ax_loss, [m["loss_curve"] for m in pre], row["label"])
+        best = estimate([m["top1_best"] for m in probe]).text()
+        _plot_band(ax_top1, [m["top1_curve"] for m in probe], f"{row['label']} (best {best})")
     ax_loss.set(xlabel="pretraining epoch", ylabel="reconstruction loss (masked patches)",
                 title="Pretraining")
     ax_top1.set(xlabel="linear-probe evaluation", ylabel="top-1 (%)", title="Linear probe")
@@ -47,7 +70,11 @@ def shape_bias(spec: dict, out: Path) -> Path:
 
     from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
 
-    results = {row["label"]: figure_input(read_json(row["file"])) for row in spec["rows"]}
+    results = {}
+    for row in spec["rows"]:  # per category: the mean over seeds
+        per_seed = [figure_input(read_json(f)) for f in files_of(row)]
+        results[row["label"]] = {c: sum(v[c] for v in per_seed) / len(per_seed)
+                                 for c in per_seed[0]}
     rows = [{"model": model, "category": c, "shape_bias": v}
             for model, values in results.items() for c, v in values.items()]
     plot_shape_bias(results, out)
@@ -60,7 +87,7 @@ def frequency(spec: dict, out: Path) -> Path:
     """Figure 5 (band PSNR, one line per model) and Figure 1 (the first image's bands)."""
     from pixmim.analysis.frequency import plot_frequency
 
-    rows = [(row["label"], row["file"]) for row in spec["rows"]]
+    rows = [(row["label"], files_of(row)) for row in spec["rows"]]
     plot_frequency(rows, out, out.with_suffix(".csv"))
     example = out.parent / "fig1_frequency_example.png"
     plot_frequency(rows, example, example.with_suffix(".csv"), key="example_band_psnr",
@@ -90,10 +117,12 @@ def epochs(spec: dict, out: Path) -> Path:
     records = []
     for row in spec["rows"]:
         for col, cell in row["cells"].items():
-            value = read_json(cell["file"]).get(cell["key"])
+            vals = [read_json(f).get(cell["key"]) for f in files_of(cell)]
+            est = None if None in vals else estimate([float(v) for v in vals])
             records.append({"model": row["label"], "epochs": row["epochs"], "column": col,
-                            "value": None if value is None else float(value),
-                            "experiment": row["experiment"]})
+                            "value": None if est is None else est.mean,
+                            "ci95": None if est is None else est.half_width,
+                            "seeds": len(vals), "experiment": row["experiment"]})
     df = pd.DataFrame(records)
     cols = list(dict.fromkeys(df["column"]))
     names = {"ft": "fine-tune top-1 (%)", "lin": "linear-probe top-1 (%)", "miou": "mIoU"}
@@ -101,8 +130,9 @@ def epochs(spec: dict, out: Path) -> Path:
     for ax, col in zip(axes[0], cols, strict=True):
         for model, part in df[df["column"] == col].groupby("model", sort=False):
             part = part.sort_values("epochs")
-            ax.plot(part["epochs"], part["value"], marker="o",
-                    ls="--" if not model.startswith("PixMIM") else "-", label=model)
+            ax.errorbar(part["epochs"], part["value"], yerr=part["ci95"].fillna(0), marker="o",
+                        capsize=3, ls="--" if not model.startswith("PixMIM") else "-",
+                        label=model)
         ax.set(xlabel="pretraining epochs (catalogue)", ylabel=names.get(col, col))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)

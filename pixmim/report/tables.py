@@ -3,7 +3,10 @@
 ``python -m pixmim table --spec SPEC.yaml --out results/tables/table2`` writes
 ``table2.csv`` and ``table2.md``. The spec (written by the workflow) lists the rows:
 label, the paper row to compare with, the baseline row (for gains) and, per column, the
-``metrics.json`` file and the key holding our value.
+``metrics.json`` file of each seed's run and the key holding our value. Each cell is the
+mean over the seeds with its 95% interval, each gain the paired (same-seed) difference
+with its interval (:mod:`pixmim.report.stats`); the CSV has one column per number and the
+number of seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 import yaml
 
 from pixmim.io import read_json, write_text
+from pixmim.report.stats import Estimate, estimate, paired
 
 @cache
 def paper_values() -> dict[str, dict[str, dict[str, float]]]:
@@ -37,44 +41,63 @@ def our_value(cell: dict[str, str]) -> float:
     return value
 
 
+def seed_values(cell: dict[str, Any]) -> list[float]:
+    """The values of a cell, one per seed (``files``; an older spec's single ``file``)."""
+    files = cell.get("files") or [cell["file"]]
+    return [our_value({"file": f, "key": cell["key"]}) for f in files]
+
+
 def build_table(spec: dict[str, Any]) -> pd.DataFrame:
-    """One row per spec row; per column: ours, paper, ours - paper, gain vs baseline (both)."""
+    """One row per spec row; per column: ours (mean, 95% half-width), paper, ours - paper,
+    and for variant rows the paired gain over the baseline (ours with its half-width,
+    the paper's)."""
     paper = paper_values().get(spec["table"], {})
-    rows, ours_by_label = [], {}
-    for row in spec["rows"]:
-        ours_by_label[row["label"]] = {c: our_value(cell) for c, cell in row["cells"].items()}
+    values = {row["label"]: {c: seed_values(cell) for c, cell in row["cells"].items()}
+              for row in spec["rows"]}
+    rows = []
     for row in spec["rows"]:
         ref = paper.get(row.get("paper_row") or row["label"], {})
         base = row.get("baseline")
         base_ref = paper.get(base, {}) if base else {}
-        rec: dict[str, Any] = {"method": row["label"], "experiment": row["experiment"]}
-        for col, ours in ours_by_label[row["label"]].items():
-            theirs = ref.get(col, float("nan"))
-            rec[f"{col}_ours"] = ours
+        rec: dict[str, Any] = {"method": row["label"], "experiment": row["experiment"],
+                               "runs": ";".join(row.get("experiments", [row["experiment"]]))}
+        for col, vals in values[row["label"]].items():
+            ours, theirs = estimate(vals), ref.get(col, float("nan"))
+            rec[f"{col}_ours"] = ours.mean
+            rec[f"{col}_ours_ci95"] = ours.half_width
             rec[f"{col}_paper"] = theirs
-            rec[f"{col}_ours_minus_paper"] = ours - theirs
+            rec[f"{col}_ours_minus_paper"] = ours.mean - theirs
             if base:
-                rec[f"{col}_gain_ours"] = ours - ours_by_label[base][col]
+                gain = paired(vals, values[base][col])
+                rec[f"{col}_gain_ours"] = gain.mean
+                rec[f"{col}_gain_ours_ci95"] = gain.half_width
                 rec[f"{col}_gain_paper"] = theirs - base_ref.get(col, float("nan"))
+        rec["seeds"] = len(next(iter(values[row["label"]].values()), []))
         rows.append(rec)
     return pd.DataFrame(rows)
 
 
 def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
-    """A readable table: ``ours (paper)`` cells and ``gain ours (paper)`` for variant rows."""
+    """A readable table: ``mean ± half-width (paper)`` cells and ``gain ± half-width
+    (paper's gain)`` for variant rows; the note says what the intervals are."""
     # the spec's column order; headers are declared by the stages that write the columns
     headers = {c: cell.get("header", c) for r in spec["rows"] for c, cell in r["cells"].items()}
     out = pd.DataFrame({"method": df["method"]})
     for c in headers:
         out[headers[c] + " ours (paper)"] = [
-            f"{o:.1f} ({p:.1f})" for o, p in zip(df[f"{c}_ours"], df[f"{c}_paper"])]
+            f"{Estimate(o, h, 0).text()} ({p:.1f})"
+            for o, h, p in zip(df[f"{c}_ours"], df[f"{c}_ours_ci95"], df[f"{c}_paper"])]
         if f"{c}_gain_ours" in df:
             out[f"gain {c} ours (paper)"] = [
-                "" if math.isnan(g) else f"{g:+.1f} ({gp:+.1f})"
-                for g, gp in zip(df[f"{c}_gain_ours"], df[f"{c}_gain_paper"])]
+                "" if math.isnan(g) else f"{Estimate(g, h, 0).text(sign=True)} ({gp:+.1f})"
+                for g, h, gp in zip(df[f"{c}_gain_ours"], df[f"{c}_gain_ours_ci95"],
+                                    df[f"{c}_gain_paper"])]
+    n = int(df["seeds"].max()) if len(df) else 0
+    seeds = (f"{n} seeds: mean ± half-width of the 95% t-interval over seeds; gains paired "
+             "by seed." if n > 1 else "1 seed: no interval (set `seeds` to two or more).")
     title = spec.get("title", spec["table"])
     note = spec.get("note", "")
-    return f"# {title}\n\n{out.to_markdown(index=False)}\n\n{note}\n"
+    return f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n"
 
 
 def main(argv: list[str] | None = None) -> int:

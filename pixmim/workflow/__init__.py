@@ -14,6 +14,8 @@ from pixmim.workflow.catalogue import (
     check_config,
     experiment_of,
     experiments,
+    experiments_of,
+    group_id,
     load_config,
     mapped_arch,
     mapped_epochs,
@@ -22,6 +24,7 @@ from pixmim.workflow.catalogue import (
     resolve_run,
     run_id,
     run_unavailable,
+    seeds,
     unavailable,
     validate_config,
 )
@@ -33,6 +36,7 @@ from pixmim.workflow.jobs import (
     eval_roots,
     generated_input,
     job_config,
+    job_dir,
     job_tags,
     masks_root,
     materialize,
@@ -61,13 +65,14 @@ from pixmim.workflow.specs import (
 )
 
 __all__ = [
-    "BASE_CONFIGS", "EVAL_SETS", "FIGURE_FILES", "ROOT", "SCHEMA", "all_targets", "buildable",
-    "build_schema", "check_config", "coverage_patch_size", "curve_tables", "data_root",
-    "default_targets", "dense_root", "dense_section", "eval_roots", "experiment_of",
-    "experiments", "figure_inputs", "figure_spec", "figure_stage", "generated_input",
-    "job_config", "job_tags", "load_config", "mapped_arch", "mapped_epochs", "masks_root",
-    "materialize", "merge", "plugins", "resolve_run", "rule_families", "run_dir", "run_id",
-    "run_unavailable", "scenes_root", "stage_inputs", "table_inputs", "table_spec",
+    "all_targets", "BASE_CONFIGS", "build_schema", "buildable", "check_config",
+    "coverage_patch_size", "curve_tables", "data_root", "default_targets", "dense_root",
+    "dense_section", "eval_roots", "EVAL_SETS", "experiment_of", "experiments",
+    "experiments_of", "FIGURE_FILES", "figure_inputs", "figure_spec", "figure_stage",
+    "generated_input", "group_id", "job_config", "job_dir", "job_tags", "load_config",
+    "mapped_arch", "mapped_epochs", "masks_root", "materialize", "merge", "plugins",
+    "resolve_run", "ROOT", "rule_families", "run_dir", "run_id", "run_unavailable",
+    "scenes_root", "SCHEMA", "seeds", "stage_inputs", "table_inputs", "table_spec",
     "target_jobs", "unavailable", "upstream", "validate_config", "views_root",
     "write_if_changed", "write_yaml",
 ]

@@ -1,9 +1,10 @@
 """The config and the experiment catalogue: load, validate, resolve runs to job ids.
 
 Identity is the resolved configuration, in the paper's units: a run's knobs are the method,
-arch, epochs, dataset and only the PixMIM knobs its target reads (a pixel-target run has
-no radius), and its id names them as the paper does (``mae-lowpass40-src_vit_base_...``).
-Scaling a radius to a run's input size happens inside the job.
+arch, epochs, dataset, seed and only the PixMIM knobs its target reads (a pixel-target run
+has no radius), and its id names them as the paper does (``mae-lowpass40-src_vit_base_..._s0``).
+Scaling a radius to a run's input size happens inside the job. Every catalogue run is made
+once per seed of the config key ``seeds``: the tables average over them.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def mapped_epochs(config: dict[str, Any], run: dict[str, Any]) -> int:
     return int(epochs if sched is None else sched.get(epochs, sched.get(str(epochs), epochs)))
 
 
-def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def resolve_run(config: dict[str, Any], run: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """The knobs that identify a pretraining job, holding only what its target reads:
     the radius (bins at ``lowpass.reference_size``, the paper's unit) for low/high-pass,
     the range and initial radius for the adaptive target, the filter mode for both."""
@@ -118,7 +119,7 @@ def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     lp = config["lowpass"]
     knobs = {"method": run["method"], "arch": mapped_arch(config, run),
              "epochs": mapped_epochs(config, run), "dataset": run.get("dataset", "default"),
-             "target": variant["target"], "crop": variant["crop"]}
+             "target": variant["target"], "crop": variant["crop"], "seed": seed}
     if variant["target"] != "pixel":
         knobs["radius"] = variant.get("radius", lp["radius"])
         knobs["lowpass_mode"] = variant.get("mode", lp["mode"])
@@ -127,9 +128,14 @@ def resolve_run(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     return knobs
 
 
+def seeds(config: dict[str, Any]) -> list[int]:
+    """The seeds every catalogue run is made with (``seeds``)."""
+    return list(config.get("seeds") or [0])
+
+
 def run_id(knobs: dict[str, Any]) -> str:
-    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}]`` from resolved knobs,
-    the radius in the paper's unit (``lowpass40``)."""
+    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}]_s{seed}`` from resolved
+    knobs, the radius in the paper's unit (``lowpass40``)."""
     target = knobs["target"]
     if target in FILTERED:
         target += f"{knobs['radius']:g}"
@@ -138,7 +144,13 @@ def run_id(knobs: dict[str, Any]) -> str:
     if knobs.get("lowpass_mode", "official") != "official":
         target += knobs["lowpass_mode"]
     suffix = "" if knobs["dataset"] == "default" else f"_{knobs['dataset']}"
-    return f"{knobs['method']}-{target}-{knobs['crop']}_{knobs['arch']}_{knobs['epochs']}e{suffix}"
+    return (f"{knobs['method']}-{target}-{knobs['crop']}_{knobs['arch']}_{knobs['epochs']}e"
+            f"{suffix}_s{knobs['seed']}")
+
+
+def group_id(exp: str) -> str:
+    """A job id without its seed: what the runs of one catalogue entry share."""
+    return exp.rsplit("_s", 1)[0]
 
 
 def run_unavailable(config: dict[str, Any], name: str) -> str | None:
@@ -192,21 +204,27 @@ def buildable(config: dict[str, Any], kind: str) -> list[str]:
 
 
 def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Job id -> resolved knobs and the catalogue names resolving to it, for every run this
-    config can make. Names that resolve to the same knobs share one id: one job."""
+    """Job id -> resolved knobs and the catalogue names resolving to it, for every run and
+    seed this config can make. Names that resolve to the same knobs share one id: one job."""
     out: dict[str, dict[str, Any]] = {}
     for name in config["runs"]:
         if run_unavailable(config, name):
             continue
-        knobs = resolve_run(config, config["runs"][name])
-        exp = out.setdefault(run_id(knobs), {**knobs, "names": []})
-        exp["names"].append(name)
+        for seed in seeds(config):
+            knobs = resolve_run(config, config["runs"][name], seed)
+            exp = out.setdefault(run_id(knobs), {**knobs, "names": []})
+            exp["names"].append(name)
     return out
 
 
-def experiment_of(config: dict[str, Any], run_name: str) -> str:
-    """The job id of a catalogue run."""
+def experiments_of(config: dict[str, Any], run_name: str) -> list[str]:
+    """The job ids of a catalogue run, one per seed (in the order of ``seeds``)."""
     reason = run_unavailable(config, run_name)
     if reason:
         raise ConfigError(reason)
-    return run_id(resolve_run(config, config["runs"][run_name]))
+    return [run_id(resolve_run(config, config["runs"][run_name], s)) for s in seeds(config)]
+
+
+def experiment_of(config: dict[str, Any], run_name: str) -> str:
+    """The job id of a catalogue run with the first seed."""
+    return experiments_of(config, run_name)[0]

@@ -21,7 +21,7 @@ import yaml
 from pixmim import registry
 from pixmim.config import ConfigError, FinetuneConfig
 from pixmim.io import write_text
-from pixmim.workflow.catalogue import experiments, plugins
+from pixmim.workflow.catalogue import experiments, group_id, plugins
 
 # the robustness / shape-bias sets, as config keys of data.eval_roots and view folder names
 EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
@@ -76,7 +76,14 @@ def generated_input(config: dict[str, Any], kind: str | None) -> list[str]:
 
 
 def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
+    """Where a job writes its outputs."""
     return f"{config['results']}/runs/{exp}/{stage}"
+
+
+def job_dir(config: dict[str, Any], exp: str, stage: str) -> str:
+    """Where a job's config and tags are written at DAG build (apart from the run folders,
+    which hold only jobs that ran)."""
+    return f"{config['results']}/jobs/{exp}/{stage}"
 
 
 # ---------------------------------------------------------------- sections per job kind
@@ -191,6 +198,7 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
     if spec.consumes is not None:
         job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
     JOB_KINDS[spec.job](config, spec, knobs, job)
+    job["train"]["seed"] = knobs["seed"]  # the run's seed, through its whole chain
     own = [m for m in (registry.method(knobs["method"], plugins(config)).module, spec.module)
            if m in plugins(config)]
     if own:
@@ -213,7 +221,8 @@ def job_tags(config: dict[str, Any], exp: str,
     variants = sorted({config["runs"][n]["variant"] for n in names})
     return {"tables": ",".join(tables), "figures": ",".join(figures),
             "runs": ",".join(sorted(names)), "variant": ",".join(variants),
-            "epochs": str(exps[exp]["epochs"])}
+            "epochs": str(exps[exp]["epochs"]), "seed": str(exps[exp]["seed"]),
+            "group": group_id(exp)}
 
 
 def upstream(config: dict[str, Any], stage: str) -> list[str]:
@@ -229,8 +238,8 @@ def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]
     """A job's inputs for its rule: its config, tags, the outputs of the stage it consumes,
     the generated data it reads. ``tags`` is to be marked ancient by the rule."""
     spec = registry.stage(stage, plugins(config))
-    out: dict[str, Any] = {"cfg": f"{run_dir(config, exp, stage)}/config.yaml",
-                           "tags": f"{run_dir(config, exp, stage)}/tags.yaml",
+    out: dict[str, Any] = {"cfg": f"{job_dir(config, exp, stage)}/config.yaml",
+                           "tags": f"{job_dir(config, exp, stage)}/tags.yaml",
                            "data": generated_input(config, spec.data)}
     if spec.consumes is not None:
         up = registry.stage(spec.consumes, plugins(config))
@@ -306,8 +315,8 @@ def materialize(config: dict[str, Any]) -> list[str]:
     tags = {exp: job_tags(config, exp, exps) for exp in {e for e, _ in jobs}}
     table = registry.stages(plugins(config))
     for exp, stage in sorted(jobs):
-        folder = run_dir(config, exp, stage)
-        outputs = [f"{folder}/{o}" for o in table[stage].outputs]
+        folder = job_dir(config, exp, stage)
+        outputs = [f"{run_dir(config, exp, stage)}/{o}" for o in table[stage].outputs]
         if write_job_config(f"{folder}/config.yaml", job_config(config, exp, stage, exps),
                             outputs):
             written.append(f"{folder}/config.yaml")

@@ -43,11 +43,11 @@ def build_schema(config: dict[str, Any], path: Path = SCHEMA) -> dict[str, Any]:
     defs["method"] = {"enum": methods}
     defs["columns"]["items"] = {"enum": list(registry.columns(plug))}
     # training sections: one source, the dataclasses (workflow-only keys excluded)
-    defs["train"] = json_schema(TrainConfig, exclude=("device",),
+    defs["train"] = json_schema(TrainConfig, exclude=("device", "seed"),
                                 required=("epochs", "batch_size", "base_lr"))
     ft = json_schema(FinetuneConfig, exclude=("fraction", "layer_decay"))
-    tr = json_schema(TrainConfig, exclude=("device", "base_lr", "optimizer", "momentum",
-                                           "betas"))
+    tr = json_schema(TrainConfig, exclude=("device", "seed", "base_lr", "optimizer",
+                                           "momentum", "betas"))
     defs["finetune"] = {**tr, "properties": {**tr["properties"], **ft["properties"],
                                              "recipe": {"enum": ["paper", "released"]}},
                         "required": ["recipe", "epochs", "batch_size"]}

@@ -12,7 +12,15 @@ from typing import Any
 
 from pixmim import registry
 from pixmim.config import ConfigError
-from pixmim.workflow.catalogue import buildable, experiment_of, plugins, rows, unavailable
+from pixmim.workflow.catalogue import (
+    buildable,
+    experiments_of,
+    group_id,
+    plugins,
+    rows,
+    seeds,
+    unavailable,
+)
 from pixmim.workflow.jobs import run_dir, upstream
 
 FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
@@ -25,10 +33,12 @@ def _check_buildable(config: dict[str, Any], name: str) -> None:
         raise ConfigError(f"{name} cannot be built with this config: {reason}")
 
 
-def _cell(config: dict[str, Any], exp: str, col: str) -> dict[str, str]:
+def _cell(config: dict[str, Any], exps: list[str], col: str) -> dict[str, Any]:
+    """One column of a row: the metrics file of each seed's run (in the order of
+    ``seeds``), the key holding the value, the column's header."""
     c = registry.columns(plugins(config))[col]
-    return {"file": f"{run_dir(config, exp, c.stage)}/metrics.json", "key": c.key,
-            "header": c.header}
+    return {"files": [f"{run_dir(config, exp, c.stage)}/metrics.json" for exp in exps],
+            "key": c.key, "header": c.header}
 
 
 def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -42,13 +52,14 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     labels = {r["label"] for r in kept}
     out = []
     for row in kept:
-        exp = experiment_of(config, row["run"])
+        exps = experiments_of(config, row["run"])
         base = row.get("baseline") if row.get("baseline") in labels else None
         out.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
-                    "baseline": base, "experiment": exp,
-                    "cells": {col: _cell(config, exp, col) for col in table["columns"]}})
+                    "baseline": base, "experiment": group_id(exps[0]), "experiments": exps,
+                    "cells": {col: _cell(config, exps, col) for col in table["columns"]}})
     note = (config.get("notes") or {}).get(name, table.get("note", ""))
-    return {"table": name, "title": table["title"], "note": note, "rows": out}
+    return {"table": name, "title": table["title"], "note": note, "seeds": seeds(config),
+            "rows": out}
 
 
 def figure_stage(config: dict[str, Any], name: str) -> str | None:
@@ -67,23 +78,24 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     fig, stage = config["figures"][name], figure_stage(config, name)
     out = []
     for row in rows(config, fig):
-        exp = experiment_of(config, row["run"])
-        entry = {"label": row["label"], "experiment": exp,
+        exps = experiments_of(config, row["run"])
+        entry = {"label": row["label"], "experiment": group_id(exps[0]), "experiments": exps,
                  "epochs": config["runs"][row["run"]].get("epochs")}
         if stage is not None:
-            entry["file"] = f"{run_dir(config, exp, stage)}/metrics.json"
+            entry["files"] = [f"{run_dir(config, exp, stage)}/metrics.json" for exp in exps]
         if fig.get("columns"):
-            entry["cells"] = {col: _cell(config, exp, col) for col in fig["columns"]}
+            entry["cells"] = {col: _cell(config, exps, col) for col in fig["columns"]}
         out.append(entry)
-    spec: dict[str, Any] = {"figure": name, "rows": out}
+    spec: dict[str, Any] = {"figure": name, "seeds": seeds(config), "rows": out}
     if name == "fig6":
         spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
     return spec
 
 
 def _spec_files(spec: dict[str, Any]) -> set[str]:
-    files = {r["file"] for r in spec["rows"] if "file" in r}
-    return files | {c["file"] for r in spec["rows"] for c in r.get("cells", {}).values()}
+    files = {f for r in spec["rows"] for f in r.get("files", [])}
+    return files | {f for r in spec["rows"] for c in r.get("cells", {}).values()
+                    for f in c["files"]}
 
 
 def table_inputs(config: dict[str, Any], name: str) -> list[str]:

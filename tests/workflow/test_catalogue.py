@@ -111,3 +111,25 @@ def test_budget_cli_paper_scale():
     lines = {ln.split()[0]: ln.split() for ln in res.stdout.splitlines()[1:]}
     assert set(lines) == {"table5a", "table5b", "total"}
     assert float(lines["total"][3]) > 0
+
+
+def test_seeds_multiply_runs_and_fill_cells(default_config, tmp_path):
+    """Each catalogue run is made once per seed; a cell lists every seed's file, paired
+    across rows by position; the seed reaches every stage of the chain; the budget counts
+    every seed's jobs."""
+    from pixmim.workflow import experiments_of, job_config, job_tags
+
+    one = {**default_config, "results": str(tmp_path)}
+    three = {**one, "seeds": [0, 1, 2]}
+    assert len(experiments(three)) == 3 * len(experiments(one))
+    ids = experiments_of(three, "pixmim_mae_800")
+    assert [i.rsplit("_", 1)[1] for i in ids] == ["s0", "s1", "s2"]
+    spec = table_spec(three, "table2")
+    base, pix = spec["rows"]
+    assert [f.split("/")[-3] for f in pix["cells"]["lin"]["files"]] == ids
+    assert [f.split("/")[-3][-2:] for f in base["cells"]["lin"]["files"]] == ["s0", "s1", "s2"]
+    for stage in ("pretrain", "linear_probe", "finetune", "frequency"):
+        assert job_config(three, ids[2], stage)["train"]["seed"] == 2
+    tags = job_tags(three, ids[1])
+    assert tags["seed"] == "1" and tags["group"] == ids[1][:-3]
+    assert budget(three, ["table2"])["jobs"] == 3 * budget(one, ["table2"])["jobs"]

@@ -32,6 +32,7 @@ def overlay(tmp_path) -> dict:
                                          {"label": "PixMIM Toy", "run": "pixmim_toy_800",
                                           "baseline": "Toy"}]}},
         "knn_probe": {"k": 3},
+        "seeds": [0, 1],  # two seeds: every cell and gain gets its interval
         "only_methods": ["toymae"],
         "targets": ["tabletoy"],
     })
@@ -49,10 +50,10 @@ def test_plugins_register_and_resolve(tmp_path):
     validate_config(config)
     assert registry.method("toymae", PLUGINS).family == "vit"
     assert registry.columns(PLUGINS)["knn"].stage == "knn_probe"
-    job = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e", "knn_probe")
+    job = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e_s0", "knn_probe")
     assert job["options"] == {"k": 3}
     assert job["plugins"] == PLUGINS  # the job's own method and stage modules
-    pre = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e", "pretrain")
+    pre = job_config(config, "toymae-pixel-rrc_vit_cpu_patch8_64_2e_s0", "pretrain")
     assert pre["plugins"] == ["tests.plugins.toy_mae"]
     # the plugin stage's section is validated by the schema it declares
     with pytest.raises(ConfigError, match="knn_probe.k: 0 is less than the minimum"):
@@ -85,20 +86,30 @@ def test_plugin_method_and_stage_run_through_the_dag(tmp_path):
     results = tmp_path / "results"
     df = pd.read_csv(results / "tables" / "tabletoy.csv")
     assert list(df["method"]) == ["Toy", "PixMIM Toy"]
-    for _, row in df.iterrows():
+    first = [r.split(";")[0] for r in df["runs"]]  # the seed-0 run of each row
+    for (_, row), run in zip(df.iterrows(), first):
         for col, stage, key in (("lin", "linear_probe", "top1_best"),
                                 ("ft", "finetune", "top1_best"), ("knn", "knn_probe", "top1")):
-            metrics = json.loads((results / "runs" / row["experiment"] / stage
+            metrics = json.loads((results / "runs" / run / stage
                                   / "metrics.json").read_text())
-            assert math.isfinite(row[f"{col}_ours"])
-            assert row[f"{col}_ours"] == pytest.approx(metrics[key], abs=1e-4)
-    knn = json.loads((results / "runs" / df["experiment"][0] / "knn_probe"
+            assert math.isfinite(metrics[key])
+    knn = json.loads((results / "runs" / first[0] / "knn_probe"
                       / "metrics.json").read_text())
     assert knn["k"] == 3 and 0.0 <= knn["top1"] <= 100.0
-    assert "k-NN (%) ours (paper)" in (results / "tables" / "tabletoy.md").read_text()
+    md = (results / "tables" / "tabletoy.md").read_text()
+    assert "k-NN (%) ours (paper)" in md and "2 seeds" in md and " ± " in md
+    # each cell is the mean of its two seeds' runs, with an interval
+    assert (df["seeds"] == 2).all() and all(len(r.split(";")) == 2 for r in df["runs"])
+    for col, stage, key in (("lin", "linear_probe", "top1_best"), ("knn", "knn_probe", "top1")):
+        for _, row in df.iterrows():
+            vals = [json.loads((results / "runs" / r / stage / "metrics.json").read_text())[key]
+                    for r in row["runs"].split(";")]
+            assert row[f"{col}_ours"] == pytest.approx(sum(vals) / 2, abs=1e-4)
+            assert math.isfinite(row[f"{col}_ours_ci95"])
+        assert math.isfinite(df[f"{col}_gain_ours_ci95"][1])
     # the checkpoint was written by the plugin's class (its meta names the method)
     import torch
 
-    ckpt = torch.load(results / "runs" / df["experiment"][0] / "pretrain" / "checkpoint.pth",
+    ckpt = torch.load(results / "runs" / first[0] / "pretrain" / "checkpoint.pth",
                       map_location="cpu", weights_only=True)
     assert ckpt["meta"]["method"] == "toymae"
