@@ -258,24 +258,54 @@ def plot_frequency(rows: list[tuple[str, list[str | Path]]], out_png: str | Path
 
     from pixmim.io import atomic_write, write_text
 
-    from pixmim.report.stats import estimate
+    from pixmim.report.stats import estimate, paired
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    lines = ["model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds"]
+    loaded = []
     for label, paths in rows:
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
-        ms = [json.loads(Path(p).read_text()) for p in paths]
-        e = ms[0]["band_edges"]
-        mids = [(e[k] + e[k + 1]) / 2 for k in range(ms[0]["n_bands"])]
-        bands = [[float("nan") if m[key][k] is None else m[key][k] for m in ms]
-                 for k in range(ms[0]["n_bands"])]
-        est = [estimate(v) for v in bands]
+        loaded.append((label, [json.loads(Path(p).read_text()) for p in paths]))
+    diff = len(loaded) > 1 and all(len(ms) == len(loaded[0][1]) for _, ms in loaded)
+    fig, axes = plt.subplots(1, 2 if diff else 1, figsize=(11 if diff else 5.5, 3.8),
+                             squeeze=False)
+    ax = axes[0][0]
+    lines = ["model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds"]
+
+    def bands(ms: list[dict], k: str) -> list[list[float]]:
+        return [[float("nan") if m[k][b] is None else m[k][b] for m in ms]
+                for b in range(ms[0]["n_bands"])]
+
+    e = loaded[0][1][0]["band_edges"]
+    mids = [(e[b] + e[b + 1]) / 2 for b in range(loaded[0][1][0]["n_bands"])]
+    for label, ms in loaded:
+        est = [estimate(v) for v in bands(ms, key)]
         line, = ax.plot(mids, [x.mean for x in est], marker="o", ms=3, label=label)
         if len(ms) > 1:
             ax.fill_between(mids, [x.low for x in est], [x.high for x in est],
                             color=line.get_color(), alpha=0.2, lw=0)
-        lines += [f"{label},{k},{e[k]:.4f},{e[k + 1]:.4f},{mids[k]:.4f},{_fmt(x.mean)},"
-                  f"{_fmt(x.half_width)},{x.n}" for k, x in enumerate(est)]
+        lines += [f"{label},{b},{e[b]:.4f},{e[b + 1]:.4f},{mids[b]:.4f},{_fmt(x.mean)},"
+                  f"{_fmt(x.half_width)},{x.n}" for b, x in enumerate(est)]
+        control = key.replace("band_psnr", "band_psnr_untrained")
+        if key.startswith("band_psnr") and control in ms[0]:
+            est = [estimate(v) for v in bands(ms, control)]
+            ax.plot(mids, [x.mean for x in est], ls=":", color=line.get_color(),
+                    label=f"{label}, untrained (control)")
+            lines += [f"{label} untrained,{b},{e[b]:.4f},{e[b + 1]:.4f},{mids[b]:.4f},"
+                      f"{_fmt(x.mean)},{_fmt(x.half_width)},{x.n}" for b, x in enumerate(est)]
+    if diff:  # each model minus the first, paired by seed, with its interval
+        dx = axes[0][1]
+        base_label, base = loaded[0]
+        for label, ms in loaded[1:]:
+            est = [paired(v, b) for v, b in zip(bands(ms, key), bands(base, key))]
+            line, = dx.plot(mids, [x.mean for x in est], marker="o", ms=3,
+                            label=f"{label} - {base_label}")
+            if len(ms) > 1:
+                dx.fill_between(mids, [x.low for x in est], [x.high for x in est],
+                                color=line.get_color(), alpha=0.2, lw=0)
+        dx.axhline(0, color="k", lw=0.8)
+        dx.set(xlabel="frequency (radius of the band, bins)", ylabel="PSNR difference (dB)",
+               title=f"Paired difference over {len(base)} seed(s), 95% interval")
+        dx.grid(alpha=0.3)
+        dx.legend(fontsize=8)
     ax.set(xlabel="frequency (radius of the band, bins; last band holds the corners)",
            ylabel="PSNR (dB)", title=title)
     ax.grid(alpha=0.3)

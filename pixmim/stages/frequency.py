@@ -30,7 +30,15 @@ from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
 from pixmim.io import write_text
 from pixmim.engine.loop import make_loader, seed_everything
-from pixmim.stages.common import complete, load_encoder, parent_tags, run_main, tracked
+from pixmim.stages.common import (
+    build_pretrained,
+    complete,
+    load_encoder,
+    load_pretrain_checkpoint,
+    parent_tags,
+    run_main,
+    tracked,
+)
 
 N_BANDS = 16
 
@@ -81,6 +89,9 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     pre_dir = Path(cfg.pretrain_dir)
     model = load_encoder(cfg, pre_dir).to(dist.device)
+    # the control that must differ: the same model untrained (same seed, same kwargs)
+    control = build_pretrained(load_pretrain_checkpoint(cfg, pre_dir)["meta"])
+    control = control.requires_grad_(False).eval().to(dist.device)
     d = cfg.data
     val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map,
                            bad_images=d.bad_images)
@@ -89,6 +100,9 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:
         sums = measure(model, loader, cfg, dist.device, n_bands)
+        untrained = measure(control, loader, cfg, dist.device, n_bands)
+        sums |= {"psnr_untrained": untrained["psnr_image"],
+                 "full_untrained": untrained["full_image"]}
         flat = distributed.all_reduce_sum(torch.cat(list(sums.values())).tolist(), dist)
         parts = torch.tensor(flat, dtype=torch.float64).split([len(v) for v in sums.values()])
         sums = dict(zip(sums, parts, strict=True))
@@ -109,6 +123,9 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
             "psnr": fq.finite(sums["full_image"] / n)[0],
             "psnr_target_denorm": fq.finite(sums["full_target"] / n)[0],
             "psnr_patch_stats": fq.finite(sums["full_patch_stats"] / n)[0],
+            # control: the untrained model, which the analysis must tell from a trained one
+            "band_psnr_untrained": fq.finite(sums["psnr_untrained"] / n),
+            "psnr_untrained": fq.finite(sums["full_untrained"] / n)[0],
             "wall_s": time.perf_counter() - t0,
         }
         if tracker:

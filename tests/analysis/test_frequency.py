@@ -141,6 +141,8 @@ def test_stage_writes_bands(tmp_path):
     assert m["band_psnr"] == m["band_psnr_target_denorm"]  # pixel target
     assert len(m["band_psnr_patch_stats"]) == 16 and m["psnr_patch_stats"] > 0
     assert len(m["example_band_psnr"]) == 16 and m["example_band_psnr"] != m["band_psnr"]
+    # the control: the same model untrained, from the job's seed (here another random init)
+    assert len(m["band_psnr_untrained"]) == 16 and m["band_psnr_untrained"] != m["band_psnr"]
     with (out / "bands.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert "psnr_patch_stats_db" in rows[0]
@@ -175,3 +177,27 @@ def test_plot_frequency(tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == 8 and table[4]["model"] == "PixMIM" and table[4]["psnr_db"] == "21.0000"
     assert table[3]["psnr_db"] == "" and table[1]["r_mid"] == "12.0000"
+
+
+def test_plot_frequency_seeds_control_and_paired_difference(tmp_path):
+    """Two seeds per model: mean lines with intervals, the untrained controls, and a panel of
+    the paired (same-seed) difference to the first model, in the CSV too."""
+    rows = []
+    for label, shift in (("MAE", 0.0), ("PixMIM", 1.0)):
+        paths = []
+        for seed in (0, 1):
+            m = {"n_bands": 2, "band_edges": [0, 8, 16],
+                 "band_psnr": [20 + shift + seed, 18 - shift],
+                 "band_psnr_untrained": [9.0 + seed, 8.0]}
+            paths.append(tmp_path / f"{label}{seed}.json")
+            paths[-1].write_text(json.dumps(m))
+        rows.append((label, paths))
+    fq.plot_frequency(rows, tmp_path / "f.png", tmp_path / "f.csv")
+    with (tmp_path / "f.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == ["MAE", "MAE", "MAE untrained", "MAE untrained",
+                                           "PixMIM", "PixMIM", "PixMIM untrained",
+                                           "PixMIM untrained"]
+    assert table[0]["psnr_db"] == "20.5000" and table[0]["seeds"] == "2"
+    assert float(table[0]["ci95"]) == pytest.approx(12.7062 * 0.5, rel=1e-4)  # t(.975,1)=12.71
+    assert (tmp_path / "f.png").stat().st_size > 0
