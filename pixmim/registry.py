@@ -122,7 +122,10 @@ class _Reader:
 
     def __init__(self, module: str, path: Path) -> None:
         self.module, self.path = module, path
-        self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        try:
+            self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as err:
+            raise RegistryError(f"{path}:{err.lineno}: {err.msg}") from None
         # name -> [(statement index, value node | (module, attr) of an import)], in order
         self.bindings: dict[str, list[tuple[int, Any]]] = {}
         for i, node in enumerate(self.tree.body):
@@ -210,8 +213,12 @@ def _builtin_modules(name: str) -> tuple[str, ...]:
 def _modules(name: str, plugins: tuple[str, ...]) -> list[str]:
     out = list(_builtin_modules(name))
     for module in plugins:
-        if _declares(_reader(module).path, name):
+        path = _reader(module).path
+        if _declares(path, name):
             out.append(module)
+        elif not any(_declares(path, other) for other in _BUILTIN_DIRS):
+            raise RegistryError(f"plugin module {module!r} ({path}) declares neither METHOD "
+                                "nor STAGES")
     return out
 
 

@@ -236,3 +236,15 @@ def test_cli_run_with_a_missing_config_is_one_line_naming_it(tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"pixmim run: error: config file not found: {missing}"]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_plugin_that_declares_nothing_or_does_not_parse_is_named(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "nodecl.py").write_text("ARCHS = {}\n")
+    (tmp_path / "broken.py").write_text("METHOD = dict(name='x'\n")
+    for clear in (registry._reader, registry._methods, registry._stages):
+        clear.cache_clear()
+    with pytest.raises(registry.RegistryError, match="declares neither METHOD nor STAGES"):
+        registry.methods(plugins=["nodecl"])
+    with pytest.raises(registry.RegistryError, match=r"broken\.py:1"):
+        registry.methods(plugins=["broken"])
