@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixmim import registry
-from pixmim.config import JobConfig, load_job_config, to_dict
+from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for
@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
         extra = yaml.safe_load(Path(args.tags).read_text()) or {}
         if not isinstance(extra, dict):
             raise ValueError(f"{args.tags}: tags must be a mapping")
+        # where the job logs comes with its tags: not part of what it computes
+        tracking = extra.pop("tracking", None)
+        if tracking is not None:
+            cfg = dataclasses.replace(cfg, tracking=from_dict(TrackingConfig, tracking,
+                                                              f"{args.tags}: tracking"))
         cfg = dataclasses.replace(cfg, tags={**cfg.tags, **{str(k): str(v)
                                                              for k, v in extra.items()}})
     registry.use_plugins(cfg.plugins)

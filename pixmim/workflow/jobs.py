@@ -192,8 +192,6 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
         "data": {"root": data_root(config), "img_size": data["img_size"],
                  "num_classes": data["num_classes"], "bad_images": data.get("bad_images", "fail")},
         "train": {"device": config["device"]},
-        "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
-                     "experiment": config["mlflow"]["experiment"]},
     }
     if spec.consumes is not None:
         job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
@@ -207,9 +205,10 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
 
 
 def job_tags(config: dict[str, Any], exp: str,
-             exps: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
-    """MLflow tags of an experiment's jobs: not part of their identity (a new table
-    retags, it reruns nothing)."""
+             exps: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """MLflow tags of an experiment's jobs, and where they log (``tracking``): not part of
+    their identity (a new table retags, another MLflow store or experiment name reruns
+    nothing)."""
     exps = experiments(config) if exps is None else exps
     if exp not in exps:
         raise ConfigError(f"unknown experiment {exp!r}; declared: {sorted(exps)}")
@@ -222,7 +221,9 @@ def job_tags(config: dict[str, Any], exp: str,
     return {"tables": ",".join(tables), "figures": ",".join(figures),
             "runs": ",".join(sorted(names)), "variant": ",".join(variants),
             "epochs": str(exps[exp]["epochs"]), "seed": str(exps[exp]["seed"]),
-            "group": group_id(exp)}
+            "group": group_id(exp),
+            "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
+                         "experiment": config["mlflow"]["experiment"]}}
 
 
 def upstream(config: dict[str, Any], stage: str) -> list[str]:

@@ -89,3 +89,25 @@ def test_a_config_back_at_its_finished_content_is_dated_before_the_outputs(tmp_p
     assert cfg.stat().st_mtime >= metrics.stat().st_mtime
     os.remove(metrics)  # no finished outputs: written as any change
     assert write_job_config(cfg, finished, outputs)
+
+
+def test_where_a_job_logs_is_not_its_identity(default_config, tmp_path):
+    """Another MLflow store or experiment name touches no job config: the tracking settings
+    reach the job with its tags."""
+    touched, new = changed(default_config, lambda c: c["mlflow"].update(
+        experiment="elsewhere", tracking_uri="sqlite:///other.db"))
+    assert not touched and not new
+    from pixmim.stages.common import parse_args
+    from pixmim.workflow import job_tags
+
+    exp = "mae-pixel-rrc_vit_cpu_patch8_64_40e_s0"
+    config = {**default_config, "mlflow": {"tracking_uri": "sqlite:///x.db",
+                                           "experiment": "elsewhere"}}
+    cfg_file, tags_file = tmp_path / "config.yaml", tmp_path / "tags.yaml"
+    cfg_file.write_text(yaml.safe_dump(job_config(config, exp, "linear_probe")))
+    tags_file.write_text(yaml.safe_dump(job_tags(config, exp)))
+    cfg, _ = parse_args(["--config", str(cfg_file), "--tags", str(tags_file), "--out", "o"],
+                        "linear_probe")
+    assert (cfg.tracking.tracking_uri, cfg.tracking.experiment) == ("sqlite:///x.db",
+                                                                     "elsewhere")
+    assert "tracking" not in cfg.tags and cfg.tags["seed"] == "0"
