@@ -8,6 +8,7 @@ e.g. ``train.epochs: expected int, got 'ten'``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,12 +273,16 @@ def json_schema(cls: type, exclude: tuple[str, ...] = (), required: tuple[str, .
     return out
 
 
-def check_ranges(cfg: Any, section: str) -> None:
-    """Check a config dataclass's values against its fields' ``Schema`` constraints."""
+@functools.cache
+def _validator(cls: type) -> Any:
     import jsonschema
 
-    schema = json_schema(type(cfg))
-    errors = jsonschema.Draft202012Validator(schema).iter_errors(to_dict(cfg))
+    return jsonschema.Draft202012Validator(json_schema(cls))
+
+
+def check_ranges(cfg: Any, section: str) -> None:
+    """Check a config dataclass's values against its fields' ``Schema`` constraints."""
+    errors = _validator(type(cfg)).iter_errors(to_dict(cfg))
     err = next(iter(sorted(errors, key=lambda e: list(e.absolute_path))), None)
     if err is not None:
         key = ".".join(str(p) for p in err.absolute_path)

@@ -172,10 +172,12 @@ def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, An
     return ckpt
 
 
-def load_encoder(cfg: JobConfig, pretrain_dir: Path) -> torch.nn.Module:
+def load_encoder(cfg: JobConfig, pretrain_dir: Path,
+                 ckpt: dict[str, Any] | None = None) -> torch.nn.Module:
     """Rebuild the pretraining model from its checkpoint's meta and load its weights (frozen,
-    eval mode): the variant is the checkpoint's, not re-derived from the config."""
-    ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
+    eval mode): the variant is the checkpoint's, not re-derived from the config. ``ckpt``:
+    the checkpoint when the caller has already loaded it."""
+    ckpt = ckpt or load_pretrain_checkpoint(cfg, pretrain_dir)
     model = build_pretrained(ckpt["meta"])
     model.load_state_dict(ckpt["model"])
     model.requires_grad_(False).eval()

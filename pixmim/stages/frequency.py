@@ -88,9 +88,10 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
     dist = distributed.setup(cfg.train.device)
     seed_everything(cfg.train.seed)
     pre_dir = Path(cfg.pretrain_dir)
-    model = load_encoder(cfg, pre_dir).to(dist.device)
+    ckpt = load_pretrain_checkpoint(cfg, pre_dir)
+    model = load_encoder(cfg, pre_dir, ckpt).to(dist.device)
     # the control that must differ: the same model untrained (same seed, same kwargs)
-    control = build_pretrained(load_pretrain_checkpoint(cfg, pre_dir)["meta"])
+    control = build_pretrained(ckpt["meta"])
     control = control.requires_grad_(False).eval().to(dist.device)
     d = cfg.data
     val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map,

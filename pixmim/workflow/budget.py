@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,10 @@ DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
 # (pixmim.registry: cost), beside what it reads.
 
 
-def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[float, str]:
-    """Measured pretraining images/s on one GPU; else the method's measured ``ref_arch``
-    (its catalogue arch) or MAE ViT-B's, scaled by encoder FLOPs."""
-
+@cache
+def measured() -> dict[tuple[str, str, str], float]:
+    """(method, arch, precision) -> the best one-GPU pretraining images/s of the benchmark
+    results (read once per process, not once per job)."""
     best: dict[tuple[str, str, str], float] = {}
     for f in sorted(BENCHMARKS.glob("*.json")):
         data = json.loads(f.read_text())
@@ -54,10 +55,16 @@ def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[f
         for s in data.get("steps", []):
             key = (s["method"], s["arch"], s["precision"])
             best[key] = max(best.get(key, 0.0), float(s["images_per_s"]))
+    return best
+
+
+def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[float, str]:
+    """Measured pretraining images/s on one GPU; else the method's measured ``ref_arch``
+    (its catalogue arch) or MAE ViT-B's, scaled by encoder FLOPs."""
+    best = measured()
     if (method, arch, precision) in best:
         return best[(method, arch, precision)], "measured"
-    base = ref_arch
-    ref = best.get((method, base, precision)) or best.get(("mae", "vit_base_patch16_224",
+    ref = best.get((method, ref_arch, precision)) or best.get(("mae", "vit_base_patch16_224",
                                                             precision))
     if ref is None:
         raise ConfigError(f"no pretraining benchmark for {method}/{arch}/{precision} in "
@@ -66,7 +73,7 @@ def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[f
     b = registry.method("mae").archs["vit_base_patch16_224"]
     flops = (a.get("depth", 12) * a.get("embed_dim", 768) ** 2
              * (a.get("img_size", 224) / 224) ** 2) / (b["depth"] * b["embed_dim"] ** 2)
-    return ref / flops, f"scaled from {base} by FLOPs x{flops:.2f}"
+    return ref / flops, f"scaled from {ref_arch} by FLOPs x{flops:.2f}"
 
 
 def _done(config: dict[str, Any], exp: str, stage: str) -> bool:

@@ -80,6 +80,11 @@ def run_dir(config: dict[str, Any], exp: str, stage: str) -> str:
     return f"{config['results']}/runs/{exp}/{stage}"
 
 
+def tags_path(config: dict[str, Any], exp: str) -> str:
+    """The MLflow tags (and tracking settings) shared by every job of an experiment."""
+    return f"{config['results']}/jobs/{exp}/tags.yaml"
+
+
 def job_dir(config: dict[str, Any], exp: str, stage: str) -> str:
     """Where a job's config and tags are written at DAG build (apart from the run folders,
     which hold only jobs that ran)."""
@@ -240,7 +245,7 @@ def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]
     the generated data it reads. ``tags`` is to be marked ancient by the rule."""
     spec = registry.stage(stage, plugins(config))
     out: dict[str, Any] = {"cfg": f"{job_dir(config, exp, stage)}/config.yaml",
-                           "tags": f"{job_dir(config, exp, stage)}/tags.yaml",
+                           "tags": tags_path(config, exp),
                            "data": generated_input(config, spec.data)}
     if spec.consumes is not None:
         up = registry.stage(spec.consumes, plugins(config))
@@ -261,15 +266,15 @@ def rule_families(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- written at DAG build
-def write_if_changed(path: str | Path, data: dict[str, Any]) -> bool:
-    """Atomically write ``data`` as YAML unless the file already holds exactly that;
-    True when written (its time then tells Snakemake that it changed)."""
+def write_if_changed(path: str | Path, data: dict[str, Any]) -> str | None:
+    """Atomically write ``data`` as YAML unless the file already holds exactly that; the
+    text when written (its time then tells Snakemake that it changed), else None."""
     text = yaml.safe_dump(data, sort_keys=False)
     path = Path(path)
     if path.is_file() and path.read_text() == text:
-        return False
+        return None
     write_text(path, text)
-    return True
+    return text
 
 
 def write_job_config(path: str | Path, data: dict[str, Any],
@@ -278,11 +283,11 @@ def write_job_config(path: str | Path, data: dict[str, Any],
     finished outputs were made from (``config_sha256`` in its ``metrics.json``: a config
     changed, previewed with ``snakemake -n``, then changed back), the file is dated just
     before those outputs, so that going back to a finished config reruns nothing."""
-    if not write_if_changed(path, data):
+    text = write_if_changed(path, data)
+    if text is None:
         return False
     metrics = next((Path(o) for o in outputs if str(o).endswith("metrics.json")), None)
     if metrics is not None and all(Path(o).is_file() for o in outputs):
-        text = Path(path).read_text()
         try:
             made_from = json.loads(metrics.read_text()).get("config_sha256")
         except (OSError, ValueError):
@@ -302,25 +307,24 @@ def materialize(config: dict[str, Any]) -> list[str]:
     """Write the job configs and tags of every job the buildable tables and figures need,
     and their specs, where their content changed; returns the paths written."""
     from pixmim.workflow.catalogue import buildable
-    from pixmim.workflow.specs import figure_spec, table_spec, target_jobs
+    from pixmim.workflow.specs import figure_spec, spec_jobs, table_spec
 
     exps = experiments(config)
     R, written = config["results"], []
     jobs: set[tuple[str, str]] = set()
     for kind, spec_of in (("tables", table_spec), ("figures", figure_spec)):
         for name in buildable(config, kind):
-            path = f"{R}/{kind}/{name}.spec.yaml"
-            if write_if_changed(path, spec_of(config, name)):
+            path, spec = f"{R}/{kind}/{name}.spec.yaml", spec_of(config, name)
+            if write_if_changed(path, spec) is not None:
                 written.append(path)
-            jobs |= target_jobs(config, name)
-    tags = {exp: job_tags(config, exp, exps) for exp in {e for e, _ in jobs}}
+            jobs |= spec_jobs(config, spec)
+    for exp in sorted({e for e, _ in jobs}):
+        if write_if_changed(tags_path(config, exp), job_tags(config, exp, exps)) is not None:
+            written.append(tags_path(config, exp))
     table = registry.stages(plugins(config))
     for exp, stage in sorted(jobs):
-        folder = job_dir(config, exp, stage)
+        path = f"{job_dir(config, exp, stage)}/config.yaml"
         outputs = [f"{run_dir(config, exp, stage)}/{o}" for o in table[stage].outputs]
-        if write_job_config(f"{folder}/config.yaml", job_config(config, exp, stage, exps),
-                            outputs):
-            written.append(f"{folder}/config.yaml")
-        if write_if_changed(f"{folder}/tags.yaml", tags[exp]):
-            written.append(f"{folder}/tags.yaml")
+        if write_job_config(path, job_config(config, exp, stage, exps), outputs):
+            written.append(path)
     return written

@@ -110,11 +110,15 @@ def figure_inputs(config: dict[str, Any], name: str) -> list[str]:
 def target_jobs(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
     """(experiment, stage) jobs a table or figure needs, upstream stages included."""
     if target in config["tables"]:
-        files = _spec_files(table_spec(config, target))
-    elif target in config["figures"]:
-        files = _spec_files(figure_spec(config, target)) if target != "fig6" else set()
-    else:
-        raise ConfigError(f"no table or figure {target!r} in the catalogue")
+        return spec_jobs(config, table_spec(config, target))
+    if target in config["figures"]:
+        return spec_jobs(config, figure_spec(config, target))
+    raise ConfigError(f"no table or figure {target!r} in the catalogue")
+
+
+def spec_jobs(config: dict[str, Any], spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """(experiment, stage) jobs whose metrics feed a table or figure spec, and upstream."""
+    files = set() if spec.get("figure") == "fig6" else _spec_files(spec)
     jobs = set()
     prefix = f"{config['results']}/runs/"
     for f in files:
