@@ -130,6 +130,9 @@ class TrainConfig:
     clip_grad: Annotated[float | None, _POS] = None
     log_every: Count = 10  # optimizer steps between step-level MLflow metrics
     eval_every: Count = 1  # epochs between validations (linear probe)
+    # linear probe: 0 = frozen features of a fresh augmentation every epoch (MAE's protocol);
+    # K = features of K augmented views computed once, epoch e reading view e mod K
+    feature_views: Index = 0
     ckpt_every_steps: Index = 0  # resume checkpoint every N optimizer steps (0: off)
     ckpt_every_minutes: NonNeg = 10.0  # ... and/or every N minutes of wall time (0: off)
 

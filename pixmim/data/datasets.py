@@ -117,16 +117,19 @@ def _seeded(seed: int | None):
     if seed is None:
         yield
         return
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+    # The CPU generator directly: torch.random.fork_rng + torch.manual_seed cost ~0.2 ms
+    # per sample in their Python wrappers, a sixth of a pretraining sample's loading.
+    gen = torch.default_generator
+    torch_state, py_state, np_state = gen.get_state(), random.getstate(), np.random.get_state()
+    gen.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        gen.set_state(torch_state)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 class Subset(torch.utils.data.Dataset):

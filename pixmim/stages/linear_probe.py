@@ -2,11 +2,19 @@
 
 Head: BatchNorm1d(affine=False) + Linear (init std 0.01), LARS, cls token or global pool
 as the method requires (MAE Sec. A.2 / PixMIM Table 10). Reports best and last top-1.
+
+The encoder is frozen and in eval mode, so the feature of (image, augmentation seed) is
+fixed: with ``train.feature_views: K`` the features of K augmented views of every training
+image (view k drawn with epoch k's sample seeds) and of the validation set are computed
+once, and epoch e trains on view e mod K. K >= epochs is exactly the per-epoch protocol;
+smaller K repeats augmentations (the embedded default: the probe then costs K encoder
+passes over the data instead of one per epoch).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +24,7 @@ from timm.layers import trunc_normal_
 from timm.optim import Lars
 
 from pixmim.config import JobConfig
-from pixmim.data.datasets import build_dataset
+from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
@@ -55,16 +63,56 @@ def lars(head: nn.Module, cfg: JobConfig) -> Lars:
 
 
 @torch.no_grad()
-def accuracy(encoder: nn.Module, head: nn.Module, loader, dist) -> float:
-    """Top-1 (%) over this rank's shard, summed over ranks."""
+def accuracy(features, head: nn.Module, batches, dist) -> float:
+    """Top-1 (%) over this rank's shard of ``batches`` ((input, label) pairs whose input
+    ``features`` maps to frozen features), summed over ranks."""
     head.eval()
     hits = total = 0
-    for x, y in loader:
-        logits = head(encoder.forward_probe_features(x.to(dist.device)))
+    for x, y in batches:
+        logits = head(features(x.to(dist.device)).float())
         hits += (logits.argmax(1).cpu() == y).sum().item()
         total += len(y)
     hits, total = distributed.all_reduce_sum([hits, total], dist)
     return 100.0 * hits / max(total, 1)
+
+
+@torch.no_grad()
+def extract(encoder: nn.Module, loader, dist) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features (on CPU, fp32) and labels of everything ``loader`` yields."""
+    feats, labels = [], []
+    for batch in loader:
+        feats.append(encoder.forward_probe_features(batch[0].to(dist.device)).float().cpu())
+        labels.append(batch[1])
+    return torch.cat(feats), torch.cat(labels)
+
+
+class CachedViews(torch.utils.data.Dataset):
+    """Features of K augmented views of a training set; key ``(index, seed)`` of the
+    training sampler reads view ``sampler.epoch mod K`` (num_workers 0: in memory)."""
+
+    def __init__(self, views: torch.Tensor, labels: torch.Tensor) -> None:
+        self.views, self.labels, self.sampler = views, labels, None
+
+    def __len__(self) -> int:
+        return self.views.shape[1]
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        return self.views[self.sampler.epoch % len(self.views), index], self.labels[index]
+
+
+def cache_views(encoder: nn.Module, dataset, cfg: JobConfig, dist) -> CachedViews:
+    """Features of ``train.feature_views`` views of every image of ``dataset``, view k
+    augmented with the sample seeds the training sampler uses in epoch k."""
+    t = cfg.train
+    views, labels = [], None
+    for k in range(t.feature_views):
+        keys = [(i, sample_seed(t.seed, k, i)) for i in range(len(dataset))]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=keys,
+                                             num_workers=t.num_workers)
+        feats, labels = extract(encoder, loader, dist)
+        views.append(feats)
+    return CachedViews(torch.stack(views), labels)
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
@@ -82,22 +130,36 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
                              d.synth_index_map, bad_images=d.bad_images)
     val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size),
                            d.synth_index_map, bad_images=d.bad_images)
-    loader = make_loader(train_ds, cfg.train, train=True, dist=dist)
     val_loader = make_loader(val_ds, cfg.train, train=False, dist=dist)
+    features = encoder.forward_probe_features
+    t0 = time.perf_counter()
+    if cfg.train.feature_views:
+        cached = cache_views(encoder, train_ds, cfg, dist)
+        loader = make_loader(cached, replace(cfg.train, num_workers=0), train=True, dist=dist)
+        cached.sampler = loader.sampler
+        val_feats, val_labels = extract(encoder, val_loader, dist)
+        val_batches = list(zip(val_feats.split(loader.batch_size),
+                               val_labels.split(loader.batch_size)))
+        features = nn.Identity()
+        print(f"[linear_probe] cached {cfg.train.feature_views} view(s) of {len(train_ds)} "
+              f"images and {len(val_ds)} val images in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    else:
+        loader = make_loader(train_ds, cfg.train, train=True, dist=dist)
+        val_batches = val_loader
     criterion = nn.CrossEntropyLoss()
     forward_head = distributed.wrap(head, dist)
 
     def loss_fn(batch):
         x, y = batch[0].to(dist.device), batch[1].to(dist.device)
         with torch.no_grad():
-            feats = encoder.forward_probe_features(x)
+            feats = features(x)
         return criterion(forward_head(feats.float()), y)
 
     pre_run, tags = parent_tags(pre_dir, "pretrain")
-    t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:
         history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,
-                      evaluate=lambda: {"top1": accuracy(encoder, head, val_loader, dist)},
+                      evaluate=lambda: {"top1": accuracy(features, head, val_batches, dist)},
                       desc="linear_probe", dist=dist,
                       extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     evals = [h for h in history if "top1" in h]
@@ -107,6 +169,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         "mlflow_run_id": tracker.run_id if tracker else None,
         "pretrain_run_id": pre_run, "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
         "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
+        "loss_curve": [h["train_loss"] for h in history],
         "wall_s": time.perf_counter() - t0,
     }
     if tracker:
