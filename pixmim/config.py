@@ -192,8 +192,9 @@ class DenseConfig:
     scale: Annotated[tuple[int, int], Schema(items=_ge(16))] = (2048, 512)
     # random rescale (seg 0.5-2; det LSJ 0.1-2)
     ratio_range: Annotated[tuple[float, float], Schema(items=_POS)] = (0.5, 2.0)
-    # seg mIoU averaged over these runs (paper Sec. 5)
-    seeds: Annotated[tuple[int, ...], Schema(items=_ge(0), minItems=1)] = (0, 1)
+    # runs per job, seeded train.seed * runs + i; the job reports their mean (paper Sec. 5:
+    # segmentation averaged over two runs)
+    runs: Count = 1
     window_size: Index = 14  # det: ViTDet attention window in tokens (0: global everywhere)
     score_thr: Unit = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
     # seg UPerHead channels / det FPN channels (256 at paper scale)
@@ -202,6 +203,11 @@ class DenseConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "dense")
+
+    def seeds(self, seed: int) -> tuple[int, ...]:
+        """The seeds of the ``runs`` runs of the job of run seed ``seed`` (disjoint across
+        run seeds)."""
+        return tuple(seed * self.runs + i for i in range(self.runs))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from pixmim.workflow import experiments, job_config, table_spec, validate_config
 def test_default_config_is_valid(default_config):
     validate_config(default_config)
     exps = experiments(default_config)
-    assert {"mae-pixel-rrc_vit_cpu_patch8_64_40e_s0", "mae-lowpass40-src_vit_cpu_patch8_64_40e_s0",
-            "mae-pixel-rrc_vit_cpu_patch8_64_20e_s0"} <= set(exps)
+    assert {"mae-pixel-rrc_vit_cpu_patch8_64_25e_s0", "mae-lowpass40-src_vit_cpu_patch8_64_25e_s0",
+            "mae-pixel-rrc_vit_cpu_patch8_64_12e_s0"} <= set(exps)
     # identity is the resolved config: names resolving alike share one job
-    assert sorted(exps["mae-pixel-rrc_vit_cpu_patch8_64_20e_s0"]["names"]) == ["mae_300", "rrc_300"]
+    assert sorted(exps["mae-pixel-rrc_vit_cpu_patch8_64_12e_s0"]["names"]) == ["mae_300", "rrc_300"]
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -43,17 +43,17 @@ def test_bad_config_names_the_key(default_config, mutate, message):
 
 
 def test_job_configs_round_trip_through_the_dataclass(default_config, tmp_path):
-    for exp in ["mae-pixel-rrc_vit_cpu_patch8_64_40e_s0",
-                "mae-lowpass40-src_vit_cpu_patch8_64_40e_s0"]:
+    for exp in ["mae-pixel-rrc_vit_cpu_patch8_64_25e_s0",
+                "mae-lowpass40-src_vit_cpu_patch8_64_25e_s0"]:
         for stage in ("pretrain", "linear_probe"):
             path = tmp_path / exp / stage / "config.yaml"
             write_yaml(path, job_config(default_config, exp, stage))
             cfg = load_job_config(path)
             assert cfg.experiment == exp and cfg.stage == stage
-            assert cfg.train.epochs == (40 if stage == "pretrain"
+            assert cfg.train.epochs == (default_config["schedules"][800] if stage == "pretrain"
                                         else default_config[stage]["epochs"])
             assert from_dict(JobConfig, to_dict(cfg)) == cfg
-    pix = job_config(default_config, "mae-lowpass40-src_vit_cpu_patch8_64_40e_s0", "pretrain")
+    pix = job_config(default_config, "mae-lowpass40-src_vit_cpu_patch8_64_25e_s0", "pretrain")
     assert pix["variant"]["target"] == "lowpass" and pix["variant"]["crop"] == "src"
     # the radius in the paper's unit (bins at 224 px); the job scales it to its input size
     assert pix["variant"]["radius"] == 40 and pix["variant"]["reference_size"] == 224
@@ -78,5 +78,5 @@ def test_table_spec_points_at_linear_probe_metrics(default_config):
     assert [r["label"] for r in spec["rows"]] == ["MAE", "PixMIM MAE"]
     cell = spec["rows"][1]["cells"]["lin"]
     assert cell["files"][0].endswith(
-        "mae-lowpass40-src_vit_cpu_patch8_64_40e_s0/linear_probe/metrics.json")
+        "mae-lowpass40-src_vit_cpu_patch8_64_25e_s0/linear_probe/metrics.json")
     assert cell["key"] == "top1_best"

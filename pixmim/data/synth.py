@@ -76,6 +76,10 @@ _BRIGHT_BAND = (0.64, 0.78)  # mean luminance of the bright layer (object or bac
 _DARK_BAND = (0.20, 0.34)  # mean luminance of the dark layer
 _TEXTURE_AMP = (0.13, 0.2)  # +/- luminance swing of the object texture
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights
+_TEXTURE_DOMAIN = 0x7465_7874  # "text": the texture-binding draws' own seed stream
+# Fields added after datasets were first generated, with the value that reproduces those
+# datasets: left out of meta.json at that value, so older datasets are still recognised.
+_NEUTRAL = {"texture_class_bound": 1.0}
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class SynthConfig:
     # to the short side, clamped to the canvas. (0.7, 1.1) gives a mean foreground fraction
     # of ~0.25 (per image ~0.11-0.50); (0.35, 0.7) would give only ~0.11.
     object_scale: tuple[float, float] = (0.7, 1.1)
+    # Probability that an image's texture is its own class's family; otherwise the texture
+    # category is drawn uniformly from all 16, independently of the class (a nuisance cue).
+    # 1 is the dataset as it always was (byte-identical images); 0: texture carries nothing.
+    texture_class_bound: float = 1.0
 
     def __post_init__(self) -> None:
         """Reject configs that cannot produce a dataset."""
@@ -100,6 +108,8 @@ class SynthConfig:
         lo_s, hi_s = self.object_scale
         if not (1.0 <= lo_a <= hi_a and 0.0 < lo_s <= hi_s):
             raise ValueError(f"invalid SynthConfig ranges: {self}")
+        if not 0.0 <= self.texture_class_bound <= 1.0:
+            raise ValueError(f"invalid SynthConfig texture_class_bound (not in [0, 1]): {self}")
 
 
 def category_wnid(cat: str) -> str:
@@ -706,6 +716,23 @@ def _image_name(cat: str, index: int) -> str:
     return f"{cat}_{index:05d}.png"
 
 
+def texture_category(cfg: SynthConfig, split_id: int, class_id: int, index: int) -> str:
+    """The texture category of one image: its own class's with probability
+    ``cfg.texture_class_bound``, else uniform over :data:`CATEGORIES` (own class included).
+
+    Drawn from a stream of its own (``[seed, split_id, class_id, index, _TEXTURE_DOMAIN]``),
+    never from the image's rng, so shape, layout and background do not depend on the knob
+    and 1.0 leaves every image as it was. Both draws are made for every image, so the images
+    unbound at a value stay unbound at every lower value (nested sweeps).
+    """
+    own = CATEGORIES[class_id]
+    if cfg.texture_class_bound >= 1.0:
+        return own
+    draw = np.random.default_rng([cfg.seed, split_id, class_id, index, _TEXTURE_DOMAIN])
+    unbound, other = draw.random() >= cfg.texture_class_bound, draw.integers(len(CATEGORIES))
+    return CATEGORIES[int(other)] if unbound else own
+
+
 def _write_class(cfg: SynthConfig, root: Path, split_id: int, class_id: int) -> list[float]:
     """Render and save every image of one (split, class); return foreground fractions."""
     split, cat = SPLITS[split_id], CATEGORIES[class_id]
@@ -717,7 +744,7 @@ def _write_class(cfg: SynthConfig, root: Path, split_id: int, class_id: int) -> 
     fractions = []
     for index in range(count):
         rng = np.random.default_rng([cfg.seed, split_id, class_id, index])
-        image, mask = render(cat, cat, rng, cfg)
+        image, mask = render(cat, texture_category(cfg, split_id, class_id, index), rng, cfg)
         name = _image_name(cat, index)
         image.save(img_dir / name, format="PNG")
         Image.fromarray(mask.astype(np.uint8) * 255).save(mask_dir / name, format="PNG")
@@ -754,7 +781,7 @@ def _build_meta(cfg: SynthConfig, fractions: dict[tuple[int, int], list[float]])
     per_split["all"] = [f for fs in per_split.values() for f in fs]
     return {
         "generator": GENERATOR_VERSION,
-        "config": _config_json(cfg),
+        "config": config_json(cfg),
         "categories": categories,
         "counts": {split: len(fs) for split, fs in per_split.items()},
         "mean_foreground_fraction": {
@@ -764,9 +791,11 @@ def _build_meta(cfg: SynthConfig, fractions: dict[tuple[int, int], list[float]])
     }
 
 
-def _config_json(cfg: SynthConfig) -> dict:
-    """The config as stored in meta.json (tuples become lists)."""
-    return json.loads(json.dumps(asdict(cfg)))
+def config_json(cfg: SynthConfig) -> dict:
+    """The config as stored in meta.json (tuples become lists; a later field at its
+    neutral value, :data:`_NEUTRAL`, left out, as a dataset made before it holds it)."""
+    out = json.loads(json.dumps(asdict(cfg)))
+    return {k: v for k, v in out.items() if k not in _NEUTRAL or v != _NEUTRAL[k]}
 
 
 def generate(cfg: SynthConfig, out: Path, workers: int = 1) -> dict:
@@ -790,7 +819,7 @@ def generate(cfg: SynthConfig, out: Path, workers: int = 1) -> dict:
     """
     out = Path(out)
     return atomic_dir(out, lambda tmp: _build_meta(cfg, _write_all(cfg, tmp, workers)),
-                      lambda: existing_meta(out, _config_json(cfg), GENERATOR_VERSION,
+                      lambda: existing_meta(out, config_json(cfg), GENERATOR_VERSION,
                                             "synth dataset"))
 
 
@@ -812,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-per-class", type=int, default=d.train_per_class)
     parser.add_argument("--val-per-class", type=int, default=d.val_per_class)
     parser.add_argument("--short-side", type=int, default=d.short_side)
+    parser.add_argument("--texture-class-bound", type=float, default=d.texture_class_bound,
+                        help="probability that an image's texture is its class's")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
     args = parser.parse_args(argv)
     cfg = SynthConfig(
@@ -819,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         train_per_class=args.train_per_class,
         val_per_class=args.val_per_class,
         short_side=args.short_side,
+        texture_class_bound=args.texture_class_bound,
     )
     start = time.perf_counter()
     try:

@@ -46,7 +46,14 @@ from PIL import Image, ImageDraw
 
 from pixmim.data import corruptions
 from pixmim.data.imagenet_meta import imagenet_info_dir
-from pixmim.data.synth import CATEGORIES, IMAGENET_INDEX, SynthConfig, category_wnid, render
+from pixmim.data.synth import (
+    CATEGORIES,
+    IMAGENET_INDEX,
+    SynthConfig,
+    category_wnid,
+    config_json,
+    render,
+)
 from pixmim.io import atomic_dir, existing_meta
 
 GENERATOR_VERSION = "pixmim-views/1"
@@ -548,7 +555,7 @@ def _identity(cfg: ViewsConfig, synth: SynthConfig, src: Path, views: tuple[str,
         raise FileNotFoundError(f"views --src: {src} is not a generated dataset (no meta.json)")
     source = json.loads(meta_path.read_text(encoding="utf-8"))
     identity = {
-        "views": list(views), "views_config": asdict(cfg), "synth_config": asdict(synth),
+        "views": list(views), "views_config": asdict(cfg), "synth_config": config_json(synth),
         "source": {"generator": source.get("generator"), "config": source.get("config")},
     }  # fmt: skip
     return json.loads(json.dumps(identity))  # tuples become lists, as read back

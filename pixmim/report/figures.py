@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pixmim.io import atomic_write, read_json
-from pixmim.report.stats import estimate
+from pixmim.report.stats import estimate, paired
 
 
 def files_of(entry: dict) -> list[str]:
@@ -145,8 +145,61 @@ def epochs(spec: dict, out: Path) -> Path:
     return out
 
 
+def sweep_table(spec: dict):
+    """The texture sweep's data: per value, the gain (variant minus baseline, paired by
+    seed) with its 95% half-width, and each run's mean top-1 over the seeds."""
+    import pandas as pd
+
+    records = []
+    for row in spec["rows"]:
+        vals = {}
+        for role, cell in row["cells"].items():
+            vals[role] = [float(read_json(f)[cell["key"]]) for f in files_of(cell)]
+        gain = paired(vals["variant"], vals["baseline"])
+        records.append({
+            "texture_class_bound": row["value"], "dataset": row["dataset"], "seeds": gain.n,
+            "gain": gain.mean, "gain_ci95": gain.half_width,
+            "baseline": row["cells"]["baseline"]["run"],
+            "baseline_top1": estimate(vals["baseline"]).mean,
+            "variant": row["cells"]["variant"]["run"],
+            "variant_top1": estimate(vals["variant"]).mean,
+        })  # fmt: skip
+    return pd.DataFrame(records).sort_values("texture_class_bound", ignore_index=True)
+
+
+def texture_sweep(spec: dict, out: Path) -> Path:
+    """The texture sweep: the gain against texture_class_bound with its interval (left),
+    each run's top-1 (right); the data also as ``<out>.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = sweep_table(spec)
+    x = df["texture_class_bound"]
+    fig, (ax_gain, ax_top1) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_gain.axhline(0.0, color="0.4", lw=1)
+    ax_gain.errorbar(x, df["gain"], yerr=df["gain_ci95"].fillna(0.0), marker="o", capsize=3)
+    ax_gain.set(xlabel="texture_class_bound (P[texture is the class's])",
+                ylabel="linear-probe top-1 gain (pp)",
+                title=f"{df['variant'][0]} minus {df['baseline'][0]}")
+    for role in ("baseline", "variant"):
+        ax_top1.plot(x, df[f"{role}_top1"], marker="o", label=df[role][0])
+    ax_top1.set(xlabel="texture_class_bound", ylabel="linear-probe top-1 (%)",
+                title=f"Mean over {df['seeds'][0]} seed(s)")
+    ax_top1.legend()
+    for ax in (ax_gain, ax_top1):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    csv = df.to_csv(index=False, float_format="%.4f")
+    atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(csv))
+    return out
+
+
 FIGURES = {"curves": curves, "shape_bias": shape_bias, "frequency": frequency,
-           "coverage": coverage, "epochs": epochs}
+           "coverage": coverage, "epochs": epochs, "texture_sweep": texture_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

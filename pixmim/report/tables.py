@@ -47,6 +47,16 @@ def seed_values(cell: dict[str, Any]) -> list[float]:
     return [our_value({"file": f, "key": cell["key"]}) for f in files]
 
 
+def chance_values(cell: dict[str, Any], prefix: str = "chance_") -> list[float]:
+    """The chance level each seed's run wrote beside the cell's value: ``chance_<key>``,
+    ``_best`` / ``_last`` dropped (``top1_best`` -> ``chance_top1``); empty if none. With
+    ``prefix="sampling_se_"``: the validation split's own standard error of that value."""
+    name = prefix + cell["key"].removesuffix("_best").removesuffix("_last")
+    files = cell.get("files") or [cell["file"]]
+    found = [read_json(f).get(name) for f in files]
+    return [float(v) for v in found if v is not None]
+
+
 def build_table(spec: dict[str, Any]) -> pd.DataFrame:
     """One row per spec row; per column: ours (mean, 95% half-width), paper, ours - paper,
     and for variant rows the paired gain over the baseline (ours with its half-width,
@@ -67,6 +77,10 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
             rec[f"{col}_ours_ci95"] = ours.half_width
             rec[f"{col}_paper"] = theirs
             rec[f"{col}_ours_minus_paper"] = ours.mean - theirs
+            chance = chance_values(row["cells"][col])
+            rec[f"{col}_chance"] = sum(chance) / len(chance) if chance else float("nan")
+            se = chance_values(row["cells"][col], "sampling_se_")
+            rec[f"{col}_sampling_se"] = max(se) if se else float("nan")
             if base:
                 gain = paired(vals, values[base][col])
                 rec[f"{col}_gain_ours"] = gain.mean
@@ -95,6 +109,14 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     n = int(df["seeds"].max()) if len(df) else 0
     seeds = (f"{n} seeds: mean ± half-width of the 95% t-interval over seeds; gains paired "
              "by seed." if n > 1 else "1 seed: no interval (set `seeds` to two or more).")
+    chance = [f"{headers[c]} {df[f'{c}_chance'].max():.1f}" for c in headers
+              if f"{c}_chance" in df and df[f"{c}_chance"].notna().any()]
+    if chance:  # the score of the best image-independent guess, as the stage measured it
+        seeds += f" Chance level: {', '.join(chance)}."
+    se = [f"{headers[c]} {df[f'{c}_sampling_se'].max():.1f}" for c in headers
+          if f"{c}_sampling_se" in df and df[f"{c}_sampling_se"].notna().any()]
+    if se:  # binomial, at the measured score: what the validation split alone moves a run
+        seeds += f" Sampling error of one run on its validation split (SE, at most): {', '.join(se)}."
     title = spec.get("title", spec["table"])
     note = spec.get("note", "")
     return f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n"

@@ -58,6 +58,22 @@ def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
     return cfg, Path(args.out)
 
 
+def chance_top1(dataset) -> float:
+    """Top-1 (%) of the best image-independent guess on ``dataset`` (an ImageFolder):
+    always the most frequent class (1 / classes on a balanced split)."""
+    counts: dict[int, int] = {}
+    for t in dataset.targets:
+        counts[t] = counts.get(t, 0) + 1
+    return 100.0 * max(counts.values()) / len(dataset.targets)
+
+
+def binomial_se(percent: float, n: int) -> float:
+    """Standard error (points) of a top-1 of ``percent`` measured on ``n`` images: the
+    sampling error of the validation split alone, sqrt(p (1 - p) / n)."""
+    p = percent / 100.0
+    return 100.0 * (p * (1.0 - p) / max(n, 1)) ** 0.5
+
+
 def config_sha256(text: str) -> str:
     import hashlib
 

@@ -48,7 +48,7 @@ def summarize(per_seed: list[dict[str, float]]) -> dict[str, Any]:
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     det = import_task("pixmim.downstream.det")
-    return run_dense(cfg, out, det, cfg.dense.seeds[:1], summarize)
+    return run_dense(cfg, out, det, cfg.dense.seeds(cfg.train.seed), summarize)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,8 @@ from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.models.classifier import build_classifier, save_classifier
 from pixmim.models.export import load_pretrained
 from pixmim.stages.common import (
+    binomial_se,
+    chance_top1,
     complete,
     load_pretrain_checkpoint,
     parent_tags,
@@ -137,7 +139,9 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     metrics = {
         "stage": cfg.stage, "experiment": cfg.experiment,
         "mlflow_run_id": tracker.run_id if tracker else None, "pretrain_run_id": pre_run,
-        "top1_best": best["top1"], "top1_last": evals[-1]["top1"], "top5_last": evals[-1]["top5"],
+        "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
+        "chance_top1": chance_top1(val_ds), "val_images": len(val_ds),
+        "sampling_se_top1": binomial_se(best["top1"], len(val_ds)), "top5_last": evals[-1]["top5"],
         "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
         "train_images": len(train_ds), "fraction": f.fraction,
         "wall_s": time.perf_counter() - t0,

@@ -29,6 +29,8 @@ from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.stages.common import (
+    binomial_se,
+    chance_top1,
     complete,
     load_encoder,
     parent_tags,
@@ -168,6 +170,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         "stage": "linear_probe", "experiment": cfg.experiment,
         "mlflow_run_id": tracker.run_id if tracker else None,
         "pretrain_run_id": pre_run, "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
+        "chance_top1": chance_top1(val_ds), "val_images": len(val_ds),
+        "sampling_se_top1": binomial_se(best["top1"], len(val_ds)),
         "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
         "loss_curve": [h["train_loss"] for h in history],
         "wall_s": time.perf_counter() - t0,

@@ -106,7 +106,7 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
         n = images * frac * job["train"]["epochs"] * relative
     elif kind == "iters":
         d = job["dense"]
-        runs = len(d.get("seeds", [0])) if spec.section == "segmentation" else 1
+        runs = d.get("runs", 1)
         n = d["iters"] * d["batch_size"] * runs * relative
     else:
         n = cost.get("images", 50_000) * relative

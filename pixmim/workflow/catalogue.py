@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # What the Snakefile loads before any --configfile: the catalogue, then the embedded default.
 BASE_CONFIGS = (ROOT / "config" / "catalogue.yaml", ROOT / "config" / "config.yaml")
 FILTERED = ("lowpass", "highpass")  # targets that read a radius
+SWEEP = "texture_sweep"  # the config key, rule and figure of the texture sweep
 
 
 def plugins(config: dict[str, Any]) -> tuple[str, ...]:
@@ -77,6 +78,10 @@ def validate_config(config: dict[str, Any]) -> None:
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    sweep = config.get(SWEEP)
+    for role in ("baseline", "variant"):
+        if sweep and sweep[role] not in config["runs"]:
+            raise ConfigError(f"config key {SWEEP}.{role}: unknown run {sweep[role]!r}")
     for i, target in enumerate(config["targets"]):
         if target not in config["tables"] and target not in config["figures"]:
             raise ConfigError(f"config key targets.{i}: no table or figure {target!r}")
@@ -205,15 +210,68 @@ def buildable(config: dict[str, Any], kind: str) -> list[str]:
 
 def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Job id -> resolved knobs and the catalogue names resolving to it, for every run and
-    seed this config can make. Names that resolve to the same knobs share one id: one job."""
+    seed this config can make (the texture sweep's runs on their own datasets last). Names
+    that resolve to the same knobs share one id: one job."""
     out: dict[str, dict[str, Any]] = {}
-    for name in config["runs"]:
-        if run_unavailable(config, name):
-            continue
+    named = [(n, r) for n, r in config["runs"].items() if not run_unavailable(config, n)]
+    for name, run in named + list(sweep_runs(config).items()):
         for seed in seeds(config):
-            knobs = resolve_run(config, config["runs"][name], seed)
+            knobs = resolve_run(config, run, seed)
             exp = out.setdefault(run_id(knobs), {**knobs, "names": []})
             exp["names"].append(name)
+    return out
+
+
+def all_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The catalogue's runs and the texture sweep's (``run@dataset``)."""
+    return {**config["runs"], **sweep_runs(config)}
+
+
+# ---------------------------------------------------------------- texture sweep
+# data.synth.texture_class_bound: the probability that an image's texture is its class's
+# (pixmim.data.synth). Each value is a dataset of its own, named by the value; the texture
+# sweep pretrains and probes its two runs on each (`snakemake texture_sweep`).
+def texture_bound(config: dict[str, Any]) -> float:
+    """The default dataset's ``data.synth.texture_class_bound`` (1: texture is the class's)."""
+    return float(config["data"]["synth"].get("texture_class_bound", 1.0))
+
+
+def texture_dataset(config: dict[str, Any], value: float) -> str:
+    """The dataset (a run's ``dataset`` knob) generated with ``texture_class_bound`` value:
+    ``default`` at the default dataset's own value, else ``synth_tex{value:g}``."""
+    return "default" if float(value) == texture_bound(config) else f"synth_tex{float(value):g}"
+
+
+def texture_datasets(config: dict[str, Any]) -> dict[str, float]:
+    """The texture sweep's datasets other than the default, name -> value."""
+    if sweep_unavailable(config):
+        return {}
+    out = {texture_dataset(config, v): float(v) for v in config[SWEEP]["values"]}
+    out.pop("default", None)
+    return out
+
+
+def sweep_unavailable(config: dict[str, Any]) -> str | None:
+    """Why the texture sweep cannot be made with this config (None: it can)."""
+    if not config.get(SWEEP):
+        return f"no {SWEEP} key in the config"
+    if config["data"]["source"] != "synth":
+        return f"{SWEEP} generates its datasets: it needs data.source: synth"
+    for role in ("baseline", "variant"):
+        reason = run_unavailable(config, config[SWEEP][role])
+        if reason:
+            return reason
+    return None
+
+
+def sweep_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The texture sweep's runs on datasets other than the default: ``run@dataset`` -> the
+    catalogue run with that dataset (on the default dataset they are the catalogue's own)."""
+    out = {}
+    for ds in texture_datasets(config):
+        for role in ("baseline", "variant"):
+            name = config[SWEEP][role]
+            out[f"{name}@{ds}"] = {**config["runs"][name], "dataset": ds}
     return out
 
 

@@ -21,7 +21,16 @@ import yaml
 from pixmim import registry
 from pixmim.config import ConfigError, FinetuneConfig
 from pixmim.io import write_text
-from pixmim.workflow.catalogue import experiments, group_id, plugins
+from pixmim.workflow.catalogue import (
+    SWEEP,
+    all_runs,
+    experiments,
+    group_id,
+    plugins,
+    sweep_runs,
+    texture_bound,
+    texture_datasets,
+)
 
 # the robustness / shape-bias sets, as config keys of data.eval_roots and view folder names
 EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
@@ -31,7 +40,33 @@ EVAL_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "imagenet_r
 # ---------------------------------------------------------------- data locations
 def data_root(config: dict[str, Any]) -> str:
     data = config["data"]
-    return f"{config['results']}/data/synth" if data["source"] == "synth" else data["root"]
+    return synth_dir(config, texture_bound(config)) if data["source"] == "synth" else data["root"]
+
+
+def synth_dir(config: dict[str, Any], bound: float) -> str:
+    """The generated dataset with ``texture_class_bound`` ``bound``: ``data/synth`` at 1
+    (rule generate_data), else ``data/synth_tex{bound:g}`` (rule generate_texture_data)."""
+    tail = "" if bound == 1.0 else f"_tex{bound:g}"
+    return f"{config['results']}/data/synth{tail}"
+
+
+def synth_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The generator's settings (``data.synth``) but the texture binding, which a dataset's
+    folder names (:func:`synth_dir`)."""
+    return {k: v for k, v in config["data"]["synth"].items() if k != "texture_class_bound"}
+
+
+def image_root(config: dict[str, Any], dataset: str, pretraining: bool) -> str:
+    """The image folder a job of a run on ``dataset`` reads. A texture-sweep dataset is a
+    whole dataset: every stage reads it (the probe its own val split). A dataset of
+    ``data.pretrain_roots`` is read by the pretraining alone, the evaluations read the
+    default data (PixMIM Table 6: Places365 pretraining, ImageNet evaluation)."""
+    sweep = texture_datasets(config)
+    if dataset in sweep:
+        return synth_dir(config, sweep[dataset])
+    if dataset != "default" and pretraining:
+        return config["data"]["pretrain_roots"][dataset]
+    return data_root(config)
 
 
 def masks_root(config: dict[str, Any]) -> str | None:
@@ -67,11 +102,14 @@ def dense_root(config: dict[str, Any], stage: str) -> str | None:
     return config["data"].get(f"{task}_root")
 
 
-def generated_input(config: dict[str, Any], kind: str | None) -> list[str]:
-    """The generated data folder a stage reads (``images``, ``views``, ``scenes``): an input
-    only when the data are synthetic."""
+def generated_input(config: dict[str, Any], kind: str | None,
+                    images: str | None = None) -> list[str]:
+    """The generated data folder a stage reads (``images``: ``images`` or the default
+    dataset, ``views``, ``scenes``): an input only when the data are synthetic."""
     if config["data"]["source"] != "synth" or kind is None:
         return []
+    if kind == "images" and images is not None:
+        return [images]
     return [{"images": data_root, "views": views_root, "scenes": scenes_root}[kind](config)]
 
 
@@ -112,10 +150,10 @@ def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, An
         job["train"]["epochs"] = knobs["epochs"]
         job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
                    variant=_variant(config, knobs))
-        if knobs["dataset"] != "default":
-            job["data"]["root"] = config["data"]["pretrain_roots"][knobs["dataset"]]
         if knobs["crop"] == "bg":
-            job["data"]["masks_root"] = masks_root(config)
+            own = knobs["dataset"] in texture_datasets(config)  # a generated one: its masks
+            job["data"]["masks_root"] = (f"{job['data']['root']}/masks" if own
+                                         else masks_root(config))
 
 
 def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
@@ -194,7 +232,8 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
     data = config["data"]
     job: dict[str, Any] = {
         "experiment": exp, "stage": stage, "method": knobs["method"], "arch": knobs["arch"],
-        "data": {"root": data_root(config), "img_size": data["img_size"],
+        "data": {"root": image_root(config, knobs["dataset"], spec.consumes is None),
+                 "img_size": data["img_size"],
                  "num_classes": data["num_classes"], "bad_images": data.get("bad_images", "fail")},
         "train": {"device": config["device"]},
     }
@@ -222,7 +261,10 @@ def job_tags(config: dict[str, Any], exp: str,
                     if any(r["run"] in names for r in t["rows"]))
     figures = sorted(n for n, f in config["figures"].items()
                      if any(r["run"] in names for r in f["rows"]))
-    variants = sorted({config["runs"][n]["variant"] for n in names})
+    if names & set(sweep_runs(config)):  # (on the default dataset: the catalogue's runs)
+        figures.append(SWEEP)
+    runs = all_runs(config)
+    variants = sorted({runs[n]["variant"] for n in names})
     return {"tables": ",".join(tables), "figures": ",".join(figures),
             "runs": ",".join(sorted(names)), "variant": ",".join(variants),
             "epochs": str(exps[exp]["epochs"]), "seed": str(exps[exp]["seed"]),
@@ -244,9 +286,13 @@ def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]
     """A job's inputs for its rule: its config, tags, the outputs of the stage it consumes,
     the generated data it reads. ``tags`` is to be marked ancient by the rule."""
     spec = registry.stage(stage, plugins(config))
+    images = None
+    dataset = experiments(config)[exp]["dataset"]
+    if dataset in texture_datasets(config):
+        images = image_root(config, dataset, spec.consumes is None)
     out: dict[str, Any] = {"cfg": f"{job_dir(config, exp, stage)}/config.yaml",
                            "tags": tags_path(config, exp),
-                           "data": generated_input(config, spec.data)}
+                           "data": generated_input(config, spec.data, images)}
     if spec.consumes is not None:
         up = registry.stage(spec.consumes, plugins(config))
         out["upstream"] = [f"{run_dir(config, exp, up.name)}/{o}" for o in up.outputs]
@@ -306,8 +352,8 @@ def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
 def materialize(config: dict[str, Any]) -> list[str]:
     """Write the job configs and tags of every job the buildable tables and figures need,
     and their specs, where their content changed; returns the paths written."""
-    from pixmim.workflow.catalogue import buildable
-    from pixmim.workflow.specs import figure_spec, spec_jobs, table_spec
+    from pixmim.workflow.catalogue import buildable, sweep_unavailable
+    from pixmim.workflow.specs import figure_spec, spec_jobs, sweep_spec, table_spec
 
     exps = experiments(config)
     R, written = config["results"], []
@@ -318,6 +364,11 @@ def materialize(config: dict[str, Any]) -> list[str]:
             if write_if_changed(path, spec) is not None:
                 written.append(path)
             jobs |= spec_jobs(config, spec)
+    if sweep_unavailable(config) is None:  # the texture sweep (not a catalogue figure)
+        path, spec = f"{R}/figures/{SWEEP}.spec.yaml", sweep_spec(config)
+        if write_if_changed(path, spec) is not None:
+            written.append(path)
+        jobs |= spec_jobs(config, spec)
     for exp in sorted({e for e, _ in jobs}):
         if write_if_changed(tags_path(config, exp), job_tags(config, exp, exps)) is not None:
             written.append(tags_path(config, exp))

@@ -13,12 +13,17 @@ from typing import Any
 from pixmim import registry
 from pixmim.config import ConfigError
 from pixmim.workflow.catalogue import (
+    SWEEP,
     buildable,
     experiments_of,
     group_id,
     plugins,
+    resolve_run,
     rows,
+    run_id,
     seeds,
+    sweep_unavailable,
+    texture_dataset,
     unavailable,
 )
 from pixmim.workflow.jobs import run_dir, upstream
@@ -90,6 +95,28 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     if name == "fig6":
         spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
     return spec
+
+
+def sweep_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """The texture sweep: per ``texture_sweep.values`` entry, its dataset and the linear
+    probe of the baseline and variant run on it, one file per seed (paired by position)."""
+    reason = sweep_unavailable(config)
+    if reason:
+        raise ConfigError(f"{SWEEP} cannot be built with this config: {reason}")
+    sweep, out = config[SWEEP], []
+    for value in sweep["values"]:
+        dataset, cells = texture_dataset(config, value), {}
+        for role in ("baseline", "variant"):
+            run = {**config["runs"][sweep[role]], "dataset": dataset}
+            exps = [run_id(resolve_run(config, run, s)) for s in seeds(config)]
+            cells[role] = {**_cell(config, exps, "lin"), "run": sweep[role], "experiments": exps}
+        out.append({"value": float(value), "dataset": dataset, "cells": cells})
+    return {"figure": SWEEP, "seeds": seeds(config), "rows": out}
+
+
+def sweep_inputs(config: dict[str, Any]) -> list[str]:
+    """The metrics files of the texture sweep (raises ConfigError when it cannot be made)."""
+    return sorted(_spec_files(sweep_spec(config)))
 
 
 def _spec_files(spec: dict[str, Any]) -> set[str]:

@@ -327,3 +327,74 @@ def test_missing_timm_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
             imagenet_meta.imagenet_info_dir()
     finally:
         imagenet_meta.imagenet_info_dir.cache_clear()
+
+
+# ------------------------------------------------------------ texture_class_bound
+# TINY as generated before the knob existed (pixmim-synth-shapes/1, commit c59655a): the
+# digest of every image's and mask's pixels, and the config its meta.json holds.
+PRE_KNOB_DIGEST = "191c3f5ee5bdbde8a9d7b1f41865760eddbb189369239cc65b936b6427574c1a"
+PRE_KNOB_CONFIG = {"seed": 3, "train_per_class": 2, "val_per_class": 1, "short_side": 48,
+                   "aspect": [1.0, 1.5], "object_scale": [0.7, 1.1]}  # fmt: skip
+
+
+def _pixel_digest(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.png")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(np.asarray(Image.open(path)).tobytes())
+    return digest.hexdigest()
+
+
+def test_bound_texture_reproduces_the_pre_knob_dataset(tiny_dataset) -> None:
+    """texture_class_bound = 1 (the default): the images, masks and meta.json config of
+    the generator before the knob, so an existing dataset is recognised, not regenerated."""
+    out, meta = tiny_dataset
+    assert TINY.texture_class_bound == 1.0
+    assert _pixel_digest(out) == PRE_KNOB_DIGEST
+    assert meta["config"] == PRE_KNOB_CONFIG
+
+
+def test_pre_knob_meta_is_recognised(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = {"generator": synth.GENERATOR_VERSION, "config": PRE_KNOB_CONFIG}
+    (old / "meta.json").write_text(json.dumps(meta))
+    assert synth.generate(TINY, old) == meta  # reused as it is
+    with pytest.raises(FileExistsError):  # and is not the unbound dataset
+        synth.generate(dataclasses.replace(TINY, texture_class_bound=0.5), old)
+
+
+def test_texture_class_bound_draws() -> None:
+    """p = 0: texture independent of the class (uniform over 16); p = 0.5: about half bound
+    plus 1/16 of the rest; nested: an image unbound at 0.5 is unbound at 0.2 too."""
+    n = 400
+    draws = {p: [synth.texture_category(dataclasses.replace(TINY, texture_class_bound=p),
+                                        0, c % 16, c) for c in range(n)]
+             for p in (0.0, 0.2, 0.5, 1.0)}  # fmt: skip
+    own = {p: np.array([t == synth.CATEGORIES[c % 16] for c, t in enumerate(d)])
+           for p, d in draws.items()}  # fmt: skip
+    assert own[1.0].all()
+    assert abs(own[0.0].mean() - 1 / 16) < 0.04
+    assert abs(own[0.5].mean() - (0.5 + 0.5 / 16)) < 0.08
+    assert len(set(draws[0.0])) == 16
+    moved = ~own[0.5]
+    assert moved.any() and (np.array(draws[0.2])[moved] == np.array(draws[0.5])[moved]).all()
+    assert (own[0.5] | ~own[0.2]).all()  # bound at 0.2 -> bound at 0.5
+
+
+def test_unbound_texture_changes_only_textures(tmp_path: Path) -> None:
+    """At p < 1 the masks (shapes, layout) are those of p = 1; only some textures move."""
+    free = dataclasses.replace(TINY, texture_class_bound=0.0, train_per_class=1, val_per_class=0)
+    bound = dataclasses.replace(free, texture_class_bound=1.0)
+    synth.generate(free, tmp_path / "free")
+    synth.generate(bound, tmp_path / "bound")
+    masks = {p: _files(tmp_path / p / "masks") for p in ("free", "bound")}
+    assert masks["free"] == masks["bound"]
+    images = {p: _files(tmp_path / p / "train") for p in ("free", "bound")}
+    assert images["free"] != images["bound"]
+    meta = json.loads((tmp_path / "free" / "meta.json").read_text())
+    assert meta["config"]["texture_class_bound"] == 0.0
+    with pytest.raises(ValueError, match="texture_class_bound"):
+        synth.SynthConfig(texture_class_bound=1.5)

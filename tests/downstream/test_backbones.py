@@ -19,11 +19,12 @@ from pixmim.downstream.backbones import (
     read_checkpoint,
 )
 from pixmim.models import create_model
+from pixmim.models.mae import ARCHS
 
-ARCH = "vit_cpu_patch8_64"  # D 128, depth 4, patch 8, 64 px
+ARCH = "vit_cpu_patch8_64"  # depth 4, patch 8, 64 px
 CONV_ARCH = "convvit_cpu_64"
 VIT_METHODS = ("mae", "mff", "lsmae")
-D, DEPTH = 128, 4
+D, DEPTH = ARCHS[ARCH]["embed_dim"], ARCHS[ARCH]["depth"]
 
 
 def _pretrained(method: str, arch: str = ARCH, seed: int = 0) -> torch.nn.Module:
@@ -225,7 +226,7 @@ def test_convvit_pyramid_four_maps_at_strides_4_to_32():
 def test_another_size_is_a_value_error_naming_the_key(cls, kw):
     state = _pretrained("mae").state_dict()
     backbone = cls("mae", "vit_small_patch16_224", **kw)
-    with pytest.raises(ValueError, match=r"patch_embed\.proj\.weight \(128, 3, 8, 8\) vs "
+    with pytest.raises(ValueError, match=rf"patch_embed\.proj\.weight \({D}, 3, 8, 8\) vs "
                                          r"\(384, 3, 16, 16\)"):
         load_encoder(backbone, state, "mae", "vit_small_patch16_224")
 

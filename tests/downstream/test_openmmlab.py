@@ -14,6 +14,7 @@ import torch.nn as nn
 import torchvision
 
 from pixmim.downstream import common
+from pixmim.models.mae import ARCHS as MAE_ARCHS
 
 common.setup()  # before anything imports mmcv.ops
 
@@ -29,6 +30,7 @@ from pixmim.downstream.backbones import ConvViTPyramid, SegViT, SimpleFPN, ViTDe
 from pixmim.models import create_model  # noqa: E402
 
 ARCH = {"mae": "vit_cpu_patch8_64", "convmae": "convvit_cpu_64"}
+D = MAE_ARCHS[ARCH["mae"]]["embed_dim"]  # the CPU ViT's width
 EXT = sys.modules["mmcv._ext"]  # the stand-in, unless a compiled mmcv is installed
 STANDIN = getattr(EXT, "PIXMIM_STANDIN", False)
 
@@ -114,7 +116,7 @@ def test_mmseg_registry_builds_our_backbones():
     assert isinstance(vit, SegViT)
     with torch.no_grad():
         assert [tuple(o.shape) for o in vit.eval()(torch.randn(1, 3, 64, 64))] \
-            == [(1, 128, 8, 8)] * 4
+            == [(1, D, 8, 8)] * 4
     conv = MODELS.build(dict(type="PixMIMConvViT", method="convmae", arch=ARCH["convmae"]))
     assert isinstance(conv, ConvViTPyramid)
 
@@ -125,7 +127,7 @@ def test_mmdet_registry_builds_our_modules():
 
     vit = MODELS.build(dict(type="PixMIMViTDet", method="mae", arch=ARCH["mae"], img_size=96,
                             window_size=4))
-    fpn = MODELS.build(dict(type="PixMIMSimpleFPN", in_channels=128, out_channels=16,
+    fpn = MODELS.build(dict(type="PixMIMSimpleFPN", in_channels=D, out_channels=16,
                             patch_size=8, num_outs=5))
     assert isinstance(vit, ViTDet) and isinstance(fpn, SimpleFPN)
     with torch.no_grad():
@@ -173,7 +175,7 @@ def _build_wrapper(model: nn.Module):
 
 
 def test_layer_decay_groups_for_segvit():
-    model = _Net(SegViT("mae", ARCH["mae"], img_size=64), 128)  # 4 blocks: num_layers 4
+    model = _Net(SegViT("mae", ARCH["mae"], img_size=64), D)  # 4 blocks: num_layers 4
     model.backbone.blocks[3].norm2.bias.requires_grad_(False)
     wrapper = _build_wrapper(model)
     assert isinstance(wrapper.optimizer, torch.optim.AdamW)
@@ -270,7 +272,7 @@ def test_seg_config_inherits_mmseg_and_reads_the_scenes(scenes, tmp_path):
     assert c.model.neck.type == "Feature2Pyramid"
     assert c.model.neck.rescales == [2.0, 1.0, 0.5, 0.25]  # patch 8 -> strides 4..32
     assert c.model.decode_head.num_classes == c.model.auxiliary_head.num_classes == 16
-    assert c.model.decode_head.in_channels == [128] * 4
+    assert c.model.decode_head.in_channels == [D] * 4
     for split in ("train", "val", "test"):
         ds = c[f"{split}_dataloader"].dataset
         assert ds.type == "PixMIMScenes" and ds.data_root == root
@@ -354,7 +356,7 @@ def _run_twice(task, cfg: JobConfig, work: Path, ckpt: str) -> tuple[dict, dict]
 def test_seg_runner_trains_tests_and_resumes(scenes, tmp_path):
     cfg = _job("mae", root=str(scenes / "ade20k"), iters=4, val_interval=2, batch_size=2,
                crop_size=64, scale=[192, 64], head_channels=16, num_workers=0,
-               warmup_iters=1, seeds=[0])
+               warmup_iters=1, runs=1)
     first, _ = _run_twice(seg, cfg, tmp_path / "work",
                           _checkpoint(tmp_path / "checkpoint.pth", "mae"))
     assert {"mIoU", "aAcc"} <= set(first["metrics"])
@@ -366,7 +368,7 @@ def test_seg_runner_trains_tests_and_resumes(scenes, tmp_path):
 def test_det_runner_trains_tests_and_resumes(scenes, tmp_path):
     cfg = _job("mae", root=str(scenes / "coco"), iters=4, val_interval=2, batch_size=2,
                crop_size=96, window_size=4, head_channels=16, num_workers=0, warmup_iters=1,
-               seeds=[0])
+               runs=1)
     first, _ = _run_twice(det, cfg, tmp_path / "work",
                           _checkpoint(tmp_path / "checkpoint.pth", "mae"))
     assert {"coco/bbox_mAP", "coco/segm_mAP"} <= set(first["metrics"])

@@ -58,3 +58,12 @@ def test_table_cells_are_means_with_intervals(tmp_path):
     assert (df["seeds"] == 3).all()
     md = to_markdown(build_table(spec), spec)
     assert "42.0 ± 5.0 (65.6)" in md and "+2.7 ± 1.4 (+1.6)" in md and "3 seeds" in md
+
+
+def test_validation_sampling_error_by_hand():
+    from pixmim.stages.common import binomial_se
+
+    # p = 0.5 on 1,024 images: sqrt(0.25 / 1024) = 1 / 64 -> 1.5625 points; 4x fewer, 2x more
+    assert binomial_se(50.0, 1024) == pytest.approx(1.5625)
+    assert binomial_se(50.0, 256) == pytest.approx(3.125)
+    assert binomial_se(100.0, 10) == 0.0

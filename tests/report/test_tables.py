@@ -53,3 +53,29 @@ def test_missing_or_non_finite_values_are_errors(tmp_path):
     spec["rows"][0]["cells"]["lin"]["key"] = "top1_best"
     with pytest.raises(ValueError, match="not finite"):
         build_table(spec)
+
+
+def test_chance_level_written_by_the_runs_is_in_the_note(tmp_path):
+    import yaml
+
+    spec = _spec(tmp_path, {"MAE": 40.0, "PixMIM MAE": 41.0})
+    for i in range(2):  # the stages write chance_<metric> beside top1_best
+        f = tmp_path / f"m{i}.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), "chance_top1": 6.25,
+                                 "sampling_se_top1": 1.5 + i / 10}))
+    for row in spec["rows"]:
+        row["cells"]["lin"]["header"] = "lin (%)"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    main(["--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "t")])
+    md = (tmp_path / "t.md").read_text()
+    assert "Chance level: lin (%) 6.2." in md
+    assert "(SE, at most): lin (%) 1.6." in md
+    assert build_table(spec)["lin_chance"].tolist() == [6.25, 6.25]
+
+
+def test_no_chance_level_when_the_runs_wrote_none(tmp_path):
+    import yaml
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_spec(tmp_path, {"MAE": 40.0})))
+    main(["--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "t")])
+    assert "Chance level" not in (tmp_path / "t.md").read_text()

@@ -92,7 +92,7 @@ def test_default_dag_end_to_end(tmp_path):
         assert {"config.resolved.yaml", "metrics.json"} <= artifacts
 
     # dense stages: through mmengine's Runner, nested under the pretraining run, with the
-    # generated OpenMMLab config kept; segmentation averages its two seeds
+    # generated OpenMMLab config kept; segmentation averages its two runs (seeds 2s, 2s + 1)
     for exp, (pre_id, _) in run_ids.items():
         seg = json.loads((results / "runs" / exp / "segment_ade20k" / "metrics.json").read_text())
         assert seg["seeds"] == [0, 1] and len(seg["miou_per_seed"]) == 2

@@ -31,11 +31,12 @@ def test_radius_touches_only_filtered_targets_pretraining(default_config):
     touched, new = changed(default_config, lambda c: c["lowpass"].update(radius=30))
     # pixel runs have no radius and lf40 keeps its own; the adaptive target reads its initial
     # radius from lowpass.radius, so its pretraining (and nothing after it) changes
-    assert touched == {("mae-adaptive20-60-src_vit_cpu_patch8_64_40e_s0", "pretrain")}
+    assert touched == {(f"mae-adaptive20-60-src_vit_cpu_patch8_64_25e_s{s}", "pretrain")
+                       for s in default_config["seeds"]}
     # new: the PixMIM runs (no radius of their own) under their new ids, of every method
     assert new and all("-lowpass30-src_" in e for e, _ in new)
     assert {e.split("-")[0] for e, _ in new} == {"mae", "mff", "convmae", "lsmae"}
-    pixel = job_config(default_config, "mae-pixel-rrc_vit_cpu_patch8_64_40e_s0", "pretrain")
+    pixel = job_config(default_config, "mae-pixel-rrc_vit_cpu_patch8_64_25e_s0", "pretrain")
     assert pixel["variant"] == {"target": "pixel", "crop": "rrc"}
 
 
@@ -45,7 +46,7 @@ def test_a_probe_key_touches_only_probes(default_config):
 
 
 def test_downstream_jobs_carry_no_variant(default_config):
-    exp = "mae-lowpass40-src_vit_cpu_patch8_64_40e_s0"
+    exp = "mae-lowpass40-src_vit_cpu_patch8_64_25e_s0"
     for stage in ("linear_probe", "finetune", "robustness", "segment_ade20k", "frequency"):
         job = job_config(default_config, exp, stage)
         assert "variant" not in job and "norm_pix_loss" not in job, stage
@@ -100,7 +101,7 @@ def test_where_a_job_logs_is_not_its_identity(default_config, tmp_path):
     from pixmim.stages.common import parse_args
     from pixmim.workflow import job_tags
 
-    exp = "mae-pixel-rrc_vit_cpu_patch8_64_40e_s0"
+    exp = "mae-pixel-rrc_vit_cpu_patch8_64_25e_s0"
     config = {**default_config, "mlflow": {"tracking_uri": "sqlite:///x.db",
                                            "experiment": "elsewhere"}}
     cfg_file, tags_file = tmp_path / "config.yaml", tmp_path / "tags.yaml"

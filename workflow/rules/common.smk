@@ -29,6 +29,10 @@ def table_inputs(wildcards):
     return W.table_inputs(config, wildcards.table)
 
 
+def sweep_inputs(wildcards):
+    return W.sweep_inputs(config)
+
+
 def figure_inputs(name):
     return lambda wildcards: W.figure_inputs(config, name)
 

@@ -1,9 +1,10 @@
 rule generate_data:
-    """The embedded synthetic-shapes dataset (ImageFolder layout + foreground masks)."""
+    """The embedded synthetic-shapes dataset (ImageFolder layout + foreground masks), its
+    texture bound to the class (texture_class_bound 1, the generator's default)."""
     output:
         directory(f"{R}/data/synth"),
     params:
-        synth=config["data"]["synth"],
+        synth=W.synth_settings(config),
     log:
         f"{R}/logs/generate_data.log",
     benchmark:
@@ -13,6 +14,28 @@ rule generate_data:
         "--train-per-class {params.synth[train_per_class]:q} "
         "--val-per-class {params.synth[val_per_class]:q} "
         "--short-side {params.synth[short_side]:q} > {log:q} 2>&1"
+
+
+rule generate_texture_data:
+    """The synthetic-shapes dataset whose texture is its class's with probability {bound}
+    (data.synth.texture_class_bound; the datasets of the texture sweep). Same seed, so the
+    shapes, layouts and backgrounds are those of data/synth."""
+    output:
+        directory(f"{R}/data/synth_tex{{bound}}"),
+    wildcard_constraints:
+        bound="[0-9][0-9.e+-]*",
+    params:
+        synth=W.synth_settings(config),
+    log:
+        f"{R}/logs/generate_texture_data_{{bound}}.log",
+    benchmark:
+        f"{R}/benchmarks/generate_texture_data_{{bound}}.tsv"
+    shell:
+        "{PY:q} -m pixmim data synth --out {output:q} --seed {params.synth[seed]:q} "
+        "--train-per-class {params.synth[train_per_class]:q} "
+        "--val-per-class {params.synth[val_per_class]:q} "
+        "--short-side {params.synth[short_side]:q} "
+        "--texture-class-bound {wildcards.bound:q} > {log:q} 2>&1"
 
 
 rule generate_views:

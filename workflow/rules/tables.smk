@@ -100,3 +100,21 @@ rule plot_epochs:
     shell:
         "{PY:q} -m pixmim figure epochs --spec {input.spec:q} --out {output[0]:q} "
         "> {log:q} 2>&1"
+
+
+rule texture_sweep:
+    """The texture sweep: the linear-probe gain of PixMIM over MAE (paired by seed, 95%
+    interval) against data.synth.texture_class_bound. Not in `targets`: build it by name."""
+    input:
+        spec=f"{R}/figures/texture_sweep.spec.yaml",
+        metrics=sweep_inputs,
+    output:
+        report(f"{R}/figures/texture_sweep.png", caption="../report/texture_sweep.rst",
+               category="Figures"),
+        csv=f"{R}/figures/texture_sweep.csv",
+    log:
+        f"{R}/logs/figures/texture_sweep.log",
+    localrule: True
+    shell:
+        "{PY:q} -m pixmim figure texture_sweep --spec {input.spec:q} --out {output[0]:q} "
+        "> {log:q} 2>&1"
