@@ -5,6 +5,7 @@ import random
 import shutil
 
 import pytest
+import torch
 import yaml
 
 from pixmim.config import load_job_config
@@ -18,6 +19,7 @@ def _untrained(tmp, train_per_class, val_per_class):
     generate(SynthConfig(seed=5, train_per_class=train_per_class, val_per_class=val_per_class,
                          short_side=72), tmp / "synth")
     cfg = load_job_config(_write(tmp / "pre.yaml", _job(tmp, "pretrain")))
+    torch.manual_seed(0)  # the encoder's init: untrained features vary with it (13-20% below)
     save_model(tmp / "pretrain" / "checkpoint.pth", pretrain.build(cfg),
                {"method": "mae", "arch": "vit_cpu_patch8_64",
                 "model_kwargs": pretrain.model_kwargs(cfg)})
@@ -87,11 +89,13 @@ def _shuffle_labels(src, dst, seed=0):
 @pytest.mark.slow
 def test_real_labels_learn_and_shuffled_labels_stay_at_chance(encoder, tmp_path):
     """16 classes, 256 validation images: chance is 6.25%, and 99.9% of chance-level
-    probes score at most 29 hits, 11.3% (binomial, n=256, p=1/16); the real labels must
-    clear 15% even on this untrained encoder's features (they reach ~20%)."""
-    train = dict(epochs=30, warmup_epochs=3, feature_views=2, eval_every=30, base_lr=32.0)
+    probes score at most 29 hits, 11.3% (binomial, n=256, p=1/16). The real labels must
+    score above that bound even on this untrained encoder's features (13.3%, 19.5%, 19.5%
+    for inits 0, 1, 2), the shuffled ones below it (5.5%, 5.9%, 5.5%)."""
+    train = dict(epochs=150, warmup_epochs=10, feature_views=2, eval_every=150, base_lr=32.0)
+    bound = 100.0 * 29.5 / 256  # between 29 and 30 hits
     real = _probe(encoder, tmp_path, "real", **train)
     shuffled_root = _shuffle_labels(encoder / "synth", tmp_path / "shuffled")
     shuffled = _probe(encoder, tmp_path, "shuffled", shuffled_root, **train)
-    assert real["top1_last"] > 15.0, real
-    assert shuffled["top1_last"] < 11.7, shuffled
+    assert real["top1_last"] > bound, real
+    assert shuffled["top1_last"] < bound, shuffled
