@@ -197,6 +197,10 @@ class DenseConfig:
     runs: Count = 1
     window_size: Index = 14  # det: ViTDet attention window in tokens (0: global everywhere)
     score_thr: Unit = 0.05  # det: minimum class score kept at test time (mmdet/ViTDet 0.05)
+    # det: RPN proposals kept per image, training and test (mmdet's Mask R-CNN: 1000)
+    proposals: Count = 1000
+    # det: RoIs sampled per training image for the box and mask heads (mmdet: 512, 1/4 positive)
+    rois_per_image: Count = 512
     # seg UPerHead channels / det FPN channels (256 at paper scale)
     head_channels: Annotated[int, _ge(8)] = 512
     num_workers: Index = 2

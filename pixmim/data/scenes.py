@@ -329,9 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     fields = ("seed", "train", "val", "height", "width", "min_objects", "max_objects")
     for name in fields:  # --train/--val: scene counts; --height/--width: canvas in px
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    parser.add_argument("--object-scale", type=float, nargs=2, default=d.object_scale,
+                        metavar=("LO", "HI"),
+                        help="object size range relative to the canvas's shorter side")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
     args = parser.parse_args(argv)
-    cfg = SceneConfig(**{name: getattr(args, name) for name in fields})
+    cfg = SceneConfig(**{name: getattr(args, name) for name in fields},
+                      object_scale=tuple(args.object_scale))
     start = time.perf_counter()
     try:
         meta = generate(cfg, args.out, workers=args.workers)

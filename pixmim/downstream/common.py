@@ -102,6 +102,9 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
     """The config keys both tasks share: AdamW with layer decay, the lr schedule, the
     iteration loop with validation and checkpoints every ``val_interval``, logging, seed."""
     every = min(d.val_interval, d.iters)
+    # Validate every `val_interval` iterations; a run of at most one interval skips the
+    # validation at its end, which would repeat the test that follows on the same split.
+    begin = d.iters + 1 if every == d.iters else 1
     return {
         "optim_wrapper": dict(
             type="OptimWrapper", constructor="PixMIMLayerDecay",
@@ -109,7 +112,8 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
                            weight_decay=d.weight_decay),
             paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
         "param_scheduler": lr_schedule(d.schedule, d.iters, d.warmup_iters),
-        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters, val_interval=every),
+        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters, val_interval=every,
+                          val_begin=begin),
         "val_cfg": dict(type="ValLoop"),
         "test_cfg": dict(type="TestLoop"),
         "default_hooks": dict(

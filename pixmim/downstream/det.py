@@ -147,7 +147,10 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
                            norm_cfg=ln, num_classes=n),
             mask_roi_extractor=dict(out_channels=ch),
             mask_head=dict(in_channels=ch, conv_out_channels=ch, norm_cfg=ln, num_classes=n)),
-        test_cfg=dict(rcnn=dict(score_thr=d.score_thr)))
+        train_cfg=dict(rpn_proposal=dict(nms_pre=2 * d.proposals, max_per_img=d.proposals),
+                       rcnn=dict(sampler=dict(num=d.rois_per_image))),
+        test_cfg=dict(rpn=dict(nms_pre=d.proposals, max_per_img=d.proposals),
+                      rcnn=dict(score_thr=d.score_thr)))
     body: dict[str, Any] = {
         "model": model,
         "train_dataloader": loader("train", True),

@@ -53,3 +53,43 @@ def constant_prediction(counts: Sequence[int]) -> dict[str, float]:
 def segmentation_chance(ann_dir: str | Path, reduce_zero_label: bool = True) -> dict[str, float]:
     """Chance mIoU / aAcc (percent) of the label maps in ``ann_dir``."""
     return constant_prediction(label_counts(ann_dir, reduce_zero_label))
+
+
+def detection_chance(ann_file: str | Path) -> dict[str, float]:
+    """COCO box and mask AP (points) of an image-independent guess: on every image, the
+    whole canvas as one detection per category, scored by the category's share of the
+    split's instances (the best image-independent ranking). Scored by pycocotools' COCOeval,
+    the evaluator behind mmdet's ``CocoMetric``; an empty split is an error."""
+    import contextlib
+    import io
+
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+    anns = gt.loadAnns(gt.getAnnIds())
+    if not anns:
+        raise ValueError(f"{ann_file}: no instances: chance levels are undefined")
+    share = {c: 0 for c in gt.getCatIds()}
+    for a in anns:
+        share[a["category_id"]] += 1
+    dets = []
+    for img in gt.loadImgs(gt.getImgIds()):
+        h, w = img["height"], img["width"]
+        rle = mask_utils.encode(np.asfortranarray(np.ones((h, w), np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        for cat, n in share.items():
+            dets.append({"image_id": img["id"], "category_id": cat, "bbox": [0, 0, w, h],
+                         "segmentation": rle, "score": n / len(anns)})
+    out = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = gt.loadRes(dets)
+        for kind, key in (("bbox", "ap_box"), ("segm", "ap_mask")):
+            ev = COCOeval(gt, res, kind)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            out[key] = max(0.0, 100.0 * float(ev.stats[0]))
+    return out

@@ -76,4 +76,7 @@ rule generate_scenes:
     shell:
         "{PY:q} -m pixmim data scenes --out {output:q} --seed {params.scenes[seed]:q} "
         "--train {params.scenes[train]:q} --val {params.scenes[val]:q} "
-        "--height {params.scenes[height]:q} --width {params.scenes[width]:q} > {log:q} 2>&1"
+        "--height {params.scenes[height]:q} --width {params.scenes[width]:q} "
+        "--min-objects {params.scenes[min_objects]:q} --max-objects {params.scenes[max_objects]:q} "
+        "--object-scale {params.scenes[object_scale][0]:q} {params.scenes[object_scale][1]:q} "
+        "> {log:q} 2>&1"
