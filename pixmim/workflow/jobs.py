@@ -168,7 +168,9 @@ def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
     fraction = spec.params.get("fraction", 1.0)
     if fraction < 1:
         job["finetune"]["fraction"] = fraction
-        job["train"].update(config.get("few_shot", {}))
+        # null: the recipe's value (config/paper.yaml's base_lr)
+        job["train"].update({k: v for k, v in config.get("few_shot", {}).items()
+                             if v is not None})
 
 
 def _evaluate(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],

@@ -32,3 +32,34 @@ def test_label_counts_reduce_zero_label_and_ignore_255(tmp_path):
 def test_an_empty_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         label_counts(tmp_path)
+
+
+def _coco(path, anns):
+    import json
+    images = [{"id": i, "width": 10, "height": 10, "file_name": f"{i}.png"} for i in (1, 2)]
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    for k, (img, cat, (x, y, w, h)) in enumerate(anns, 1):
+        poly = [x, y, x + w, y, x + w, y + h, x, y + h]
+        ann = {"id": k, "image_id": img, "category_id": cat, "bbox": [x, y, w, h],
+                      "area": w * h, "iscrowd": 0, "segmentation": [poly]}
+        anns[k - 1] = ann
+    path.write_text(json.dumps({"images": images, "categories": cats, "annotations": anns}))
+    return path
+
+
+def test_detection_chance_by_hand(tmp_path):
+    # Category a fills both canvases: the whole-canvas guess hits it at every IoU threshold
+    # (AP 100). Category b is a quarter of image 2: IoU 0.25 < 0.5, never a hit (AP 0).
+    # COCO's AP averages the two categories: 50 for boxes and for masks.
+    from pixmim.evaluation.chance import detection_chance
+    ann = _coco(tmp_path / "val.json", [(1, 1, (0, 0, 10, 10)), (2, 1, (0, 0, 10, 10)),
+                                        (2, 2, (0, 0, 5, 5))])
+    out = detection_chance(ann)
+    assert out["ap_box"] == pytest.approx(50.0, abs=0.1)
+    assert out["ap_mask"] == pytest.approx(50.0, abs=0.1)
+
+
+def test_detection_chance_of_an_empty_split_is_an_error(tmp_path):
+    from pixmim.evaluation.chance import detection_chance
+    with pytest.raises(ValueError, match="no instances"):
+        detection_chance(_coco(tmp_path / "val.json", []))
