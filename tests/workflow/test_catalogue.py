@@ -133,3 +133,20 @@ def test_seeds_multiply_runs_and_fill_cells(default_config, tmp_path):
     tags = job_tags(three, ids[1])
     assert tags["seed"] == "1" and tags["group"] == ids[1][:-3]
     assert budget(three, ["table2"])["jobs"] == 3 * budget(one, ["table2"])["jobs"]
+
+
+def test_paper_scale_keeps_the_papers_values_where_the_default_shrinks_them():
+    """The CPU default narrows detection (100 proposals, 64 RoIs) and raises the few-shot
+    lr; config/paper.yaml must not inherit either (mmdet's Mask R-CNN: 1000 / 512; the
+    few-shot fine-tune uses the recipe's base lr, PixMIM Table 9: 1e-3)."""
+    from pixmim.workflow.jobs import job_config
+    config = load_config(ROOT / "config" / "paper.yaml")
+    exps = experiments(config)
+    exp = next(e for e, k in exps.items() if k["method"] == "mae")
+    dense = job_config(config, exp, "detect_coco", exps)["dense"]
+    assert (dense["proposals"], dense["rois_per_image"]) == (1000, 512)
+    few = job_config(config, exp, "finetune_10pct", exps)["train"]
+    assert few["base_lr"] == pytest.approx(1e-3) and few["batch_size"] == 1024
+    default = load_config()
+    exp = next(e for e, k in experiments(default).items() if k["method"] == "mae")
+    assert job_config(default, exp, "finetune_10pct")["train"]["base_lr"] == pytest.approx(0.4)
