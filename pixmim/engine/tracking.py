@@ -56,10 +56,9 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def ensure_store(uri: str, experiment: str, client=None) -> str:
-    """Create (or upgrade) the store and the experiment; return the experiment id. A given
-    client is reused (each new one opens and checks the store again)."""
-    client = client or _client(uri)
+def ensure_store(uri: str, experiment: str) -> str:
+    """Create (or upgrade) the store and the experiment; return the experiment id."""
+    client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
@@ -112,7 +111,7 @@ class Tracker:
     def _create(self, experiment: str, run_name: str, tags: dict[str, str],
                 params: dict[str, Any]) -> None:
         self.client = _client(self.uri)
-        exp_id = ensure_store(self.uri, experiment, self.client)
+        exp_id = ensure_store(self.uri, experiment)
         run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(params)

@@ -35,9 +35,11 @@ def import_task(module: str):
 
 
 def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
-              summarize: Callable[[list[dict[str, float]]], dict[str, Any]]) -> dict[str, Any]:
+              summarize: Callable[[list[dict[str, float]]], dict[str, Any]],
+              chance: dict[str, float] | None = None) -> dict[str, Any]:
     """Train/validate/test ``task`` once per seed; ``summarize`` turns the per-seed test
-    metrics into the stage's metrics (means, per-seed lists)."""
+    metrics into the stage's metrics (means, per-seed lists); ``chance``: the chance level
+    of some of them, written as ``chance_<key>`` for the table's note."""
     if cfg.pretrain_dir is None:
         raise ValueError(f"pretrain_dir: {cfg.stage} needs a pretraining output folder")
     pre_dir = Path(cfg.pretrain_dir)
@@ -63,7 +65,9 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
         metrics = {"stage": cfg.stage, "experiment": cfg.experiment,
                    "mlflow_run_id": tracker.run_id if tracker else None,
                    "pretrain_run_id": pre_run, "seeds": list(seeds),
-                   **summarize(per_seed), "per_seed": per_seed,
+                   **summarize(per_seed),
+                   **{f"chance_{k}": v for k, v in (chance or {}).items()},
+                   "per_seed": per_seed,
                    "recipe": cfg.dense.recipe, "iters": cfg.dense.iters,
                    "seconds": round(time.perf_counter() - t0, 1)}
         if tracker is not None:

@@ -50,14 +50,9 @@ def summarize(per_seed: list[dict[str, float]]) -> dict[str, Any]:
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     det = import_task("pixmim.downstream.det")
-    # the best image-independent guess on the test split, for the table's note
+    # the best image-independent guess on the test split
     chance = detection_chance(Path(cfg.dense.root) / det.ANN.format("val"))
-
-    def with_chance(per_seed: list[dict[str, float]]) -> dict[str, Any]:
-        return {**summarize(per_seed), "chance_ap_box": chance["ap_box"],
-                "chance_ap_mask": chance["ap_mask"]}
-
-    return run_dense(cfg, out, det, cfg.dense.seeds(cfg.train.seed), with_chance)
+    return run_dense(cfg, out, det, cfg.dense.seeds(cfg.train.seed), summarize, chance)
 
 
 def main(argv: list[str] | None = None) -> int:

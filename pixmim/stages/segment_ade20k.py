@@ -28,12 +28,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     seg = import_task("pixmim.downstream.seg")
     # the best image-independent prediction on the test split, for the table's note
     chance = segmentation_chance(Path(cfg.dense.root) / "annotations" / "validation")
-
-    def with_chance(per_seed: list[dict[str, float]]) -> dict[str, Any]:
-        return {**summarize(per_seed), "chance_miou": chance["miou"],
-                "chance_aacc": chance["aacc"]}
-
-    return run_dense(cfg, out, seg, cfg.dense.seeds(cfg.train.seed), with_chance)
+    return run_dense(cfg, out, seg, cfg.dense.seeds(cfg.train.seed), summarize,
+                     {"miou": chance["miou"], "aacc": chance["aacc"]})
 
 
 def main(argv: list[str] | None = None) -> int:

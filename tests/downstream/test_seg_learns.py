@@ -20,8 +20,13 @@ from pixmim.data.scenes import SceneConfig, generate  # noqa: E402
 from pixmim.downstream import seg  # noqa: E402
 from pixmim.evaluation.chance import segmentation_chance  # noqa: E402
 from pixmim.models import create_model  # noqa: E402
+from pixmim.workflow import load_config  # noqa: E402
+from pixmim.workflow.jobs import dense_section  # noqa: E402
 
 ARCH = "vit_cpu_patch8_64"
+# the default's scenes (object count and size, canvas), fewer of them
+SCENES = {k: tuple(v) if isinstance(v, list) else v
+          for k, v in load_config()["data"]["scenes"].items()}
 
 
 def _shuffle_labels(ann_dir: Path, seed: int = 0) -> None:
@@ -37,12 +42,8 @@ def _shuffle_labels(ann_dir: Path, seed: int = 0) -> None:
 
 
 def _job(root: Path) -> JobConfig:
-    # The default's segmentation section at a test's size (config/config.yaml).
-    iters = 500
-    dense = dict(root=str(root), iters=iters, val_interval=iters, batch_size=4, warmup_iters=30,
-                 crop_size=64, scale=[256, 64], ratio_range=[0.8, 1.25], head_channels=64,
-                 lr=3e-3, layer_decay=0.75, weight_decay=0.05, schedule="cosine",
-                 drop_path=0.1, num_workers=0, runs=1)
+    """The default's segmentation job (config/config.yaml, its recipe resolved) on ``root``."""
+    dense = {**dense_section(load_config(), "segment_ade20k", "mae"), "root": str(root)}
     return from_dict(JobConfig, {"experiment": "mae-base_test", "stage": "segment_ade20k",
                                  "method": "mae", "arch": ARCH, "dense": dense})
 
@@ -56,8 +57,7 @@ def test_real_labels_learn_and_shuffled_labels_stay_at_chance(tmp_path):
     out = {}
     for name in ("real", "shuffled"):
         root = tmp_path / name
-        generate(SceneConfig(seed=0, train=512, val=64, min_objects=1, max_objects=2,
-                             object_scale=(0.7, 1.1)), root)
+        generate(SceneConfig(**{**SCENES, "seed": 0, "train": 512, "val": 64}), root)
         if name == "shuffled":
             _shuffle_labels(root / "ade20k" / "annotations" / "training")
         torch.manual_seed(0)  # the untrained encoder's init

@@ -34,15 +34,16 @@ def test_an_empty_folder_is_an_error(tmp_path):
         label_counts(tmp_path)
 
 
-def _coco(path, anns):
+def _coco(path, boxes):
+    """Two 10 x 10 images, categories 1 and 2; ``boxes``: (image, category, xywh) per
+    instance, its mask the box's polygon."""
     import json
     images = [{"id": i, "width": 10, "height": 10, "file_name": f"{i}.png"} for i in (1, 2)]
     cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
-    for k, (img, cat, (x, y, w, h)) in enumerate(anns, 1):
-        poly = [x, y, x + w, y, x + w, y + h, x, y + h]
-        ann = {"id": k, "image_id": img, "category_id": cat, "bbox": [x, y, w, h],
-                      "area": w * h, "iscrowd": 0, "segmentation": [poly]}
-        anns[k - 1] = ann
+    anns = [{"id": k, "image_id": img, "category_id": cat, "bbox": [x, y, w, h],
+             "area": w * h, "iscrowd": 0,
+             "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+            for k, (img, cat, (x, y, w, h)) in enumerate(boxes, 1)]
     path.write_text(json.dumps({"images": images, "categories": cats, "annotations": anns}))
     return path
 
