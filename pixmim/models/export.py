@@ -24,8 +24,9 @@ _ENCODER_KEYS = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 
 
 def vit_for(method: str, arch: str, num_classes: int = 1000, global_pool: str = "avg",
-            drop_path_rate: float = 0.0) -> nn.Module:
-    """The timm ViT matching a pretraining ``arch`` (same width, depth, heads, patch, size)."""
+            drop_path_rate: float = 0.0, img_size: int | None = None) -> nn.Module:
+    """The timm ViT matching a pretraining ``arch`` (same width, depth, heads, patch) at
+    ``img_size`` px (None: the arch's own size)."""
     from timm.models.vision_transformer import VisionTransformer
 
     if (fam := family(method)) != "vit":
@@ -34,7 +35,7 @@ def vit_for(method: str, arch: str, num_classes: int = 1000, global_pool: str = 
                          "pixmim.models.convmae.ConvViT)")
     a = _arch(method, arch)
     return VisionTransformer(
-        img_size=a.get("img_size", 224), patch_size=a.get("patch_size", 16),
+        img_size=img_size or a.get("img_size", 224), patch_size=a.get("patch_size", 16),
         embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
         mlp_ratio=a.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=num_classes,
         global_pool=global_pool, drop_path_rate=drop_path_rate,
@@ -57,12 +58,43 @@ def convvit_arch(method: str, arch: str) -> dict[str, Any]:
     return {k: v for k, v in _arch(method, arch).items() if not k.startswith("decoder_")}
 
 
+def fit_pos_embeds(state_dict: dict[str, torch.Tensor], model: nn.Module
+                   ) -> dict[str, torch.Tensor]:
+    """``state_dict`` with every ``*pos_embed`` whose token count differs from ``model``'s
+    resampled to the model's square grid (timm's bicubic ``resample_abs_pos_embed``; prefix
+    tokens such as the cls token kept): a checkpoint pretrained at 448 px (LSMAE, 28 x 28
+    patches) loads into a model at 224 (14 x 14), as long_seq_mae's fine-tuning does."""
+    from timm.layers import resample_abs_pos_embed
+
+    own = model.state_dict()
+    out = dict(state_dict)
+    for key, value in state_dict.items():
+        if not key.endswith("pos_embed") or key not in own or own[key].shape == value.shape:
+            continue
+        old, new = value.shape[1], own[key].shape[1]
+        side_old, side_new = _grid_side(old), _grid_side(new)
+        prefix = old - side_old**2
+        if prefix != new - side_new**2 or value.shape[2] != own[key].shape[2]:
+            continue  # another width or prefix count: another model, the load names it
+        out[key] = resample_abs_pos_embed(value, [side_new, side_new], [side_old, side_old],
+                                          num_prefix_tokens=prefix)
+    return out
+
+
+def _grid_side(tokens: int) -> int:
+    """The side of the largest square grid in ``tokens`` (the rest are prefix tokens)."""
+    import math
+
+    return math.isqrt(tokens)
+
+
 def vit_checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module
                           ) -> dict[str, torch.Tensor]:
     """Map a ViT-method pretraining state dict onto timm ``VisionTransformer`` keys.
 
     Drops the pretraining-only parameters; drops the final ``norm`` when the target model
-    pools with ``fc_norm`` (global pool: MAE fine-tuning re-initialises that norm).
+    pools with ``fc_norm`` (global pool: MAE fine-tuning re-initialises that norm);
+    resamples the position grid to the model's input size (:func:`fit_pos_embeds`).
     """
     out = {}
     uses_norm = not isinstance(getattr(model, "norm", None), nn.Identity)
@@ -70,7 +102,7 @@ def vit_checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module
         if key.startswith(_PRETRAIN_ONLY) or (key.startswith("norm.") and not uses_norm):
             continue
         out[key] = value
-    return out
+    return fit_pos_embeds(out, model)
 
 
 def expected_new_keys(model: nn.Module) -> set[str]:

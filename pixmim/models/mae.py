@@ -27,17 +27,24 @@ _CPU = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4,
 ARCHS = {
     "vit_cpu_patch8_64": _CPU,
     # ViT-S/B/L (Dosovitskiy et al. 2021): PixMIM Table 2 (B) and Table 16 (S, L).
-    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6, **_DEC),
-    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12, **_DEC),
-    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16, **_DEC),
+    # Each arch declares its pretraining input size (pixmim.workflow.jobs.pretrain_size).
+    "vit_small_patch16_224": dict(img_size=224, embed_dim=384, depth=12, num_heads=6, **_DEC),
+    "vit_base_patch16_224": dict(img_size=224, embed_dim=768, depth=12, num_heads=12, **_DEC),
+    "vit_large_patch16_224": dict(img_size=224, embed_dim=1024, depth=24, num_heads=16, **_DEC),
 }
 # The registry's declaration (pixmim.registry reads it without importing this module).
 METHOD = dict(name="mae", model="MAE", family="vit", archs=ARCHS)
 
 
 def sincos_pos_embed(grid: int, dim: int, cls_token: bool = True) -> torch.Tensor:
-    """Fixed 2-D sin-cos position embedding: [1, (1 +) grid*grid, dim] (MAE Sec. 3)."""
+    """Fixed 2-D sin-cos position embedding: [1, (1 +) grid*grid, dim] (MAE Sec. 3), in
+    MAE's channel order so that official checkpoints load unpermuted (facebookresearch/mae
+    ``util/pos_embed.py``): the first half encodes the column (x), the second the row (y),
+    each half sin then cos of ``pos * 10000^(-i / (dim / 4))``. timm builds the same values
+    as [sin y | sin x | cos y | cos x]; the view below reorders the four blocks."""
     pe = build_sincos2d_pos_embed([grid, grid], dim=dim)  # [grid*grid, dim]
+    # [L, (sin, cos), (y, x), dim/4] -> [L, (x, y), (sin, cos), dim/4]
+    pe = pe.view(grid * grid, 2, 2, dim // 4).transpose(1, 2).flip(1).reshape(grid * grid, dim)
     if cls_token:
         pe = torch.cat([torch.zeros(1, dim), pe], dim=0)
     return pe.unsqueeze(0)

@@ -22,6 +22,13 @@ import torch
 MODES = ("official", "centered")
 
 
+def _fp32(img: torch.Tensor):
+    """Autocast off for the filter (float32 / complex64) on ``img``'s device type; the meta
+    device (paper-size shape checks) has no autocast state, the CPU's stands in for it."""
+    kind = img.device.type
+    return torch.autocast(device_type="cpu" if kind == "meta" else kind, enabled=False)
+
+
 def _check(img: torch.Tensor, mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"lowpass mode must be one of {MODES}, got {mode!r}")
@@ -60,7 +67,7 @@ def apply_spectral_mask(img: torch.Tensor, mask: torch.Tensor, mode: str) -> tor
     filters that keep most of the spectrum and as the reference the fast path is tested
     against.
     """
-    with torch.autocast(device_type=img.device.type, enabled=False):
+    with _fp32(img):
         spec = torch.fft.fftshift(torch.fft.fft2(img.float()), dim=(-2, -1)) * mask
         if mode == "official":
             return torch.fft.ifft2(spec).abs()
@@ -77,6 +84,11 @@ def _band_bases(h: int, w: int, radius: float, mode: str, device: str):
     complex), ``inv_w`` [2Kw, 2W] (or [2Kw, W] for the real part only) maps interleaved
     pairs back to interleaved pixels; ``e_h`` [Kh, H] complex64; the disk [Kh, Kw].
     """
+    with torch.device("cpu"):  # constants of the filter, whatever the default device
+        return _cpu_band_bases(h, w, radius, mode, device)
+
+
+def _cpu_band_bases(h: int, w: int, radius: float, mode: str, device: str):
     mask = lowpass_mask(h, w, radius, mode)
     rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
     fy, fx = (rows - h // 2).double(), (cols - w // 2).double()  # fftshift index -> frequency
@@ -127,7 +139,7 @@ def lowpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.T
         [N, C, H, W] float32 filtered images (same scale as the input).
     """
     _check(img, mode)
-    with torch.autocast(device_type=img.device.type, enabled=False):
+    with _fp32(img):
         out = _band_lowpass(img, radius, mode)
         return out.abs() if mode == "official" else out
 
@@ -146,7 +158,7 @@ def highpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.
     magnitude of ``image - low band`` (complex), ``centered`` its real part.
     """
     _check(img, mode)
-    with torch.autocast(device_type=img.device.type, enabled=False):
+    with _fp32(img):
         out = img.float() - _band_lowpass(img, radius, mode)
         return out.abs() if mode == "official" else out
 

@@ -163,15 +163,19 @@ def load_model_file(path: Path) -> dict[str, Any]:
                          f"({type(err).__name__}: {cause})") from None
 
 
-def build_pretrained(meta: dict[str, Any]) -> torch.nn.Module:
+def build_pretrained(meta: dict[str, Any], img_size: int | None = None) -> torch.nn.Module:
     """The pretraining model described by a checkpoint's ``meta`` (method, arch and the
-    exact model keywords it was trained with: variant, masking, input size)."""
+    exact model keywords it was trained with: variant, masking, input size), at
+    ``img_size`` px when given (None: the size it was trained at)."""
     from pixmim.models import create_model
 
     if "model_kwargs" not in meta:
         raise ValueError(f"checkpoint of {meta.get('experiment', meta.get('method'))}: its meta "
                          "has no model_kwargs (an older pixmim wrote it): rerun its pretraining")
-    return create_model(meta["method"], meta["arch"], **meta["model_kwargs"])
+    kwargs = dict(meta["model_kwargs"])
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    return create_model(meta["method"], meta["arch"], **kwargs)
 
 
 def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, Any]:
@@ -191,11 +195,15 @@ def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, An
 def load_encoder(cfg: JobConfig, pretrain_dir: Path,
                  ckpt: dict[str, Any] | None = None) -> torch.nn.Module:
     """Rebuild the pretraining model from its checkpoint's meta and load its weights (frozen,
-    eval mode): the variant is the checkpoint's, not re-derived from the config. ``ckpt``:
-    the checkpoint when the caller has already loaded it."""
+    eval mode): the variant is the checkpoint's, not re-derived from the config; the input
+    size is the job's (``data.img_size``), the position grid resampled when it differs
+    from the pretraining's (LSMAE: 448 -> 224). ``ckpt``: the checkpoint when the caller has
+    already loaded it."""
+    from pixmim.models.export import fit_pos_embeds
+
     ckpt = ckpt or load_pretrain_checkpoint(cfg, pretrain_dir)
-    model = build_pretrained(ckpt["meta"])
-    model.load_state_dict(ckpt["model"])
+    model = build_pretrained(ckpt["meta"], cfg.data.img_size)
+    model.load_state_dict(fit_pos_embeds(ckpt["model"], model))
     model.requires_grad_(False).eval()
     return model
 

@@ -71,7 +71,7 @@ def build_model(cfg: JobConfig, pretrain_dir: Path) -> nn.Module:
     ckpt = load_pretrain_checkpoint(cfg, pretrain_dir)
     f = cfg.finetune
     model = build_classifier(cfg.method, cfg.arch, cfg.data.num_classes, f.drop_path,
-                             f.global_pool)
+                             f.global_pool, img_size=cfg.data.img_size)
     load_pretrained(model, ckpt["model"], cfg.method)
     trunc_normal_(model.head.weight, std=2e-5)  # MAE main_finetune.py: head init std 2e-5
     return model

@@ -33,7 +33,7 @@ from pixmim.workflow.catalogue import (
     plugins,
     validate_config,
 )
-from pixmim.workflow.jobs import job_config, run_dir
+from pixmim.workflow.jobs import job_config, pretrain_size, run_dir
 from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
@@ -101,6 +101,11 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     kind, relative = cost.get("kind", "images"), cost.get("relative", 1.0)
     if kind == "pretrain":
         return images * job["train"]["epochs"] / ips / 3600, how
+    # The throughput was measured (or scaled) at the pretraining's input size (LSMAE: 448);
+    # an evaluation reads data.img_size (224), and the dense costs are relative to 224 px:
+    # images/s scale with the inverse pixel count (an assumption, as the relative costs).
+    size = job.get("data", {}).get("img_size", 224)
+    ips *= (pretrain_size(config, knobs["method"], knobs["arch"]) / size) ** 2
     if kind == "epochs":
         frac = job.get("finetune", {}).get("fraction", 1.0)
         n = images * frac * job["train"]["epochs"] * relative

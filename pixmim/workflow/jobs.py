@@ -129,6 +129,33 @@ def job_dir(config: dict[str, Any], exp: str, stage: str) -> str:
     return f"{config['results']}/jobs/{exp}/{stage}"
 
 
+def section(config: dict[str, Any], name: str, method: str) -> dict[str, Any]:
+    """Config section ``name`` as ``method``'s jobs read it: with ``method_overrides``
+    [method][name] set over it (PixMIM Appendix B's per-method batches and schedules). An
+    override of a key the section does not have is a ConfigError naming both."""
+    out = dict(config.get(name) or {})
+    over = ((config.get("method_overrides") or {}).get(method) or {}).get(name) or {}
+    unknown = sorted(set(over) - set(out))
+    if unknown:
+        raise ConfigError(f"method_overrides.{method}.{name}: {unknown} are not keys of "
+                          f"section {name!r} (it has {sorted(out)})")
+    out.update(over)
+    return out
+
+
+def pretrain_size(config: dict[str, Any], method: str, arch: str) -> int:
+    """Input size in px of a run's pretraining: its arch's own (``img_size`` in the arch
+    table: LSMAE's ``vit_base_patch16_448`` pretrains at 448, Hu et al. 2022), else
+    ``data.img_size``. The evaluations read ``data.img_size`` (the paper's 224, at which
+    LSMAE is fine-tuned and probed as MAE, PixMIM Tables 9-10), their models built at that
+    size with the checkpoint's position grid resampled (pixmim.models.export)."""
+    arch_table = registry.method(method, plugins(config)).archs
+    if arch not in arch_table:
+        raise ConfigError(f"unknown arch {arch!r} for method {method!r}; registered: "
+                          f"{sorted(arch_table)}")
+    return int(arch_table[arch].get("img_size", config["data"]["img_size"]))
+
+
 # ---------------------------------------------------------------- sections per job kind
 def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
     """The variant keys a pretraining job reads (none of the filter's for a pixel target)."""
@@ -145,8 +172,9 @@ def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
 
 def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
-    job["train"].update(config[spec.section])
+    job["train"].update(section(config, spec.section, knobs["method"]))
     if spec.consumes is None:  # the pretraining itself
+        job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
         job["train"]["epochs"] = knobs["epochs"]
         job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
                    variant=_variant(config, knobs))
@@ -160,16 +188,17 @@ def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
               job: dict[str, Any]) -> None:
     """Fine-tune section with its recipe; the few-shot stages add their fraction and the
     ``few_shot`` schedule overrides."""
-    section = {**config[spec.section]}
-    section.update(config["finetune_recipes"][section.pop("recipe")])
+    method = knobs["method"]
+    sec = section(config, spec.section, method)
+    sec.update(config["finetune_recipes"][sec.pop("recipe")])
     knobs_ft = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    job["finetune"] = {k: v for k, v in section.items() if k in knobs_ft}
-    job["train"].update({k: v for k, v in section.items() if k not in knobs_ft})
+    job["finetune"] = {k: v for k, v in sec.items() if k in knobs_ft}
+    job["train"].update({k: v for k, v in sec.items() if k not in knobs_ft})
     fraction = spec.params.get("fraction", 1.0)
     if fraction < 1:
         job["finetune"]["fraction"] = fraction
         # null: the recipe's value (config/paper.yaml's base_lr)
-        job["train"].update({k: v for k, v in config.get("few_shot", {}).items()
+        job["train"].update({k: v for k, v in section(config, "few_shot", method).items()
                              if v is not None})
 
 
@@ -181,6 +210,8 @@ def _evaluate(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
 def _frequency(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
                job: dict[str, Any]) -> None:
     job["mask_ratio"] = config["mask_ratio"]  # the analysis masks as the pretraining did
+    # and reconstructs at the pretraining's own input size
+    job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
 
 
 def dense_section(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
@@ -188,7 +219,7 @@ def dense_section(config: dict[str, Any], stage: str, method: str) -> dict[str, 
     under the method's encoder family (ConvMAE's Tables 13/15 under ``convvit``), the
     iteration multiplier of the stage (Table 18's 2x schedule)."""
     spec = registry.stage(stage, plugins(config))
-    dense = dict(config[spec.section])
+    dense = section(config, spec.section, method)
     recipe = dict(config["dense_recipes"][spec.section][dense["recipe"]])
     family = registry.method(method, plugins(config)).family
     overrides = recipe.pop(family, {})

@@ -62,7 +62,9 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         out.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
                     "baseline": base, "experiment": group_id(exps[0]), "experiments": exps,
                     "cells": {col: _cell(config, exps, col) for col in table["columns"]}})
-    note = (config.get("notes") or {}).get(name, table.get("note", ""))
+    # the catalogue's note (about the paper's numbers), then the config's (about ours)
+    note = " ".join(n for n in (table.get("note", ""), (config.get("notes") or {}).get(name, ""))
+                    if n)
     return {"table": name, "title": table["title"], "note": note, "seeds": seeds(config),
             "rows": out}
 

@@ -1,5 +1,7 @@
 """Property and contract tests of the pretraining models (pixmim.models)."""
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,3 +87,27 @@ def test_norm_pix_loss_only_on_masked_patches():
     torch.testing.assert_close(model.forward_loss(target, pred, mask), torch.tensor(0.25))
 
 
+
+
+def _mae_sincos(grid: int, dim: int) -> np.ndarray:
+    """MAE's 2-D sin-cos embedding written from its published definition (facts of
+    facebookresearch/mae util/pos_embed.py, not its code): meshgrid(w, h) so the first
+    coordinate is the column; each coordinate's half is [sin(p w_i), cos(p w_i)] with
+    w_i = 1 / 10000^(i / (dim / 4)), i < dim / 4; the column's half first."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4.0))
+    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+
+    def half(pos):
+        out = pos.reshape(-1)[:, None] * omega[None]
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return np.concatenate([half(cols), half(rows)], axis=1)
+
+
+@pytest.mark.parametrize("grid, dim", [(14, 768), (8, 64), (28, 512)])
+def test_sincos_pos_embed_is_maes_channel_order(grid, dim):
+    from pixmim.models.mae import sincos_pos_embed
+
+    pe = sincos_pos_embed(grid, dim).squeeze(0).double().numpy()
+    assert np.abs(pe[0]).max() == 0  # the cls token's row
+    np.testing.assert_allclose(pe[1:], _mae_sincos(grid, dim), atol=1e-5)  # fp32 vs fp64

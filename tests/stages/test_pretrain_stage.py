@@ -58,7 +58,9 @@ def weights(out):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_weights(tmp_path, tiny_data):
-    cfg = job(tmp_path, tiny_data)
+    # 6 epochs: the kill must land well before the job's end (a 3-epoch job can finish its
+    # training within the 0.7 s below and be killed after its resume state is removed)
+    cfg = job(tmp_path, tiny_data, epochs=6)
     run(pretrain_cmd(cfg, tmp_path / "ref"))
     # start again, SIGKILL at an arbitrary moment after the first checkpoints, resume
     out = tmp_path / "killed"
@@ -74,7 +76,7 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path, tiny_data):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(state, weights_only=True)
-    assert killed_at["epoch"] < 3 and not (out / "metrics.json").exists()
+    assert killed_at["epoch"] < 6 and not (out / "metrics.json").exists()
     res = run(pretrain_cmd(cfg, out))
     assert "resumed from" in res.stderr
     ref, resumed = weights(tmp_path / "ref"), weights(out)
