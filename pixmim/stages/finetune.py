@@ -101,6 +101,15 @@ def evaluate(model: nn.Module, loader, dist) -> dict[str, float]:
     return {"top1": 100.0 * top1 / max(total, 1), "top5": 100.0 * top5 / max(total, 1)}
 
 
+def build_optimizer(model: nn.Module, cfg: JobConfig) -> torch.optim.Optimizer:
+    """AdamW (0.9, 0.999) with layer-wise lr decay (BEiT; timm's groups: embeddings, each
+    block, then norms and head) and no weight decay on biases, norms and tokens (MAE
+    fine-tuning; PixMIM Table 9)."""
+    return create_optimizer_v2(model, "adamw", lr=scaled_lr(cfg.train),
+                               weight_decay=cfg.train.weight_decay,
+                               layer_decay=cfg.finetune.layer_decay, betas=(0.9, 0.999))
+
+
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: fine-tuning needs a pretraining output folder")
@@ -113,8 +122,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
                            cfg.data.synth_index_map, bad_images=cfg.data.bad_images)
     loader = make_loader(train_ds, t, train=True, dist=dist)
     val_loader = make_loader(val_ds, t, train=False, dist=dist)
-    optimizer = create_optimizer_v2(model, "adamw", lr=scaled_lr(t), weight_decay=t.weight_decay,
-                                    layer_decay=f.layer_decay, betas=(0.9, 0.999))
+    optimizer = build_optimizer(model, cfg)
     mixup = Mixup(mixup_alpha=f.mixup, cutmix_alpha=f.cutmix, label_smoothing=f.smoothing,
                   num_classes=cfg.data.num_classes) if f.mixup > 0 or f.cutmix > 0 else None
     criterion = SoftTargetCrossEntropy() if mixup else (
