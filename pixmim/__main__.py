@@ -33,7 +33,7 @@ def commands() -> dict[str, tuple[str, str]]:
 
 
 def usage() -> str:
-    lines = ["usage: python -m pixmim <command> [args]", "", "commands:"]
+    lines = ["usage: python -m pixmim [--version] <command> [args]", "", "commands:"]
     lines += [f"  {name:<15} {help_}" for name, (_, help_) in commands().items()]
     return "\n".join(lines)
 
@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from pixmim import __version__
+
+        print(f"pixmim {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     table = commands()
     if name not in table:
@@ -81,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pixmim {name}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except BaseException as e:
-        from pixmim.engine.loop import Preempted
-
-        if isinstance(e, Preempted):
+        # only a stage that imported the training loop can be preempted (and --help's
+        # SystemExit must not import torch to find that out)
+        loop = sys.modules.get("pixmim.engine.loop")
+        if loop is not None and isinstance(e, loop.Preempted):
             # SIGTERM (SLURM's preemption / time limit): state saved; a rerun resumes.
             print(f"pixmim {name}: {e}", file=sys.stderr)
-            return Preempted.exit_code
+            return loop.Preempted.exit_code
         raise
 
 

@@ -142,7 +142,9 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else {},
                 "rng": torch.get_rng_state(), "epoch": self.epoch,
                 "batches_done": self.batches_done, "step": self.step, "history": self.history,
-                "partial": dict(self.partial), **self.extra_state}
+                "partial": dict(self.partial), **self.extra_state,
+                # metrics not yet in the store (pixmim.engine.tracking: sent in batches)
+                "tracking_pending": self.tracker.pending() if self.tracker is not None else []}
 
     def load(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["model"])
@@ -153,6 +155,8 @@ class Trainer:
         self.epoch, self.batches_done, self.step = state["epoch"], state["batches_done"], \
             state["step"]
         self.history, self.partial = state["history"], state["partial"]
+        if self.tracker is not None:
+            self.tracker.requeue(state.get("tracking_pending", []))
 
     def save(self) -> None:
         if self.dist.is_main:

@@ -75,6 +75,19 @@ def git_sha() -> str:
         return "unknown"
 
 
+def source_tags(run_name: str) -> dict[str, str]:
+    """MLflow's standard source tags (the UI's "Source" and commit fields): the git commit
+    of the working tree, the entry point, a local run."""
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+    )
+
+    return {MLFLOW_GIT_COMMIT: git_sha(), MLFLOW_SOURCE_TYPE: "LOCAL",
+            MLFLOW_SOURCE_NAME: f"python -m pixmim run ({run_name})"}
+
+
 OFFLINE_LOG = "mlflow_offline.jsonl"
 # Metrics wait at most this long (s) before one batched write sends them to the store: each
 # write is a transaction (~50 ms on SQLite), so a call per epoch cost a 50-epoch few-shot
@@ -108,7 +121,7 @@ class Tracker:
             return
         self.uri = resolve_uri(cfg.tracking_uri)
         if self.run_id is None:
-            tags = {**tags, "git_sha": git_sha()}
+            tags = {**source_tags(run_name), **tags}
             self._call({"op": "create_run", "experiment": cfg.experiment, "run_name": run_name,
                         "tags": tags, "params": {k: str(v)[:6000] for k, v in
                                                  sorted(flatten(params).items())}},
@@ -169,6 +182,17 @@ class Tracker:
                               "timestamp": int(time.time() * 1000)})
         if time.monotonic() - self._last_flush >= FLUSH_S:
             self.flush()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The queued metric entries (plain data): a resume state keeps them, so that a job
+        killed before its next flush loses none of what it checkpointed (:meth:`requeue`)."""
+        return [dict(e) for e in self._pending]
+
+    def requeue(self, entries: list[dict[str, Any]]) -> None:
+        """Queue ``entries`` from a resume state again (MLflow ignores a metric point it
+        already holds, so entries sent before the kill are not doubled)."""
+        if self.enabled and entries:
+            self._pending[:0] = [dict(e) for e in entries]
 
     def flush(self) -> None:
         """Send the queued metrics now (one ``log_batch`` per 1000 values, MLflow's limit)."""

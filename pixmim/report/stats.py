@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _stats
 
 LEVEL = 0.95
 
@@ -51,7 +50,9 @@ def estimate(values: Sequence[float]) -> Estimate:
     if n == 1:
         return Estimate(mean, float("nan"), 1)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = float(_stats.t.ppf(0.5 + LEVEL / 2, n - 1))
+    from scipy import stats  # here, not at import: `table --help` starts in 0.1 s
+
+    t = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1))
     return Estimate(mean, t * sd / math.sqrt(n), n)
 
 

@@ -16,13 +16,15 @@ import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from pixmim.io import read_json, write_text
 from pixmim.report.stats import Estimate, estimate, paired
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `table --help` stays fast
+    import pandas as pd
 
 @cache
 def paper_values() -> dict[str, dict[str, dict[str, float]]]:
@@ -61,6 +63,8 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
     """One row per spec row; per column: ours (mean, 95% half-width), paper, ours - paper,
     and for variant rows the paired gain over the baseline (ours with its half-width,
     the paper's)."""
+    import pandas as pd
+
     paper = paper_values().get(spec["table"], {})
     values = {row["label"]: {c: seed_values(cell) for c, cell in row["cells"].items()}
               for row in spec["rows"]}
@@ -94,6 +98,8 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
 def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     """A readable table: ``mean ± half-width (paper)`` cells and ``gain ± half-width
     (paper's gain)`` for variant rows; the note says what the intervals are."""
+    import pandas as pd
+
     # the spec's column order; headers are declared by the stages that write the columns
     headers = {c: cell.get("header", c) for r in spec["rows"] for c, cell in r["cells"].items()}
     out = pd.DataFrame({"method": df["method"]})

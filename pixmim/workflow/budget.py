@@ -101,11 +101,17 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     kind, relative = cost.get("kind", "images"), cost.get("relative", 1.0)
     if kind == "pretrain":
         return images * job["train"]["epochs"] / ips / 3600, how
-    # The throughput was measured (or scaled) at the pretraining's input size (LSMAE: 448);
-    # an evaluation reads data.img_size (224), and the dense costs are relative to 224 px:
-    # images/s scale with the inverse pixel count (an assumption, as the relative costs).
+    # An evaluation at another size than the pretraining's (LSMAE: pretrained at 448,
+    # evaluated at 224) is costed as MAE's ViT-B step at 224 scaled by the encoder's FLOPs
+    # at that size: the long-sequence pretraining step says nothing of a 224-px encoder.
     size = job.get("data", {}).get("img_size", 224)
-    ips *= (pretrain_size(config, knobs["method"], knobs["arch"]) / size) ** 2
+    if size != pretrain_size(config, knobs["method"], knobs["arch"]):
+        ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224")
+        a = registry.method(knobs["method"]).archs.get(knobs["arch"], {})
+        b = registry.method("mae").archs["vit_base_patch16_224"]
+        ips /= (a.get("depth", 12) * a.get("embed_dim", 768) ** 2 * (size / 224) ** 2
+                / (b["depth"] * b["embed_dim"] ** 2))
+        how = f"{how}; MAE ViT-B at {size} px scaled by encoder FLOPs"
     if kind == "epochs":
         frac = job.get("finetune", {}).get("fraction", 1.0)
         n = images * frac * job["train"]["epochs"] * relative

@@ -150,3 +150,23 @@ def test_paper_scale_keeps_the_papers_values_where_the_default_shrinks_them():
     default = load_config()
     exp = next(e for e, k in experiments(default).items() if k["method"] == "mae")
     assert job_config(default, exp, "finetune_10pct")["train"]["base_lr"] == pytest.approx(0.4)
+
+
+def test_budget_costs_lsmae_evaluations_at_the_evaluation_size():
+    """LSMAE pretrains at 448 px (costed from its own step at 448), but is fine-tuned at
+    data.img_size (224): its fine-tune costs what MAE's does (costed from the long-sequence
+    pretraining step, it cost 1.8x MAE's)."""
+    from pixmim.workflow.budget import job_hours
+    from pixmim.workflow.jobs import pretrain_size
+
+    config = load_config(ROOT / "config" / "paper.yaml")
+    exps = experiments(config)
+    ids = {exps[e]["method"]: e for e in exps
+           if exps[e]["epochs"] == 800 and exps[e]["target"] == "pixel"
+           and exps[e]["crop"] == "rrc" and exps[e]["dataset"] == "default"
+           and exps[e]["method"] in ("mae", "lsmae") and exps[e]["seed"] == 0}
+    assert pretrain_size(config, "lsmae", exps[ids["lsmae"]]["arch"]) == 448
+    ft = {m: job_hours(config, exps, e, "finetune")[0] for m, e in ids.items()}
+    pre = {m: job_hours(config, exps, e, "pretrain")[0] for m, e in ids.items()}
+    assert ft["lsmae"] == pytest.approx(ft["mae"], rel=0.01)
+    assert pre["lsmae"] > pre["mae"]  # its pretraining reads 4x the pixels (measured: 1.8x the time)
