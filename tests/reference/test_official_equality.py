@@ -78,7 +78,11 @@ def official(kind: str, ours: torch.nn.Module):
                          decoder_num_heads=2, mlp_ratio=4.0),
                head=dict(type="MAEPretrainHead", norm_pix=True, patch_size=8,
                          loss=dict(type="PixelReconstructionLoss", criterion="L2")))
-    model = MODELS.build(cfg).eval()
+    from mmengine.registry import DefaultScope
+
+    # Another test in the same process may have left mmseg or mmdet as the default scope.
+    with DefaultScope.overwrite_default_scope("mmpretrain"):
+        model = MODELS.build(cfg).eval()
     assert models is not None
     return model
 
@@ -241,33 +245,34 @@ def test_layer_decay_groups_and_adamw_step_equal_mmpretrains():
     config, parameter by parameter; AdamW steps from the same batches give the same
     weights (and a second step, which reads the betas)."""
     mmpretrain()
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
     from pixmim.models.export import vit_for
     from pixmim.stages.finetune import build_optimizer
 
-    init_default_scope("mmpretrain")
     torch.manual_seed(0)
     ours = vit_for("mae", "vit_cpu_patch8_64", num_classes=10, global_pool="avg")
-    ref = MODELS.build(dict(
-        type="ImageClassifier",
-        backbone=dict(type="VisionTransformer", arch=ARCH, img_size=64, patch_size=8,
-                      out_type="avg_featmap", final_norm=False, with_cls_token=True),
-        head=dict(type="LinearClsHead", num_classes=10, in_channels=64)))
+    with DefaultScope.overwrite_default_scope("mmpretrain"):  # leaves the scope as found
+        ref = MODELS.build(dict(
+            type="ImageClassifier",
+            backbone=dict(type="VisionTransformer", arch=ARCH, img_size=64, patch_size=8,
+                          out_type="avg_featmap", final_norm=False, with_cls_token=True),
+            head=dict(type="LinearClsHead", num_classes=10, in_channels=64)))
     ref_state = ref.state_dict()
     mapped = {_ft_name(k): v for k, v in ours.state_dict().items()}
     assert set(mapped) == set(ref_state), sorted(set(mapped) ^ set(ref_state))
     ref.load_state_dict(mapped)
     cfg = _stage_cfg(base_lr=1e-3, batch_size=256, weight_decay=0.05)
     opt = build_optimizer(ours, cfg)
-    wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
-        type="LearningRateDecayOptimWrapperConstructor",
-        optim_wrapper_cfg=dict(type="OptimWrapper", optimizer=dict(
-            type="AdamW", lr=opt.defaults["lr"], weight_decay=0.05, betas=(0.9, 0.999))),
-        paramwise_cfg=dict(layer_decay_rate=0.75, custom_keys={
-            ".ln": dict(decay_mult=0.0), ".bias": dict(decay_mult=0.0),
-            ".cls_token": dict(decay_mult=0.0), ".pos_embed": dict(decay_mult=0.0)})))(ref)
+    with DefaultScope.overwrite_default_scope("mmpretrain"):
+        wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+            type="LearningRateDecayOptimWrapperConstructor",
+            optim_wrapper_cfg=dict(type="OptimWrapper", optimizer=dict(
+                type="AdamW", lr=opt.defaults["lr"], weight_decay=0.05, betas=(0.9, 0.999))),
+            paramwise_cfg=dict(layer_decay_rate=0.75, custom_keys={
+                ".ln": dict(decay_mult=0.0), ".bias": dict(decay_mult=0.0),
+                ".cls_token": dict(decay_mult=0.0), ".pos_embed": dict(decay_mult=0.0)})))(ref)
     ours_groups = {}
     names = {id(p): n for n, p in ours.named_parameters()}
     for g in opt.param_groups:
