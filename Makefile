@@ -1,14 +1,18 @@
 # PixMIM Bench. Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, then run the main job (the embedded default DAG)
 #   make test   create .venv, then run the test suite (fast + slow end-to-end tests)
+#   make lint   snakemake --lint, snakefmt --check, ruff check (CI runs it before the tests)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PROFILE ?= workflow/profiles/default
+# The workflow profile: profiles/default is what a bare `snakemake` uses (e.g. PROFILE=profiles/ci)
+PROFILE ?= profiles/default
 PYTEST_ARGS ?=
+# What ruff checks (its settings: pyproject.toml [tool.ruff])
+RUFF_PATHS ?= pixmim tests benchmarks
 
-.PHONY: env run test test-fast dry-run ui lock mmcv-full clean
+.PHONY: env run test test-fast lint dry-run ui lock mmcv-full clean
 
 env: $(STAMP)
 
@@ -26,7 +30,7 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	touch $@
 
 run: env
-	$(BIN)/snakemake --profile $(PROFILE)
+	$(BIN)/snakemake --workflow-profile $(PROFILE)
 	@echo; cat results/tables/table2.md
 	@echo "MLflow UI: make ui   (then open http://127.0.0.1:5000)"
 
@@ -37,7 +41,15 @@ test-fast: env
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 dry-run: env
-	$(BIN)/snakemake -n --profile $(PROFILE)
+	$(BIN)/snakemake -n --workflow-profile $(PROFILE)
+
+# All three checks run; the target fails if any of them found something.
+lint: env
+	@status=0; \
+	echo "== snakemake --lint"; $(BIN)/snakemake --lint || status=1; \
+	echo "== snakefmt --check ."; $(BIN)/snakefmt --check . || status=1; \
+	echo "== ruff check $(RUFF_PATHS)"; $(BIN)/ruff check $(RUFF_PATHS) || status=1; \
+	exit $$status
 
 ui: env
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db

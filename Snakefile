@@ -1,6 +1,9 @@
 # PixMIM Bench: pretrain every experiment, evaluate it, assemble the paper's tables.
-# `snakemake --profile workflow/profiles/default` runs the embedded default end to end;
-# `snakemake results/tables/table2.md` builds one table and only what it needs.
+# From the repo root, with the venv's bin first on PATH (or `.venv/bin/snakemake`):
+#   snakemake                                  the embedded default end to end (profiles/default)
+#   snakemake results/tables/table2.md         one table and only what it needs
+#   snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml   paper, SLURM
+#   snakemake --sdm conda ...                  each rule in its env (envs/*.yaml)
 from snakemake.utils import min_version
 
 from pixmim import workflow as W
@@ -22,6 +25,7 @@ W.materialize(config)
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/tracking.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/stages.smk"
@@ -30,9 +34,9 @@ include: "workflow/rules/tables.smk"
 
 rule all:
     """The config's default targets (`targets`)."""
+    default_target: True
     input:
         W.default_targets(config),
-    default_target: True
 
 
 rule everything:

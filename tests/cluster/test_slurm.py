@@ -1,4 +1,4 @@
-"""workflow/profiles/slurm on a real SLURM: one node on 127.0.0.1 with two fake GPUs, started
+"""profiles/slurm on a real SLURM: one node on 127.0.0.1 with two fake GPUs, started
 by this test (munged, slurmctld, slurmd; Debian's slurm-wlm, which .ci/run installs).
 
 A small part of the embedded DAG (the generated dataset and both pretraining runs of Table 2)
@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import ROOT, tiny_overrides
 
-PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+PROFILE = ROOT / "profiles" / "slurm"
 PARTITION = "pixmim-test"  # not the default partition: the profile must name it
 GPUS = 2  # gres.conf fakes them with character devices (no GPU is touched: device is cpu)
 # The plugin drops SLURM_CONF before its in-job srun, so the clients must find the config here.
@@ -181,7 +181,9 @@ def slurm_cluster(tmp_path_factory):
 
 def node_profile(tmp_path: Path, cluster: Cluster) -> Path:
     """The slurm profile's resources with values clamped to the test node, quick polling and
-    kept job logs: passed as a second --profile, it replaces these keys of the first."""
+    kept job logs. Users give the slurm profile as the workflow profile (in place of
+    profiles/default); here it is the general --profile and this one the workflow profile,
+    whose keys replace the general profile's."""
     import yte  # Snakemake's own profile templating
 
     with open(PROFILE / "config.yaml") as f:
@@ -229,7 +231,7 @@ def test_profile_runs_dag_part_on_slurm_and_requeued_job_resumes(slurm_cluster, 
     runs = [Path(W.run_dir(cfg, exp, "pretrain")) for exp in exps]
     targets = [W.data_root(cfg), *(str(run / "metrics.json") for run in runs)]
     cmd = [sys.executable, "-m", "snakemake", *targets, "--profile", str(PROFILE),
-           "--profile", str(node_profile(tmp_path, slurm_cluster)),
+           "--workflow-profile", str(node_profile(tmp_path, slurm_cluster)),
            "--configfile", str(overlay_path)]
 
     started = time.monotonic()

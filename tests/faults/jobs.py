@@ -182,5 +182,5 @@ def history(client, run_id: str, key: str) -> dict[int, float]:
 
 def snakemake(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """The workflow as users run it (CI profile), from the repo root."""
-    return run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/ci", *args],
+    return run([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci", *args],
                timeout=timeout)

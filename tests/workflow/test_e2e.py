@@ -14,7 +14,7 @@ from tests.conftest import ROOT, tiny_overrides
 
 
 def snakemake(*args, cwd=ROOT, timeout=2400):
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/ci", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -79,7 +79,7 @@ def test_the_package_never_names_the_plugins():
 def test_plugin_method_and_stage_run_through_the_dag(tmp_path):
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay(tmp_path)))
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/ci",
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
            "--configfile", str(path)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

@@ -1,12 +1,27 @@
-# Shared names and input functions; all logic lives in the torch-free pixmim.workflow.
+# Shared names and input/param functions; all logic lives in the torch-free pixmim.workflow.
+# Rules live in the other files (snakemake --lint: no rules beside functions).
+import os
 import sys
 
 from pixmim import registry
 from pixmim import workflow as W
 
 R = config["results"]
-PY = sys.executable
 STORE = f"{R}/mlflow/store.json"
+# The conda env of each rule family (snakemake --sdm conda); paths are relative to the
+# rule files. Any other family (a plugin stage's) runs in the training env.
+ENVS = {
+    "data": "../../envs/data.yaml",
+    "train": "../../envs/train.yaml",
+    "dense": "../../envs/dense.yaml",
+    "report": "../../envs/report.yaml",
+}
+# Jobs run `python -m pixmim ...`: with --sdm conda the interpreter of the rule's env (its
+# activation puts it first on PATH), otherwise the interpreter running Snakemake, put first
+# on PATH here (`.venv/bin/snakemake` then needs no activated venv).
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
 
 
 wildcard_constraints:
@@ -37,16 +52,23 @@ def figure_inputs(name):
     return lambda wildcards: W.figure_inputs(config, name)
 
 
-rule init_mlflow:
-    """Create the tracking store and experiment once, before tracking jobs fan out."""
-    output:
-        STORE,
-    params:
-        uri=config["mlflow"]["tracking_uri"],
-        experiment=config["mlflow"]["experiment"],
-    log:
-        f"{R}/logs/init_mlflow.log",
-    localrule: True
-    shell:
-        "{PY:q} -m pixmim mlflow-init --uri {params.uri:q} "
-        "--experiment {params.experiment:q} --out {output:q} > {log:q} 2>&1"
+def family_env(family):
+    """The conda env file of a stage rule family (ENVS)."""
+    return ENVS["dense" if family == "dense" else "train"]
+
+
+def out_dir(wildcards, output):
+    """The folder a job writes into: that of its metrics.json (an output, so the path
+    also holds where jobs do not share the file system)."""
+    return os.path.dirname(output.metrics)
+
+
+def stem(wildcards, output):
+    """A table's output path without its suffix (table writes <stem>.csv and <stem>.md)."""
+    return os.path.splitext(output.csv)[0]
+
+
+def data_root(wildcards, input):
+    """The images a job reads: its generated dataset (an input), or data.root for real
+    data (read in place: no input, since no rule makes it)."""
+    return input.data if input.data else W.data_root(config)

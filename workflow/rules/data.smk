@@ -3,14 +3,16 @@ rule generate_data:
     texture bound to the class (texture_class_bound 1, the generator's default)."""
     output:
         directory(f"{R}/data/synth"),
-    params:
-        synth=W.synth_settings(config),
     log:
         f"{R}/logs/generate_data.log",
     benchmark:
         f"{R}/benchmarks/generate_data.tsv"
+    conda:
+        ENVS["data"]
+    params:
+        synth=W.synth_settings(config),
     shell:
-        "{PY:q} -m pixmim data synth --out {output:q} --seed {params.synth[seed]:q} "
+        "python -m pixmim data synth --out {output:q} --seed {params.synth[seed]:q} "
         "--train-per-class {params.synth[train_per_class]:q} "
         "--val-per-class {params.synth[val_per_class]:q} "
         "--short-side {params.synth[short_side]:q} > {log:q} 2>&1"
@@ -22,16 +24,18 @@ rule generate_texture_data:
     shapes, layouts and backgrounds are those of data/synth."""
     output:
         directory(f"{R}/data/synth_tex{{bound}}"),
-    wildcard_constraints:
-        bound="[0-9][0-9.e+-]*",
-    params:
-        synth=W.synth_settings(config),
     log:
         f"{R}/logs/generate_texture_data_{{bound}}.log",
     benchmark:
         f"{R}/benchmarks/generate_texture_data_{{bound}}.tsv"
+    wildcard_constraints:
+        bound="[0-9][0-9.e+-]*",
+    conda:
+        ENVS["data"]
+    params:
+        synth=W.synth_settings(config),
     shell:
-        "{PY:q} -m pixmim data synth --out {output:q} --seed {params.synth[seed]:q} "
+        "python -m pixmim data synth --out {output:q} --seed {params.synth[seed]:q} "
         "--train-per-class {params.synth[train_per_class]:q} "
         "--val-per-class {params.synth[val_per_class]:q} "
         "--short-side {params.synth[short_side]:q} "
@@ -45,16 +49,18 @@ rule generate_views:
         W.data_root(config),
     output:
         directory(W.views_root(config)),
-    params:
-        views=config["evaluation"]["views"],
-        size=config["data"]["img_size"],
     log:
         f"{R}/logs/generate_views.log",
     benchmark:
         f"{R}/benchmarks/generate_views.tsv"
+    conda:
+        ENVS["data"]
     threads: 2
+    params:
+        views=config["evaluation"]["views"],
+        size=config["data"]["img_size"],
     shell:
-        "{PY:q} -m pixmim data views --src {input:q} --out {output:q} "
+        "python -m pixmim data views --src {input:q} --out {output:q} "
         "--seed {params.views[seed]:q} --c-per-class {params.views[c_per_class]:q} "
         "--a-per-class {params.views[a_per_class]:q} --r-per-class {params.views[r_per_class]:q} "
         "--sketch-per-class {params.views[sketch_per_class]:q} "
@@ -64,17 +70,20 @@ rule generate_views:
 
 rule generate_scenes:
     """Multi-object scenes from the same shapes, in ADE20K's and COCO's layouts (label PNGs;
-    instances json with boxes and RLE masks), for the dense stages on the embedded default."""
+    instances json with boxes and RLE masks), for the dense stages on the embedded default.
+    """
     output:
         directory(W.scenes_root(config)),
-    params:
-        scenes=config["data"]["scenes"],
     log:
         f"{R}/logs/generate_scenes.log",
     benchmark:
         f"{R}/benchmarks/generate_scenes.tsv"
+    conda:
+        ENVS["data"]
+    params:
+        scenes=config["data"]["scenes"],
     shell:
-        "{PY:q} -m pixmim data scenes --out {output:q} --seed {params.scenes[seed]:q} "
+        "python -m pixmim data scenes --out {output:q} --seed {params.scenes[seed]:q} "
         "--train {params.scenes[train]:q} --val {params.scenes[val]:q} "
         "--height {params.scenes[height]:q} --width {params.scenes[width]:q} "
         "--min-objects {params.scenes[min_objects]:q} --max-objects {params.scenes[max_objects]:q} "

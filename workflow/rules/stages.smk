@@ -12,18 +12,23 @@ for _name, _family in W.rule_families(config).items():
         input:
             unpack(stage_input),
         output:
-            **{o.split(".")[0]: f"{R}/runs/{{exp}}/{{stage}}/{o}" for o in _family["outputs"]},
-        params:
-            out=f"{R}/runs/{{exp}}/{{stage}}",
+            **{
+                o.split(".")[0]: f"{R}/runs/{{exp}}/{{stage}}/{o}"
+                for o in _family["outputs"]
+            },
         log:
             f"{R}/logs/{{exp}}/{{stage}}.log",
         benchmark:
             f"{R}/benchmarks/{{exp}}/{{stage}}.tsv"
         wildcard_constraints:
             stage="|".join(_family["stages"]),
+        conda:
+            family_env(_name)
         threads: config["threads"].get(_name, 1)
+        params:
+            out=out_dir,
         shell:
-            "OMP_NUM_THREADS={threads} {PY:q} -m pixmim run "
+            "OMP_NUM_THREADS={threads} python -m pixmim run "
             "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -35,20 +40,22 @@ rule coverage:
     output:
         csv=f"{R}/analysis/coverage/coverage.csv",
         metrics=f"{R}/analysis/coverage/metrics.json",
+    log:
+        f"{R}/logs/coverage.log",
+    benchmark:
+        f"{R}/benchmarks/coverage.tsv"
+    conda:
+        ENVS["train"]
     params:
-        out=f"{R}/analysis/coverage",
-        root=W.data_root(config),
+        out=out_dir,
+        root=data_root,
         masks=W.masks_root(config) or "",
         size=config["data"]["img_size"],
         patch=W.coverage_patch_size(config),
         mask_ratio=config["mask_ratio"],
         cov=config["analysis"]["coverage"],
-    log:
-        f"{R}/logs/coverage.log",
-    benchmark:
-        f"{R}/benchmarks/coverage.tsv"
     shell:
-        "{PY:q} -m pixmim coverage --root {params.root:q} --masks {params.masks:q} "
+        "python -m pixmim coverage --root {params.root:q} --masks {params.masks:q} "
         "--img-size {params.size:q} --patch-size {params.patch:q} "
         "--mask-ratio {params.mask_ratio:q} --repeats {params.cov[repeats]:q} "
         "--seed {params.cov[seed]:q} --split {params.cov[split]:q} "
