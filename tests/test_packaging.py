@@ -67,8 +67,9 @@ def _third_party_imports(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in
-            ("__future__", "pixmim")}
+    return {
+        n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "pixmim")
+    }
 
 
 def test_every_import_of_the_package_is_declared():
@@ -98,9 +99,11 @@ def test_the_lock_satisfies_every_declared_range():
     torch / torchvision are pinned exactly as there."""
     lock = _pins(ROOT / "requirements.lock")
     declared = [*CORE.values(), *(r for extra in EXTRAS.values() for r in extra.values())]
-    outside = [f"{r} (lock: {lock.get(canonicalize_name(r.name), 'absent')})" for r in declared
-               if not r.specifier.contains(lock.get(canonicalize_name(r.name), "0"),
-                                           prereleases=True)]
+    outside = [
+        f"{r} (lock: {lock.get(canonicalize_name(r.name), 'absent')})"
+        for r in declared
+        if not r.specifier.contains(lock.get(canonicalize_name(r.name), "0"), prereleases=True)
+    ]
     assert not outside, "declared ranges the lock does not satisfy: " + ", ".join(outside)
     for name in ("torch", "torchvision"):
         assert str(CORE[name].specifier) == f"=={lock[name]}"
@@ -109,8 +112,13 @@ def test_the_lock_satisfies_every_declared_range():
 # ---------------------------------------------------------------- the wheel
 def _tracked(*paths: str) -> list[Path]:
     """The files git tracks under ``paths`` (what a clone has), relative to ROOT."""
-    out = subprocess.run(["git", "ls-files", "-z", "--", *paths], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--", *paths],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [Path(p) for p in out.split("\0") if p and (ROOT / p).is_file()]
 
 
@@ -122,9 +130,25 @@ def wheel(tmp_path_factory) -> Path:
     for rel in _tracked("pyproject.toml", "README.md", "LICENSE", "pixmim"):
         (tmp / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tmp / "src" / rel)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--no-index", "-q", "-w", str(tmp / "dist"), str(tmp / "src")],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(tmp / "src"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (found,) = (tmp / "dist").glob("pixmim_bench-*.whl")
     return found
 
@@ -141,8 +165,11 @@ def test_wheel_ships_package_data_entry_point_and_license(wheel):
     assert data - names == set(), "package data missing from the wheel"
     assert "[console_scripts]\npixmim = pixmim.__main__:main" in entry_points
     assert "License-Expression: Apache-2.0" in meta and f"{info}/licenses/LICENSE" in names
-    runtime = [line for line in meta.splitlines()
-               if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    runtime = [
+        line
+        for line in meta.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
     assert any(" torch==" in line for line in runtime)
     assert not [line for line in runtime if "pytest" in line or "hypothesis" in line]
 
@@ -154,9 +181,14 @@ def _table_fixture(work: Path) -> Path:
         metrics = work / "runs" / f"exp{i}" / "metrics.json"
         metrics.parent.mkdir(parents=True)
         metrics.write_text(json.dumps({"top1_best": top1}))
-        rows.append({"label": label, "experiment": f"exp{i}",
-                     "baseline": "MAE" if i else None,
-                     "cells": {"lin": {"files": [str(metrics)], "key": "top1_best"}}})
+        rows.append(
+            {
+                "label": label,
+                "experiment": f"exp{i}",
+                "baseline": "MAE" if i else None,
+                "cells": {"lin": {"files": [str(metrics)], "key": "top1_best"}},
+            }
+        )
     spec = work / "table2.spec.yaml"
     spec.write_text(yaml.safe_dump({"table": "table2", "title": "Table 2", "rows": rows}))
     return spec
@@ -165,9 +197,24 @@ def _table_fixture(work: Path) -> Path:
 @pytest.mark.slow
 def test_installed_wheel_runs_the_cli_and_builds_a_table(wheel, tmp_path):
     site, work = tmp_path / "site", tmp_path / "work"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-                    "--target", str(site), str(wheel)], check=True, capture_output=True,
-                   text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     work.mkdir()
     shutil.copytree(ROOT / "config", work / "config")  # the workflow's, read from the cwd
     # -P and a PYTHONPATH of the install alone: neither the checkout nor the cwd is on the
@@ -175,12 +222,15 @@ def test_installed_wheel_runs_the_cli_and_builds_a_table(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
-    probe = run(sys.executable, "-P", "-c",
-                "import pixmim, pixmim.workflow as W; print(pixmim.__file__); "
-                "print(W.SCHEMA); W.check_config(W.load_config()); print('valid')")
+    probe = run(
+        sys.executable,
+        "-P",
+        "-c",
+        "import pixmim, pixmim.workflow as W; print(pixmim.__file__); "
+        "print(W.SCHEMA); W.check_config(W.load_config()); print('valid')",
+    )
     assert probe.returncode == 0, probe.stderr
     module, schema, ok = probe.stdout.split()
     assert Path(module).is_relative_to(site) and Path(schema).is_relative_to(site)
@@ -194,8 +244,17 @@ def test_installed_wheel_runs_the_cli_and_builds_a_table(wheel, tmp_path):
         assert res.returncode == 0 and res.stdout.strip() == f"pixmim {version}", res.stderr
 
     spec = _table_fixture(work)
-    res = run(sys.executable, "-P", "-m", "pixmim", "table", "--spec", str(spec),
-              "--out", str(work / "tables" / "table2"))
+    res = run(
+        sys.executable,
+        "-P",
+        "-m",
+        "pixmim",
+        "table",
+        "--spec",
+        str(spec),
+        "--out",
+        str(work / "tables" / "table2"),
+    )
     assert res.returncode == 0, res.stderr
     md = (work / "tables" / "table2.md").read_text()
     assert "41.5 (67.2)" in md and "+1.5 (+1.6)" in md  # the paper's values: package data
