@@ -17,7 +17,10 @@ import yaml
 from pixmim import registry
 from pixmim.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+# The workflow's directory (config/, results/, benchmarks/): the working directory, relative,
+# as Snakemake reads its `configfile:`s and writes its outputs. It is a checkout of the repo,
+# not the installed package: the files the package itself reads are package data.
+ROOT = Path()
 # What the Snakefile loads before any --configfile: the catalogue, then the embedded default.
 BASE_CONFIGS = (ROOT / "config" / "catalogue.yaml", ROOT / "config" / "config.yaml")
 FILTERED = ("lowpass", "highpass")  # targets that read a radius
@@ -46,7 +49,8 @@ def load_config(*configfiles: str | Path) -> dict[str, Any]:
     for path in (*BASE_CONFIGS, *configfiles):
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            where = "" if path.is_absolute() else f" (in the working directory {Path.cwd()})"
+            raise ConfigError(f"config file not found: {path}{where}")
         config = merge(config, yaml.safe_load(path.read_text()) or {})
     return config
 

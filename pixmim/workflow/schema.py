@@ -1,15 +1,17 @@
-"""The workflow config's JSON schema: the static layout of ``workflow/schemas/
-config.schema.yaml`` plus what is derived, never restated there: the enums of methods,
-table columns, encoder families and rule families (from :mod:`pixmim.registry`), a plugin
-stage's own section, and the keys, types, ranges and enums of the training, fine-tuning
-and dense sections (from the dataclasses of :mod:`pixmim.config`).
+"""The workflow config's JSON schema: the static layout of ``config.schema.yaml`` (package
+data beside this module, so an installed package finds it too) plus what is derived, never
+restated there: the enums of methods, table columns, encoder families and rule families
+(from :mod:`pixmim.registry`), a plugin stage's own section, and the keys, types, ranges
+and enums of the training, fine-tuning and dense sections (from the dataclasses of
+:mod:`pixmim.config`).
 """
 
 from __future__ import annotations
 
 import copy
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import jsonschema
@@ -24,17 +26,17 @@ from pixmim.config import (
     VariantConfig,
     json_schema,
 )
-from pixmim.workflow.catalogue import ROOT, plugins
+from pixmim.workflow.catalogue import plugins
 
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = resources.files("pixmim.workflow") / "config.schema.yaml"
 
 
 @cache
-def _static(path: Path) -> dict[str, Any]:
+def _static(path: Traversable) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def build_schema(config: dict[str, Any], path: Path = SCHEMA) -> dict[str, Any]:
+def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str, Any]:
     """The full schema for ``config`` (its plugins' methods, stages and sections included)."""
     schema = copy.deepcopy(_static(path))
     plug = plugins(config)
@@ -88,7 +90,7 @@ def _error_path(err: jsonschema.ValidationError) -> str:
     return f"{path or '<root>'}: {err.message}"
 
 
-def check_schema(config: dict[str, Any], path: Path = SCHEMA) -> None:
+def check_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> None:
     """Raise ConfigError naming the first key that does not fit the schema."""
     validator = jsonschema.Draft202012Validator(build_schema(config, path))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
