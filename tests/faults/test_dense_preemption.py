@@ -117,3 +117,6 @@ def test_dense_sigterm_saves_mmengine_state_and_the_rerun_resumes_there(tmp_path
     # CPU, deterministic kernels: mmengine's state plus torch's RNG (rng_hook) resume exactly
     assert curve == ref_curve
     assert b["per_seed"] == a["per_seed"]
+    # summaries at step 0 (the step of each metric family: pixmim.engine.tracking.Tracker)
+    assert history(client, run_id, "miou") == {0: pytest.approx(b["miou"])}
+    assert sorted(history(client, run_id, f"mIoU_{seed}")) == [0]
