@@ -10,12 +10,19 @@
 * :func:`write_config` writes the job's mmengine config as a Python file that inherits the
   toolbox's own base configs (``_base_``) and imports our modules (``custom_imports``), so a
   user can re-run it with the toolbox's ``tools/train.py``.
+* :func:`run` trains and tests through mmengine's Runner with two hooks of ours added at
+  run time (not in the written config): :func:`tracking_hook` sends the training curve to
+  the job's MLflow run while it trains, :func:`preempt_hook` saves mmengine's state and
+  raises :class:`~pixmim.engine.loop.Preempted` once a stop signal arrived.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pprint
+import re
+from collections.abc import Callable
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -102,6 +109,7 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
     """The config keys both tasks share: AdamW with layer decay, the lr schedule, the
     iteration loop with validation and checkpoints every ``val_interval``, logging, seed."""
     every = min(d.val_interval, d.iters)
+    interval = log_interval(d.iters)
     # Validate every `val_interval` iterations; a run of at most one interval skips the
     # validation at its end, which would repeat the test that follows on the same split.
     begin = d.iters + 1 if every == d.iters else 1
@@ -117,15 +125,21 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
         "val_cfg": dict(type="ValLoop"),
         "test_cfg": dict(type="TestLoop"),
         "default_hooks": dict(
-            logger=dict(type="LoggerHook", interval=max(1, min(50, d.iters // 10)),
-                        log_metric_by_epoch=False),
+            logger=dict(type="LoggerHook", interval=interval, log_metric_by_epoch=False),
             checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=every,
                             max_keep_ckpts=1, save_last=True)),
         "log_processor": dict(by_epoch=False),
         "randomness": dict(seed=seed),
         "work_dir": str(work_dir),
-        "log_level": "WARNING",
+        # INFO: the job log shows loss, lr, time per iteration and ETA every `interval`
+        "log_level": "INFO",
     }
+
+
+def log_interval(iters: int) -> int:
+    """Iterations between log lines and MLflow points: mmseg's / mmdet's 50, or ~10 lines
+    in a shorter run."""
+    return max(1, min(50, iters // 10))
 
 
 def write_config(path: Path, base: list[str], imports: list[str], body: dict[str, Any]) -> Path:
@@ -165,10 +179,14 @@ def lr_schedule(schedule: str, iters: int, warmup: int) -> list[dict[str, Any]]:
     return out
 
 
-def run(config: Path, work_dir: Path) -> dict[str, Any]:
+def run(config: Path, work_dir: Path, name: str = "run",
+        log: Callable[[dict[str, float], int], None] | None = None,
+        stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Train, validate and test through mmengine's Runner; resume from ``work_dir`` when it
-    holds a checkpoint of this config (a killed or preempted job loses at most one
-    checkpoint interval). Returns the test metrics and the folder of the run's logs."""
+    holds a checkpoint of this config (a killed job loses at most one checkpoint interval,
+    a preempted one nothing). ``log``: where the live training curve goes
+    (:func:`tracking_hook`, names prefixed ``<name>/``); ``stop``: the stop-signal check of
+    :func:`preempt_hook`. Returns the test metrics and the folder of the run's logs."""
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -178,10 +196,116 @@ def run(config: Path, work_dir: Path) -> dict[str, Any]:
     mm_cfg = Config.fromfile(str(config), format_python_code=False)
     mm_cfg.resume = (Path(work_dir) / "last_checkpoint").is_file()
     runner = Runner.from_cfg(mm_cfg)
+    preempt = preempt_hook(stop, name) if stop is not None else None
+    runner.register_hook(rng_hook(), priority="LOWEST")
+    if log is not None:
+        interval = mm_cfg.default_hooks.logger.interval
+        runner.register_hook(tracking_hook(log, f"{name}/", interval), priority="LOW")
+    if preempt is not None:  # after the logger and the CheckpointHook
+        runner.register_hook(preempt, priority="LOWEST")
     runner.train()
+    if preempt is not None:  # a signal during the last validation: stop before the test
+        preempt.check(runner, saved=True)
     metrics = runner.test()
     return {"metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, Real)},
             "log_dir": runner.log_dir, "config": str(config)}
+
+
+def rng_hook():
+    """A Runner hook that keeps torch's RNG state in every checkpoint and restores it on
+    resume, which mmengine does not: dropout and drop path then draw what an uninterrupted
+    run draws. (The data pipeline's numpy and Python draws replay as mmengine advances the
+    data loader past the iterations done.)"""
+    import torch
+    from mmengine.hooks import Hook
+
+    class RngHook(Hook):
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            checkpoint["pixmim_rng"] = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+        def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+            if (rng := checkpoint.get("pixmim_rng")) is None:
+                return
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    return RngHook()
+
+
+# What of mmengine's training scalars goes to MLflow (the rest: time, data_time, memory).
+_CURVE = re.compile(r"^(lr|.*loss.*|.*acc.*)$")
+
+
+def tracking_hook(log: Callable[[dict[str, float], int], None], prefix: str, interval: int):
+    """A Runner hook that calls ``log(scalars, step)`` while the Runner trains: every
+    ``interval`` iterations the training losses, accuracies and lr (smoothed as mmengine's
+    log line smooths them) at step = iterations done, and each validation's metrics
+    (``val_<name>``) at the iteration they were measured. Names get ``prefix``."""
+    from mmengine.hooks import Hook
+
+    class TrackingHook(Hook):
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if not self.every_n_train_iters(runner, interval):
+                return
+            lp = runner.log_processor
+            window = lp.window_size if isinstance(lp.window_size, int) else interval
+            out = {}
+            for key, buf in runner.message_hub.log_scalars.items():
+                name = key.removeprefix("train/")
+                if name != key and _CURVE.match(name):
+                    smooth = re.search(lp.mean_pattern, name) is not None
+                    out[prefix + name.replace(".", "_")] = float(
+                        buf.mean(window) if smooth else buf.current())
+            if out:
+                log(out, runner.iter + 1)
+
+        def after_val_epoch(self, runner, metrics=None) -> None:
+            scalars = {f"{prefix}val_{k.replace('/', '_')}": float(v)
+                       for k, v in (metrics or {}).items() if isinstance(v, Real)}
+            if scalars:
+                log(scalars, runner.iter)
+
+    return TrackingHook()
+
+
+def preempt_hook(stop: Callable[[], str | None], label: str):
+    """A Runner hook that, once ``stop()`` names a signal, saves mmengine's full state (model,
+    optimizer, schedulers, message hub) after the iteration in progress, points
+    ``last_checkpoint`` at it and raises :class:`~pixmim.engine.loop.Preempted`; the next
+    :func:`run` on the work dir resumes there. The save is atomic; an older save of this
+    hook is removed (the CheckpointHook keeps its own)."""
+    from mmengine.hooks import Hook
+
+    from pixmim.engine.loop import Preempted
+    from pixmim.io import write_text
+
+    class PreemptHook(Hook):
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            self.check(runner, saved=False)
+
+        def check(self, runner, saved: bool) -> None:
+            if (sig := stop()) is None:
+                return
+            work = Path(runner.work_dir)
+            if saved:  # training ended: its last checkpoint is there already
+                path = Path((work / "last_checkpoint").read_text().strip())
+            else:
+                path = work / f"preempt_iter_{runner.iter + 1}.pth"
+                tmp = f".{path.name}.tmp"
+                runner.save_checkpoint(str(work), tmp, by_epoch=False)  # meta iter: done
+                os.replace(work / tmp, path)
+                write_text(work / "last_checkpoint", str(path))
+                for old in work.glob("preempt_iter_*.pth"):
+                    if old != path:
+                        old.unlink()
+            raise Preempted(f"{sig} at iteration {runner.iter + 1 - saved} of {label}: state "
+                            f"saved to {path}; exit {Preempted.exit_code} so the job is "
+                            "requeued and resumes there")
+
+    return PreemptHook()
 
 
 def training_curve(log_dir: str | Path) -> list[dict[str, float]]:

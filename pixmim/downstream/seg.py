@@ -163,6 +163,8 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
     return common.write_config(work_dir / "config.py", BASE, ["pixmim.downstream.seg"], body)
 
 
-def run_seed(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> dict[str, Any]:
-    """Train, validate and test one seed through mmengine's Runner (resumes from work_dir)."""
-    return common.run(build_config(cfg, work_dir, seed, pretrained), work_dir)
+def run_seed(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None,
+             **runner: Any) -> dict[str, Any]:
+    """Train, validate and test one seed through mmengine's Runner (resumes from work_dir);
+    ``runner``: :func:`common.run`'s ``name``, ``log`` and ``stop``."""
+    return common.run(build_config(cfg, work_dir, seed, pretrained), work_dir, **runner)

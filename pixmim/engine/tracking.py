@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ _RETRY_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
+DEFAULT_EXPERIMENT_ID = "0"  # what MLflow's SQL store creates with every database
 
 
 def resolve_uri(cfg_uri: str) -> str:
@@ -39,11 +41,21 @@ def resolve_uri(cfg_uri: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg_uri
 
 
-def _artifact_location(uri: str) -> str | None:
-    """For a SQLite store, keep artifacts in ``artifacts/`` beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).resolve().parent / "artifacts").as_uri()
-    return None
+def _store_path(uri: str) -> Path | None:
+    """The database file of a SQLite tracking URI, as written (relative stays relative)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store keeps its artifacts: ``artifacts/`` beside the database file,
+    written in the URI's own frame. The default URI ``sqlite:///results/mlflow/mlflow.db`` is
+    relative to the working directory, and so is its artifact root
+    (``results/mlflow/artifacts``): whoever opens the store through that URI (the jobs, ``make
+    ui``, an ``MlflowClient``, all from the repository root) also finds its artifacts, after
+    ``results/`` moved too. An absolute URI gets an absolute root. Other stores keep their own
+    (a tracking server's ``mlflow-artifacts:/`` is relative to its artifact destination)."""
+    path = _store_path(uri)
+    return None if path is None else (path.parent / "artifacts").as_posix()
 
 
 def _client(uri: str):
@@ -51,18 +63,43 @@ def _client(uri: str):
         os.environ.setdefault(k, v)
     from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if (path := _store_path(uri)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
 
 
+def _set_artifact_location(uri: str, experiment_id: str, location: str) -> None:
+    """Store ``location`` as written: MLflow's ``create_experiment`` makes every local path
+    absolute (``resolve_uri_if_local``) and offers no call that changes it afterwards, so
+    the SQLite row is set directly (runs created later derive their artifact URI from it)."""
+    import sqlite3
+
+    with closing(sqlite3.connect(_store_path(uri))) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   (location, int(experiment_id)))
+
+
 def ensure_store(uri: str, experiment: str) -> str:
-    """Create (or upgrade) the store and the experiment; return the experiment id."""
+    """Create (or upgrade) the store and the experiment; return the experiment id.
+
+    A new SQLite experiment gets the relative artifact root of :func:`artifact_root`.
+    MLflow's SQL store creates experiment 0 (``Default``) with every new database, its
+    artifacts under ``./mlruns`` of whatever directory first opened it; it is pointed at
+    ``<artifact root>/0`` and soft-deleted, so the UI lists only our experiment
+    (``mlflow experiments restore --experiment-id 0`` brings it back)."""
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(experiment, artifact_location=_artifact_location(uri))
+    root = artifact_root(uri)
+    exp_id = client.create_experiment(experiment)
+    if root is not None:
+        _set_artifact_location(uri, exp_id, f"{root}/{exp_id}")
+        default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+        if default.lifecycle_stage == "active" and default.name == "Default":
+            _set_artifact_location(uri, DEFAULT_EXPERIMENT_ID, f"{root}/{DEFAULT_EXPERIMENT_ID}")
+            client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+    return exp_id
 
 
 def git_sha() -> str:
@@ -95,8 +132,27 @@ OFFLINE_LOG = "mlflow_offline.jsonl"
 FLUSH_S = 10.0
 
 
+_OPEN: list[Tracker] = []  # runs started or reopened by this process and not yet finished
+
+
+def fail_open_runs() -> None:
+    """Mark every run of this process that is still open FAILED: the stage raised after its
+    tracked block (a final write, a checkpoint save), which would otherwise leave the run
+    RUNNING for good. ``run_main`` calls it on any error."""
+    for tracker in list(_OPEN):
+        tracker.finish("FAILED")
+
+
 class Tracker:
     """A thin MLflow run handle; a no-op when ``cfg.enabled`` is false.
+
+    ``step`` has one meaning per metric family (:meth:`log_metrics`):
+
+    * per-epoch records (``train_loss``, ``lr``, ``top1``, ...): the epoch, from 1;
+    * iteration curves (``train_loss_step``; a dense run's ``seed<s>/loss``, ``seed<s>/lr``
+      and ``seed<s>/val_<metric>``): the optimizer step (mmengine's iteration), from 1;
+    * summary metrics, one value per run (``top1_best``, ``miou``, ``mIoU_seed<s>``,
+      ``psnr``, ``shape_bias``, ...): step 0.
 
     Args:
         cfg: the job's tracking config.
@@ -119,6 +175,7 @@ class Tracker:
         self._last_flush = time.monotonic()
         if not self.enabled:
             return
+        _OPEN.append(self)
         self.uri = resolve_uri(cfg.tracking_uri)
         if self.run_id is None:
             tags = {**source_tags(run_name), **tags}
@@ -174,7 +231,8 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Queue metrics (timestamped now) for the store; sent at most :data:`FLUSH_S`
-        seconds later, in one batch with whatever else waits."""
+        seconds later, in one batch with whatever else waits. ``step``: the epoch, the
+        optimizer step or 0, by metric family (see the class docstring)."""
         if not self.enabled:
             return
         self._pending.append({"op": "log_metrics", "step": step,
@@ -228,6 +286,9 @@ class Tracker:
             self._call({"op": "set_tags", "tags": dict(tags)}, call)
 
     def finish(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (FINISHED | FAILED | KILLED)."""
+        if self in _OPEN:
+            _OPEN.remove(self)
         if self.enabled:
             self.flush()
             self._call({"op": "finish", "status": status},

@@ -25,7 +25,7 @@ from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config,
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for
-from pixmim.engine.tracking import OFFLINE_LOG, Tracker
+from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs
 from pixmim.models.classifier import load_classifier
 
 
@@ -261,7 +261,11 @@ def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig)
 def run_main(stage: str, run, argv: list[str] | None) -> int:
     cfg, out = parse_args(argv, stage)
     set_threads()
-    metrics = run(cfg, out)
+    try:
+        metrics = run(cfg, out)
+    except BaseException:
+        fail_open_runs()  # a run the stage left open (an error after its tracked block)
+        raise
     print(f"[{stage}] {cfg.experiment}: " + ", ".join(
         f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)), file=sys.stderr)
     return 0

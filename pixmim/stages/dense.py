@@ -5,19 +5,27 @@
 Each seed trains in ``<out>/_state/seed<s>`` (mmengine's work dir: config, logs, the last
 checkpoint, from which a killed or preempted job resumes); at the end the generated
 config of each seed is kept beside ``metrics.json`` and the work dirs are removed.
+
+The training curve (``seed<s>/loss``, ``seed<s>/lr``, ..., ``seed<s>/val_<metric>``) goes to
+MLflow while mmengine trains, at step = iteration; the test metrics of each seed
+(``<metric>_seed<s>``) and the job's summary at step 0. SIGTERM / SIGINT save mmengine's
+state after the iteration in progress and exit 75 (requeue), like the other stages.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pixmim.config import JobConfig
 from pixmim.engine import distributed
-from pixmim.engine.loop import ResumeState
+from pixmim.engine.loop import Preempted, ResumeState
 from pixmim.stages.common import complete, load_pretrain_checkpoint, parent_tags, tracked
 
 
@@ -50,17 +58,20 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
     t0 = time.perf_counter()
     per_seed: list[dict[str, float]] = []
     state = ResumeState(out)
-    with tracked(cfg, out, dist, tags) as tracker:
+    with tracked(cfg, out, dist, tags) as tracker, stop_signals() as stop:
         if tracker is not None:  # a resumed job reopens this run
             state.save({"mlflow_run_id": tracker.run_id})
-        for i, seed in enumerate(seeds):
+        for seed in seeds:
+            if (sig := stop()) is not None:  # arrived during the previous seed's test
+                raise Preempted(f"{sig} before seed {seed}: the seeds before it are saved; "
+                                f"exit {Preempted.exit_code} so the job is requeued")
             work = out / "_state" / f"seed{seed}"
-            result = task.run_seed(cfg, work, seed, checkpoint)
+            result = task.run_seed(cfg, work, seed, checkpoint, name=f"seed{seed}", stop=stop,
+                                   log=tracker.log_metrics if tracker is not None else None)
             per_seed.append(result["metrics"])
             if tracker is not None:
-                _log_curve(tracker, task, result["log_dir"], seed)
                 tracker.log_metrics({f"{k}_seed{seed}": v for k, v in result["metrics"].items()},
-                                    step=i)
+                                    step=0)
             shutil.copy2(result["config"], out / f"mm_config_seed{seed}.py")
         metrics = {"stage": cfg.stage, "experiment": cfg.experiment,
                    "mlflow_run_id": tracker.run_id if tracker else None,
@@ -72,23 +83,28 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
                    "seconds": round(time.perf_counter() - t0, 1)}
         if tracker is not None:
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)},
-                                step=cfg.dense.iters)
+                                step=0)
             for f in sorted(out.glob("mm_config_seed*.py")):
                 tracker.log_artifact(f)
         return complete(out, metrics, tracker, cfg, dist)
 
 
-def _log_curve(tracker, task, log_dir: str, seed: int) -> None:
-    """Training loss, lr and validation scalars of one seed, per iteration."""
-    from pixmim.downstream.common import training_curve
-
-    for row in training_curve(log_dir):
-        step = int(row.pop("step", row.get("iter", 0)))
-        row.pop("iter", None)
-        keep = {f"seed{seed}/{k.replace('.', '_')}": v for k, v in row.items()
-                if k.startswith(("loss", "decode", "aux", "lr", "acc"))}
-        if keep:
-            tracker.log_metrics(keep, step=step)
+@contextmanager
+def stop_signals() -> Iterator[Callable[[], str | None]]:
+    """While open, SIGTERM and SIGINT only record their name; yields the check that returns
+    it (None until one arrived), which the Runner's preempt hook reads after each
+    iteration. The previous handlers come back on exit."""
+    got: list[str] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(
+                sig, lambda signum, frame: got.append(signal.Signals(signum).name))
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def mean(rows: list[dict[str, float]], key: str, scale: float = 1.0) -> float:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from pixmim.config import TrackingConfig
 from pixmim.engine import tracking
@@ -173,3 +174,19 @@ def test_locked_store_never_costs_the_run_and_is_synced_later(tmp_path, tiny_dat
     res = run_ok([sys.executable, "-m", "pixmim", "mlflow-sync", str(out)])  # the log's URI
     run_id = res.stdout.split("synced into run ")[1].split()[0]
     assert_synced(uri, run_id, metrics, tiny_data)
+
+
+@pytest.mark.slow
+def test_a_failed_final_write_marks_the_run_failed(tmp_path, tiny_data, store):
+    """Training done, then ``metrics.json`` cannot be written (a folder is in its place):
+    the job fails with one line naming the file, and its MLflow run ends FAILED, not
+    RUNNING."""
+    out = tmp_path / "out"
+    (out / "metrics.json").mkdir(parents=True)
+    cfg = write(tmp_path / "c.yaml", pretrain_job(tiny_data, tracking=store, epochs=1))
+    res = run(stage_cmd("pretrain", cfg, out))
+    assert res.returncode == 1, res.stderr[-3000:]
+    said = [s for s in lines(res.stderr) if ": error: " in s]
+    assert len(said) == 1 and "metrics.json" in said[0], said
+    state = torch.load(out / "_state" / "last.pth", map_location="cpu", weights_only=True)
+    assert mlflow_client(store).get_run(state["mlflow_run_id"]).info.status == "FAILED"

@@ -50,6 +50,7 @@ def job(exp: str, stage: str, uri: str, tables: str) -> JobConfig:
         "experiment": exp, "stage": stage, "method": method,
         "arch": arch.rsplit("_", 1)[0],
         "tags": {"tables": tables, "variant": VARIANTS.get(exp, "base")},
+        "dense": {"root": "scenes"} if stage == "segment_ade20k" else {},
         "tracking": {"tracking_uri": uri, "experiment": EXPERIMENT}})
 
 
@@ -70,6 +71,12 @@ def populate(root: Path) -> str:
             probe.log_metrics({"top1": 0.3 * epoch + (0.05 if exp == PIX else 0.0)}, epoch)
         probe.finish()
     start_tracker(job(CONTROL, "pretrain", uri, "table9"), root / CONTROL).finish()
+    # a dense run: its training curve at step = iteration, its summary at step 0
+    dense = start_tracker(job(BASE, "segment_ade20k", uri, "table2"), root / BASE / "seg")
+    for it in range(10, 110, 10):
+        dense.log_metrics({"seed0/loss": 3.0 - it / 50, "seed0/lr": 1e-4}, it)
+    dense.log_metrics({"miou": 12.5}, 0)
+    dense.finish()
     return uri
 
 
@@ -183,3 +190,26 @@ def test_compare_tag_pairs_baseline_and_variant(server, tmp_path):
                   tmp_path, curves)
     assert all(c in text for c in curves), text[:3000]
     assert CONTROL not in text
+
+
+def test_run_page_shows_the_git_commit(server, tmp_path):
+    """The run's overview shows its source commit (mlflow.source.git.commit)."""
+    from pixmim.engine.tracking import git_sha
+
+    url, exp_id, client = server
+    (run,) = client.search_runs([exp_id], f"attributes.run_name = '{BASE}/pretrain'")
+    sha = run.data.tags["mlflow.source.git.commit"]
+    assert sha == git_sha() and re.fullmatch(r"[0-9a-f]{40}", sha)
+    text = render(f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path,
+                  (sha[:7],))
+    assert re.search(rf"\bSource\b.{{0,120}}\b{sha[:7]}\b", text), text[:3000]
+
+
+def test_chart_of_a_dense_runs_loss(server, tmp_path):
+    """The chart view of the dense run plots its live training curve ``seed0/loss``."""
+    url, exp_id, _ = server
+    name = f"{BASE}/segment_ade20k"
+    curve = f"{name} (seed0/loss)"
+    text = render(runs_page(url, exp_id, "tags.stage = 'segment_ade20k'", "CHART"), tmp_path,
+                  (curve,))
+    assert curve in text, text[:3000]

@@ -1,0 +1,122 @@
+"""Preemption of a dense stage: SIGTERM saves mmengine's state after the iteration in
+progress and exits 75; the rerun resumes at that iteration in the same MLflow run, whose
+training curve was logged live, and ends where an uninterrupted run ends (CPU). The job log
+shows loss, lr and ETA."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.faults.jobs import ARCH, env, history, lines, mlflow_client, run_ok, stage_cmd, write
+
+pytest.importorskip("mmseg")
+
+ITERS = 16
+
+
+@pytest.fixture(scope="module")
+def dense_inputs(tmp_path_factory):
+    """Generated ADE20K-like scenes and an (untrained) pretraining checkpoint."""
+    from pixmim.data.scenes import SceneConfig, generate
+    from pixmim.models import create_model
+
+    tmp = tmp_path_factory.mktemp("dense_faults")
+    generate(SceneConfig(seed=0, train=8, val=2), tmp / "scenes")
+    torch.manual_seed(0)
+    (tmp / "pretrain").mkdir()
+    torch.save({"model": create_model("mae", ARCH).state_dict(),
+                "meta": {"method": "mae", "arch": ARCH}}, tmp / "pretrain" / "checkpoint.pth")
+    return tmp
+
+
+def dense_job(inputs, store: str) -> dict:
+    return {
+        "experiment": "mae-pixmim_faults", "stage": "segment_ade20k", "method": "mae",
+        "arch": ARCH, "pretrain_dir": str(inputs / "pretrain"),
+        "dense": {"root": str(inputs / "scenes" / "ade20k"), "iters": ITERS,
+                  "val_interval": 8, "batch_size": 2, "crop_size": 64, "scale": [192, 64],
+                  "head_channels": 16, "num_workers": 0, "warmup_iters": 2, "runs": 1,
+                  "drop_path": 0.0},
+        "tracking": {"tracking_uri": store, "experiment": "faults"},
+    }
+
+
+def trained_iters(out) -> int:
+    """Training log points mmengine wrote so far (one per iteration here)."""
+    return sum(1 for f in out.glob("_state/seed*/*/vis_data/scalars.json")
+               for row in f.read_text().splitlines() if '"loss"' in row)
+
+
+def sigterm_after(cmd, out, iters: int) -> tuple[int, str]:
+    """Start ``cmd``; SIGTERM once it logged ``iters`` training iterations."""
+    log = out.parent / f"{out.name}.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while trained_iters(out) < iters and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"ended before SIGTERM:\n{log.read_text()[-3000:]}"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=300)
+    return rc, log.read_text()
+
+
+@pytest.mark.slow
+def test_dense_sigterm_saves_mmengine_state_and_the_rerun_resumes_there(tmp_path, dense_inputs,
+                                                                         store):
+    cfg = write(tmp_path / "config.yaml", dense_job(dense_inputs, store))
+    ref, out = tmp_path / "ref", tmp_path / "preempted"
+    done = run_ok(stage_cmd("segment_ade20k", cfg, ref))
+    # the job log: mmengine's iteration lines with loss, lr and ETA (log_level INFO)
+    said = [s for s in lines(done.stdout) if re.search(rf"Iter\(train\) \[\s*\d+/{ITERS}\]", s)]
+    assert len(said) == ITERS, done.stdout[-3000:]  # interval 1 at 16 iterations
+    assert all(re.search(r"lr: \S+ .*eta: .*loss: \d", s) for s in said), said[0]
+
+    rc, log = sigterm_after(stage_cmd("segment_ade20k", cfg, out), out, 3)
+    assert rc == 75, log[-3000:]
+    assert "Traceback" not in log
+    stops = [s for s in lines(log) if "SIGTERM" in s]
+    assert len(stops) == 1, stops
+    m = re.fullmatch(r"pixmim segment_ade20k: SIGTERM at iteration (\d+) of (seed\d+): state "
+                     r"saved to (\S+); exit 75 .*", stops[0])
+    assert m, stops[0]
+    at, seed, saved = int(m[1]), m[2], m[3]
+    assert 3 <= at < ITERS
+    work = out / "_state" / seed
+    assert (work / "last_checkpoint").read_text().strip() == saved == \
+        str(work / f"preempt_iter_{at}.pth")
+    ckpt = torch.load(saved, map_location="cpu", weights_only=False)
+    assert ckpt["meta"]["iter"] == at and {"optimizer", "param_schedulers"} <= set(ckpt)
+    assert not (out / "metrics.json").exists()
+    run_id = torch.load(out / "_state" / "last.pth", weights_only=True)["mlflow_run_id"]
+    client = mlflow_client(store)
+    assert client.get_run(run_id).info.status == "KILLED"
+    # logged live: the killed attempt's curve holds every iteration it trained
+    assert sorted(history(client, run_id, f"{seed}/loss")) == list(range(1, at + 1))
+    print(f"\nSIGTERM after iteration {at} of {ITERS}")
+
+    res = run_ok(stage_cmd("segment_ade20k", cfg, out))
+    assert f"resumed epoch: 0, iter: {at}" in res.stdout, res.stdout[-3000:]
+    resumed = [int(x) for x in re.findall(rf"Iter\(train\) \[\s*(\d+)/{ITERS}\]", res.stdout)]
+    assert resumed == list(range(at + 1, ITERS + 1))  # no iteration trained twice
+    a = json.loads((ref / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert b["mlflow_run_id"] == run_id != a["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    curve, ref_curve = (history(client, r, f"{seed}/loss") for r in (run_id, a["mlflow_run_id"]))
+    assert sorted(curve) == sorted(ref_curve) == list(range(1, ITERS + 1))
+    print(f"mIoU {b['miou']:.4f} resumed vs {a['miou']:.4f} uninterrupted; last loss "
+          f"{curve[ITERS]:.6f} vs {ref_curve[ITERS]:.6f}; before the stop "
+          f"{curve[at]:.6f} vs {ref_curve[at]:.6f}")
+    # CPU, deterministic kernels: mmengine's state plus torch's RNG (rng_hook) resume exactly
+    assert curve == ref_curve
+    assert b["per_seed"] == a["per_seed"]
+    # summaries at step 0 (the step of each metric family: pixmim.engine.tracking.Tracker)
+    assert history(client, run_id, "miou") == {0: pytest.approx(b["miou"])}
+    assert sorted(history(client, run_id, f"mIoU_{seed}")) == [0]
