@@ -326,13 +326,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate multi-object scenes in ADE20K and COCO layouts.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    fields = ("seed", "train", "val", "height", "width", "min_objects", "max_objects")
-    for name in fields:  # --train/--val: scene counts; --height/--width: canvas in px
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    fields = {"seed": "dataset seed", "train": "training scenes", "val": "validation scenes",
+              "height": "canvas height in px", "width": "canvas width in px",
+              "min_objects": "fewest objects drawn per scene",
+              "max_objects": "most objects drawn per scene"}
+    for name, help_ in fields.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
+                            help=f"{help_} (%(default)s)")
     parser.add_argument("--object-scale", type=float, nargs=2, default=d.object_scale,
                         metavar=("LO", "HI"),
                         help="object size range relative to the canvas's shorter side")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes (%(default)s)")
     args = parser.parse_args(argv)
     cfg = SceneConfig(**{name: getattr(args, name) for name in fields},
                       object_scale=tuple(args.object_scale))

@@ -837,13 +837,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pixmim data synth", description="Generate the synthetic-shapes dataset."
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--train-per-class", type=int, default=d.train_per_class)
-    parser.add_argument("--val-per-class", type=int, default=d.val_per_class)
-    parser.add_argument("--short-side", type=int, default=d.short_side)
+    parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed (%(default)s)")
+    parser.add_argument("--train-per-class", type=int, default=d.train_per_class,
+                        help="training images per class (%(default)s)")
+    parser.add_argument("--val-per-class", type=int, default=d.val_per_class,
+                        help="validation images per class (%(default)s)")
+    parser.add_argument("--short-side", type=int, default=d.short_side,
+                        help="canvas shorter side in px (%(default)s)")
     parser.add_argument("--texture-class-bound", type=float, default=d.texture_class_bound,
-                        help="probability that an image's texture is its class's")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+                        help="probability that an image's texture is its class's (%(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes (%(default)s)")
     args = parser.parse_args(argv)
     cfg = SynthConfig(
         seed=args.seed,

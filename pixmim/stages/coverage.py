@@ -97,7 +97,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--patch-size", type=int, required=True, help="mask unit on the output (px)")
     p.add_argument("--mask-ratio", type=float, default=0.75, help="MAE Sec. 4: 0.75")
     p.add_argument("--repeats", type=int, default=1, help="seeded draws per image")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the crop and mask draws")
     p.add_argument("--split", default="train", help="split folder (default: train)")
     p.add_argument("--crops", default=",".join(CROPS), type=lambda s: s.split(","),
                    help=f"comma-separated crops (default: {','.join(CROPS)})")
