@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pixmim.data.imagenet_meta import imagenet_names, imagenet_wnids
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-synth-shapes/1"
 
@@ -756,10 +757,11 @@ def _write_all(cfg: SynthConfig, root: Path, workers: int) -> dict[tuple[int, in
     """Write all splits and classes, optionally in `workers` spawned processes."""
     jobs = [(s, c) for s in range(len(SPLITS)) for c in range(len(CATEGORIES))]
     if workers <= 1:
-        return {job: _write_class(cfg, root, *job) for job in jobs}
+        return {job: _write_class(cfg, root, *job) for job in progress(jobs, "synth", unit="class")}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {job: pool.submit(_write_class, cfg, root, *job) for job in jobs}
-        return {job: fut.result() for job, fut in futures.items()}
+        return {job: fut.result()
+                for job, fut in progress(futures.items(), "synth", total=len(jobs), unit="class")}
 
 
 def _build_meta(cfg: SynthConfig, fractions: dict[tuple[int, int], list[float]]) -> dict:

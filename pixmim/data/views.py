@@ -55,6 +55,7 @@ from pixmim.data.synth import (
     render,
 )
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-views/1"
 VIEWS: tuple[str, ...] = (
@@ -539,11 +540,12 @@ def _write_views(
         for view in views:
             start, args = time.perf_counter(), (cfg, synth, root, sources)
             (root / view).mkdir(parents=True, exist_ok=True)
+            jobs = _jobs(view, cfg)
             if pool is None:
-                counts[view] = sum(_run_job(job, *args) for job in _jobs(view, cfg))
+                done = (_run_job(job, *args) for job in jobs)
             else:
-                futures = [pool.submit(_run_job, job, *args) for job in _jobs(view, cfg)]
-                counts[view] = sum(f.result() for f in futures)
+                done = (f.result() for f in [pool.submit(_run_job, job, *args) for job in jobs])
+            counts[view] = sum(progress(done, view, total=len(jobs), unit="job"))
             seconds[view] = round(time.perf_counter() - start, 2)
     return counts, seconds
 

@@ -23,6 +23,7 @@ from PIL import Image
 from pixmim.analysis import coverage as cv
 from pixmim.data.transforms import CROPS
 from pixmim.io import write_json, write_text
+from pixmim.progress import progress
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[tuple[str, bool], list[float]] = {
         (name, masked): [] for name in crops for masked in (False, True)}
     skipped = 0
-    for index, (img, mask) in enumerate(pairs):
+    for index, (img, mask) in enumerate(progress(pairs, "coverage", unit="image")):
         fg = load_foreground(img, mask)
         if not fg.any():
             skipped += 1
