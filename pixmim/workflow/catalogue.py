@@ -29,25 +29,17 @@ def plugins(config: dict[str, Any]) -> tuple[str, ...]:
     return tuple(config.get("plugins") or ())
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake's config merge: nested mappings merge, anything else replaces."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_config(*configfiles: str | Path) -> dict[str, Any]:
-    """The config the Snakefile sees with ``--configfile`` ``configfiles`` (in order)."""
+    """The config the Snakefile sees with ``--configfile`` ``configfiles`` (in order),
+    merged by Snakemake's own function: nested mappings merge, anything else replaces."""
+    from snakemake.utils import update_config  # on use: `budget --help` does not pay for it
+
     config: dict[str, Any] = {}
     for path in (*BASE_CONFIGS, *configfiles):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        config = merge(config, yaml.safe_load(path.read_text()) or {})
+        update_config(config, yaml.safe_load(path.read_text()) or {})
     return config
 
 
