@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError,
             FloatingPointError, WriteError) as e:
         # Bad input (or a full disk): one line naming the culprit, no traceback.
-        print(f"pixmim {name}: error: {one_line(e)}", file=sys.stderr)
+        print(f"pixmim {argv[0]}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except BaseException as e:
         # only a stage that imported the training loop can be preempted (and --help's
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = sys.modules.get("pixmim.engine.loop")
         if loop is not None and isinstance(e, loop.Preempted):
             # SIGTERM (SLURM's preemption / time limit): state saved; a rerun resumes.
-            print(f"pixmim {name}: {e}", file=sys.stderr)
+            print(f"pixmim {argv[0]}: {e}", file=sys.stderr)
             return loop.Preempted.exit_code
         raise
 

@@ -95,3 +95,10 @@ def test_underscore_spellings_are_aliases(alias, monkeypatch):
 def test_unknown_command_is_named(capsys):
     assert main(["linear-prob"]) == 2
     assert "unknown command 'linear-prob'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("typed", ["linear_probe", "linear-probe"])
+def test_an_error_line_names_the_command_as_typed(typed, tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert main([typed, "--config", str(missing), "--out", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.startswith(f"pixmim {typed}: error: ")
