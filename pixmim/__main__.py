@@ -3,6 +3,10 @@
 The per-experiment stages come from the stage registry (:mod:`pixmim.registry`); ``run``
 runs whichever stage a job config names (plugin stages included), which is what the
 workflow's rules call. Modules are imported lazily so that torch-free commands start fast.
+
+Commands are spelled with hyphens (``linear-probe``, ``mlflow-sync``); the underscore
+spelling of any command (``linear_probe``: the stage's key in configs, rules and result
+folders) is accepted as an alias.
 """
 
 from __future__ import annotations
@@ -24,29 +28,44 @@ TOOLS = {
 }
 
 
+def cli_name(name: str) -> str:
+    """The command's spelling on the command line: ``linear_probe`` -> ``linear-probe``."""
+    return name.replace("_", "-")
+
+
 def commands() -> dict[str, tuple[str, str]]:
-    """Command -> (module, help): the registry's stages, then the tools."""
+    """Command (hyphenated) -> (module, help): the registry's stages, then the tools."""
     from pixmim import registry
 
-    stages = {n: (s.module, s.help) for n, s in registry.stages().items()}
+    stages = {cli_name(n): (s.module, s.help) for n, s in registry.stages().items()}
     return {**stages, **TOOLS}
 
 
 def usage() -> str:
-    lines = ["usage: python -m pixmim [--version] <command> [args]", "", "commands:"]
+    lines = ["usage: python -m pixmim [-h] [--version] <command> [args]", "",
+             "The PixMIM Bench pipeline's one command line; `<command> --help` shows a "
+             "command's options.", "", "commands:"]
     lines += [f"  {name:<15} {help_}" for name, (_, help_) in commands().items()]
+    lines += ["", "An underscore spelling is an alias (linear_probe = linear-probe).", "",
+              "options:", "  -h, --help      show this help message and exit",
+              "  -V, --version   show the version and exit"]
     return "\n".join(lines)
 
 
 def run_job(argv: list[str]) -> int:
     """``run --config F ...``: the stage (and plugins) named in the job config ``F``."""
+    import argparse
+
     import yaml
 
     from pixmim import registry
 
-    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
-        raise ValueError("run: --config FILE is required")
-    path = Path(argv[argv.index("--config") + 1])
+    p = argparse.ArgumentParser(
+        prog="python -m pixmim run", description="Run the stage that a job config names.",
+        epilog="The other options (--out DIR, --tags FILE) are the stage's own and are passed "
+               "on to it: see `python -m pixmim <stage> --help`.")
+    p.add_argument("--config", required=True, help="resolved job config (YAML) naming its stage")
+    path = Path(p.parse_known_args(argv)[0].config)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     job = yaml.safe_load(path.read_text()) or {}
@@ -66,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"pixmim {__version__}")
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = cli_name(argv[0]), argv[1:]
     table = commands()
     if name not in table:
-        print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        print(f"unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     from pixmim.config import ConfigError
     from pixmim.io import WriteError
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError,
             FloatingPointError, WriteError) as e:
         # Bad input (or a full disk): one line naming the culprit, no traceback.
-        print(f"pixmim {name}: error: {one_line(e)}", file=sys.stderr)
+        print(f"pixmim {argv[0]}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except BaseException as e:
         # only a stage that imported the training loop can be preempted (and --help's
@@ -91,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = sys.modules.get("pixmim.engine.loop")
         if loop is not None and isinstance(e, loop.Preempted):
             # SIGTERM (SLURM's preemption / time limit): state saved; a rerun resumes.
-            print(f"pixmim {name}: {e}", file=sys.stderr)
+            print(f"pixmim {argv[0]}: {e}", file=sys.stderr)
             return loop.Preempted.exit_code
         raise
 

@@ -222,11 +222,12 @@ def cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 def test_cli_help_lists_every_stage_and_tool():
     res = cli("--help")
     assert res.returncode == 0, res.stderr
-    listed = [line.split()[0] for line in res.stdout.splitlines() if line.startswith("  ")]
-    assert listed == [*registry.stages(), *TOOLS]
-    assert set(listed) == STAGES | set(TOOLS)
+    table = res.stdout.split("commands:\n")[1].split("\n\n")[0]
+    listed = [line.split()[0].replace("-", "_") for line in table.splitlines()]
+    assert listed == [*registry.stages(), *(t.replace("-", "_") for t in TOOLS)]
+    assert set(listed) == STAGES | {t.replace("-", "_") for t in TOOLS}
     for name, spec in registry.stages().items():
-        assert f"  {name:<15} {spec.help}" in res.stdout
+        assert f"  {name.replace('_', '-'):<15} {spec.help}" in res.stdout
 
 
 def test_cli_run_with_a_missing_config_is_one_line_naming_it(tmp_path):

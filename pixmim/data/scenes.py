@@ -37,6 +37,7 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -60,6 +61,7 @@ from pixmim.data.synth import (
     _texture,
 )  # fmt: skip
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-scenes/1"
 
@@ -246,11 +248,14 @@ def _write_all(cfg: SceneConfig, root: Path, workers: int, chunk: int = 16) -> d
     sizes = {"train": cfg.train, "val": cfg.val}
     jobs = [(s, i, min(i + chunk, sizes[split])) for s, split in enumerate(SPLITS)
             for i in range(0, sizes[split], chunk)]  # fmt: skip
-    if workers <= 1:
-        results = [_write_chunk(cfg, root, *job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = [f.result() for f in [pool.submit(_write_chunk, cfg, root, *j) for j in jobs]]
+    spawn = get_context("spawn")
+    results = []
+    with (ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else nullcontext() as pool,
+          progress(desc="scenes", total=cfg.train + cfg.val, unit="scene") as bar):
+        pending = [pool.submit(_write_chunk, cfg, root, *j) if pool else None for j in jobs]
+        for job, fut in zip(jobs, pending, strict=True):
+            results.append(fut.result() if fut else _write_chunk(cfg, root, *job))
+            bar.update(job[2] - job[1])
     out = {}
     for s, split in enumerate(SPLITS):
         mine = [r for job, r in zip(jobs, results, strict=True) if job[0] == s]
@@ -326,13 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate multi-object scenes in ADE20K and COCO layouts.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    fields = ("seed", "train", "val", "height", "width", "min_objects", "max_objects")
-    for name in fields:  # --train/--val: scene counts; --height/--width: canvas in px
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    fields = {"seed": "dataset seed", "train": "training scenes", "val": "validation scenes",
+              "height": "canvas height in px", "width": "canvas width in px",
+              "min_objects": "fewest objects drawn per scene",
+              "max_objects": "most objects drawn per scene"}
+    for name, help_ in fields.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
+                            help=f"{help_} (%(default)s)")
     parser.add_argument("--object-scale", type=float, nargs=2, default=d.object_scale,
                         metavar=("LO", "HI"),
                         help="object size range relative to the canvas's shorter side")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes (%(default)s)")
     args = parser.parse_args(argv)
     cfg = SceneConfig(**{name: getattr(args, name) for name in fields},
                       object_scale=tuple(args.object_scale))

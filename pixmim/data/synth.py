@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pixmim.data.imagenet_meta import imagenet_names, imagenet_wnids
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-synth-shapes/1"
 
@@ -756,10 +757,11 @@ def _write_all(cfg: SynthConfig, root: Path, workers: int) -> dict[tuple[int, in
     """Write all splits and classes, optionally in `workers` spawned processes."""
     jobs = [(s, c) for s in range(len(SPLITS)) for c in range(len(CATEGORIES))]
     if workers <= 1:
-        return {job: _write_class(cfg, root, *job) for job in jobs}
+        return {job: _write_class(cfg, root, *job) for job in progress(jobs, "synth", unit="class")}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {job: pool.submit(_write_class, cfg, root, *job) for job in jobs}
-        return {job: fut.result() for job, fut in futures.items()}
+        return {job: fut.result()
+                for job, fut in progress(futures.items(), "synth", total=len(jobs), unit="class")}
 
 
 def _build_meta(cfg: SynthConfig, fractions: dict[tuple[int, int], list[float]]) -> dict:
@@ -837,13 +839,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pixmim data synth", description="Generate the synthetic-shapes dataset."
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--train-per-class", type=int, default=d.train_per_class)
-    parser.add_argument("--val-per-class", type=int, default=d.val_per_class)
-    parser.add_argument("--short-side", type=int, default=d.short_side)
+    parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed (%(default)s)")
+    parser.add_argument("--train-per-class", type=int, default=d.train_per_class,
+                        help="training images per class (%(default)s)")
+    parser.add_argument("--val-per-class", type=int, default=d.val_per_class,
+                        help="validation images per class (%(default)s)")
+    parser.add_argument("--short-side", type=int, default=d.short_side,
+                        help="canvas shorter side in px (%(default)s)")
     parser.add_argument("--texture-class-bound", type=float, default=d.texture_class_bound,
-                        help="probability that an image's texture is its class's")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+                        help="probability that an image's texture is its class's (%(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes (%(default)s)")
     args = parser.parse_args(argv)
     cfg = SynthConfig(
         seed=args.seed,

@@ -55,6 +55,7 @@ from pixmim.data.synth import (
     render,
 )
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-views/1"
 VIEWS: tuple[str, ...] = (
@@ -539,11 +540,12 @@ def _write_views(
         for view in views:
             start, args = time.perf_counter(), (cfg, synth, root, sources)
             (root / view).mkdir(parents=True, exist_ok=True)
+            jobs = _jobs(view, cfg)
             if pool is None:
-                counts[view] = sum(_run_job(job, *args) for job in _jobs(view, cfg))
+                done = (_run_job(job, *args) for job in jobs)
             else:
-                futures = [pool.submit(_run_job, job, *args) for job in _jobs(view, cfg)]
-                counts[view] = sum(f.result() for f in futures)
+                done = (f.result() for f in [pool.submit(_run_job, job, *args) for job in jobs])
+            counts[view] = sum(progress(done, view, total=len(jobs), unit="job"))
             seconds[view] = round(time.perf_counter() - start, 2)
     return counts, seconds
 
@@ -646,11 +648,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--src", type=Path, required=True, help="generated dataset (val/, meta.json)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    for name in ("seed", "c_per_class", "a_per_class", "r_per_class", "sketch_per_class",
-                 "cue_per_shape", "size"):  # fmt: skip
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    p.add_argument("--views", default=",".join(VIEWS), help="comma-separated subset of views")
-    p.add_argument("--workers", type=int, default=1, help="writing processes")
+    sizes = {"seed": "views seed",
+             "c_per_class": "val images per class corrupted for ImageNet-C (x 15 x 5)",
+             "a_per_class": "ImageNet-A-like images per class",
+             "r_per_class": "ImageNet-R-like images per class",
+             "sketch_per_class": "ImageNet-Sketch-like images per class",
+             "cue_per_shape": "cue-conflict images per shape category",
+             "size": "side in px of the A/R/Sketch/cue-conflict images"}
+    for name, help_ in sizes.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
+                       help=f"{help_} (%(default)s)")
+    p.add_argument("--views", default=",".join(VIEWS),
+                   help="comma-separated subset of views (%(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="writing processes (%(default)s)")
     args = vars(p.parse_args(argv))
     src, out, workers = args.pop("src"), args.pop("out"), args.pop("workers")
     views = tuple(v for v in args.pop("views").split(",") if v)

@@ -337,7 +337,7 @@ def sync_main(argv: list[str] | None = None) -> int:
     under each PATH (a run folder or ``results/``)."""
     p = argparse.ArgumentParser(prog="python -m pixmim mlflow-sync")
     p.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or each log's)")
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="+", help="run folders or results/ to search for offline logs")
     args = p.parse_args(argv)
     logs = sorted({f for path in args.paths for f in
                    ([Path(path)] if Path(path).is_file() else Path(path).rglob(OFFLINE_LOG))})

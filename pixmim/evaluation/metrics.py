@@ -11,8 +11,8 @@ Units used throughout: ImageNet-C errors are fractions in [0, 1]; ``mce`` and
   the subset's columns before the argmax (timm's ``imagenet_{a,r}_indices.txt``), and a
   target is a position in that 200-entry list.
 
-Functions taking logits accept numpy arrays or torch tensors (duck-typed: this module never
-imports torch).
+Functions taking logits accept numpy arrays or torch tensors; the module imports torch only
+when they are called (top-k is timm's ``accuracy``).
 """
 
 from __future__ import annotations
@@ -149,29 +149,41 @@ def folder_targets(folders: Sequence[str], wnids: Sequence[str], key: str) -> li
     return [position[f] for f in folders]
 
 
-def _numpy(x: Any) -> np.ndarray:
-    """A numpy view of a numpy array or a (possibly GPU) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+def topk_hits(logits: Any, targets: Any, topk: Sequence[int] = (1,),
+              indices: Sequence[int] | None = None) -> list[int]:
+    """Number of samples whose target is among the ``k`` best scores, for each ``k`` in
+    ``topk``, after slicing to ``indices`` if given: counts, so that batches and ranks sum.
 
-
-def top1_hits(logits: Any, targets: Any, indices: Sequence[int] | None = None) -> int:
-    """Number of correct argmax predictions, after slicing to ``indices`` if given.
+    ``timm.utils.accuracy`` computes them (as percentages of the batch, which float32 holds
+    exactly enough for any batch below 2^24 / 100 samples to round back to the count).
 
     Args:
-        logits: [N, 1000] scores (ndarray or tensor).
-        targets: [N] ImageNet indices, or positions in ``indices`` when it is given.
-        indices: the subset's ImageNet columns; None scores all columns.
+        logits: [N, C] scores (ndarray or tensor).
+        targets: [N] class indices, or positions in ``indices`` when it is given.
+        topk: the ``k`` values (a ``k`` above the number of classes counts every sample).
+        indices: the subset's columns (ImageNet-A/R); None scores all columns.
     """
+    import torch
+    from timm.utils import accuracy
+
     if logits.ndim != 2 or len(logits) != len(targets):
         raise ValueError(f"expected logits [N, C] and targets [N], got {tuple(logits.shape)} "
                          f"and {len(targets)} targets")
+    logits = torch.as_tensor(logits)
     if indices is not None:
         if max(indices) >= logits.shape[1]:
             raise ValueError(f"subset index {max(indices)} outside {logits.shape[1]} logits")
         logits = logits[:, list(indices)]
-    return int((_numpy(logits.argmax(1)) == _numpy(targets)).sum())
+    targets = torch.as_tensor(targets, device=logits.device)
+    if len(targets) == 0:
+        return [0 for _ in topk]
+    return [round(float(pct) * len(targets) / 100) for pct in accuracy(logits, targets, topk)]
+
+
+def top1_hits(logits: Any, targets: Any, indices: Sequence[int] | None = None) -> int:
+    """Number of correct argmax predictions, after slicing to ``indices`` if given
+    (:func:`topk_hits` with ``k = 1``)."""
+    return topk_hits(logits, targets, (1,), indices)[0]
 
 
 def top1_sliced(logits: Any, targets_in_subset: Any, indices: Sequence[int]) -> float:

@@ -204,7 +204,7 @@ FIGURES = {"curves": curves, "shape_bias": shape_bias, "frequency": frequency,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pixmim figure")
-    p.add_argument("kind", choices=sorted(FIGURES))
+    p.add_argument("kind", choices=sorted(FIGURES), help="the figure to draw")
     p.add_argument("--spec", required=True, help="table spec YAML written by the workflow")
     p.add_argument("--out", required=True, help="PNG file to write")
     args = p.parse_args(argv)

@@ -23,6 +23,7 @@ from PIL import Image
 from pixmim.analysis import coverage as cv
 from pixmim.data.transforms import CROPS
 from pixmim.io import write_json, write_text
+from pixmim.progress import progress
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[tuple[str, bool], list[float]] = {
         (name, masked): [] for name in crops for masked in (False, True)}
     skipped = 0
-    for index, (img, mask) in enumerate(pairs):
+    for index, (img, mask) in enumerate(progress(pairs, "coverage", unit="image")):
         fg = load_foreground(img, mask)
         if not fg.any():
             skipped += 1
@@ -97,7 +98,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--patch-size", type=int, required=True, help="mask unit on the output (px)")
     p.add_argument("--mask-ratio", type=float, default=0.75, help="MAE Sec. 4: 0.75")
     p.add_argument("--repeats", type=int, default=1, help="seeded draws per image")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the crop and mask draws")
     p.add_argument("--split", default="train", help="split folder (default: train)")
     p.add_argument("--crops", default=",".join(CROPS), type=lambda s: s.split(","),
                    help=f"comma-separated crops (default: {','.join(CROPS)})")

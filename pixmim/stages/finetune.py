@@ -31,6 +31,7 @@ from pixmim.data.transforms import (
 )
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import build_classifier, save_classifier
 from pixmim.models.export import load_pretrained
 from pixmim.stages.common import (
@@ -92,11 +93,8 @@ def evaluate(model: nn.Module, loader, dist) -> dict[str, float]:
     model.eval()
     top1 = top5 = total = 0
     for x, y in loader:
-        logits = model(x.to(dist.device))
-        best5 = logits.topk(5, dim=1).indices.cpu()
-        top1 += (best5[:, 0] == y).sum().item()
-        top5 += (best5 == y[:, None]).any(dim=1).sum().item()
-        total += len(y)
+        hits = M.topk_hits(model(x.to(dist.device)), y, (1, 5))
+        top1, top5, total = top1 + hits[0], top5 + hits[1], total + len(y)
     top1, top5, total = distributed.all_reduce_sum([top1, top5, total], dist)
     return {"top1": 100.0 * top1 / max(total, 1), "top5": 100.0 * top5 / max(total, 1)}
 

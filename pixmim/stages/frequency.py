@@ -29,6 +29,7 @@ from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
 from pixmim.io import write_text
+from pixmim.progress import progress
 from pixmim.engine.loop import make_loader, seed_everything
 from pixmim.stages.common import (
     build_pretrained,
@@ -64,7 +65,7 @@ def measure(model: torch.nn.Module, loader, cfg: JobConfig, device: torch.device
                  f"psnr_{v}": torch.zeros(n_bands, dtype=torch.float64),
                  f"full_{v}": torch.zeros(1, dtype=torch.float64)}
     positions = iter(loader.sampler)
-    for x, _ in loader:
+    for x, _ in progress(loader, "frequency", unit="batch"):
         index = [next(positions) for _ in range(len(x))]
         seeds = [sample_seed(cfg.train.seed, 0, i) for i in index]
         x = x.to(device)

@@ -28,6 +28,7 @@ from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.evaluation import metrics as M
 from pixmim.stages.common import (
     binomial_se,
     chance_top1,
@@ -72,7 +73,7 @@ def accuracy(features, head: nn.Module, batches, dist) -> float:
     hits = total = 0
     for x, y in batches:
         logits = head(features(x.to(dist.device)).float())
-        hits += (logits.argmax(1).cpu() == y).sum().item()
+        hits += M.top1_hits(logits, y)
         total += len(y)
     hits, total = distributed.all_reduce_sum([hits, total], dist)
     return 100.0 * hits / max(total, 1)

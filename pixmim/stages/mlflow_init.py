@@ -13,8 +13,8 @@ from pixmim.engine.tracking import ensure_store, resolve_uri
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pixmim mlflow-init")
-    p.add_argument("--uri", required=True)
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--uri", required=True, help="tracking URI (MLFLOW_TRACKING_URI overrides)")
+    p.add_argument("--experiment", required=True, help="experiment name to create")
     p.add_argument("--out", required=True, help="marker file written when the store is ready")
     args = p.parse_args(argv)
     uri = resolve_uri(args.uri)

@@ -33,7 +33,10 @@ def plugins(config: dict[str, Any]) -> tuple[str, ...]:
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake's config merge: nested mappings merge, anything else replaces."""
+    """Snakemake's config merge (snakemake.utils.update_config): nested mappings merge,
+    anything else replaces. Written out so that the installed package reads configs
+    without Snakemake, which is only in the ``workflow`` extra; a test checks that the
+    two agree."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

@@ -121,3 +121,19 @@ def test_evaluation_modules_import_no_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_topk_hits_are_counts_of_targets_among_the_k_best():
+    """timm's accuracy gives percentages of a batch; the counts sum over batches and ranks."""
+    logits = torch.tensor([[0.1, 0.5, 0.2, 0.9, 0.0, 0.3],   # ranking 3 1 5 2 0 4
+                           [0.8, 0.1, 0.7, 0.2, 0.3, 0.4],   # ranking 0 2 5 4 3 1
+                           [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # ranking 5 4 3 2 1 0
+    targets = torch.tensor([3, 4, 0])  # ranks 1, 4 and 6
+    assert M.topk_hits(logits, targets, (1, 3, 4, 5, 10)) == [1, 1, 2, 2, 3]
+    assert M.top1_hits(logits[1:], targets[1:]) == 0
+    assert M.topk_hits(logits[:0], targets[:0], (1, 5)) == [0, 0]
+    n = 997  # a batch size whose percentages are not exact in binary
+    big = torch.randn(n, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(1))
+    assert M.topk_hits(big, y, (1, 5)) == [int((big.argmax(1) == y).sum()),
+                                           int((big.topk(5, 1).indices == y[:, None]).sum())]

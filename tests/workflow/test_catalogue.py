@@ -170,3 +170,37 @@ def test_budget_costs_lsmae_evaluations_at_the_evaluation_size():
     pre = {m: job_hours(config, exps, e, "pretrain")[0] for m, e in ids.items()}
     assert ft["lsmae"] == pytest.approx(ft["mae"], rel=0.01)
     assert pre["lsmae"] > pre["mae"]  # its pretraining reads 4x the pixels (measured: 1.8x the time)
+
+
+def test_config_files_merge_as_snakemake_merges_them(tmp_path):
+    """Nested mappings merge key by key; a list or scalar replaces; later files win."""
+    base = load_config()
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("pretrain: {epochs: 7}\nseeds: [4, 5]\nmlflow: null\n")
+    second.write_text("pretrain: {batch_size: 3}\nseeds: [6]\nmlflow: {experiment: x}\n")
+    config = load_config(first, second)
+    assert config["pretrain"] == {**base["pretrain"], "epochs": 7, "batch_size": 3}
+    assert config["seeds"] == [6] and config["mlflow"] == {"experiment": "x"}
+    assert {k: v for k, v in config.items() if k not in ("pretrain", "seeds", "mlflow")} == {
+        k: v for k, v in base.items() if k not in ("pretrain", "seeds", "mlflow")}
+
+
+def test_our_merge_is_snakemakes_update_config():
+    """The package's copy of the merge (the core install has no Snakemake) gives what
+    Snakemake gives for the same files: the shipped configs and a hand-made edge case."""
+    import copy
+
+    import yaml
+    from snakemake.utils import update_config
+
+    from pixmim.workflow import BASE_CONFIGS, merge
+
+    layers = [yaml.safe_load(Path(p).read_text()) for p in (*BASE_CONFIGS, "config/paper.yaml")]
+    layers.append({"pretrain": {"epochs": 3, "extra": {"a": [1]}}, "seeds": [9], "mlflow": None})
+    layers.append({"pretrain": {"extra": {"a": 2, "b": {}}}, "mlflow": {"experiment": "x"}})
+    ours: dict = {}
+    theirs: dict = {}
+    for layer in layers:
+        ours = merge(ours, copy.deepcopy(layer))
+        update_config(theirs, copy.deepcopy(layer))
+    assert ours == theirs
