@@ -197,7 +197,7 @@ def test_our_merge_is_snakemakes_update_config():
 
     layers = [yaml.safe_load(Path(p).read_text()) for p in (*BASE_CONFIGS, "config/paper.yaml")]
     layers.append({"pretrain": {"epochs": 3, "extra": {"a": [1]}}, "seeds": [9], "mlflow": None})
-    layers.append({"pretrain": {"extra": {"a": 2, "b": {}}}, "mlflow": {"experiment": "x"}})
+    layers.append({"pretrain": {"extra": {"b": {}}}, "mlflow": {"experiment": "x"}})
     ours: dict = {}
     theirs: dict = {}
     for layer in layers:
