@@ -106,9 +106,10 @@ def tracked(cfg: JobConfig, out: Path, dist: DistInfo, tags: dict[str, str] | No
 
 def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: JobConfig,
              dist: DistInfo) -> dict[str, Any]:
-    """Main process writes the outputs (:func:`finish`); every process then leaves the group."""
+    """Main process writes the outputs (:func:`finish`); every process then leaves the group.
+    Returns the metrics as written (provenance included) on the main process."""
     if tracker is not None:
-        finish(out, metrics, tracker, cfg)
+        metrics = finish(out, metrics, tracker, cfg)
     barrier(dist)
     teardown(dist)
     return metrics
@@ -291,10 +292,13 @@ def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
         yield logits.float(), y.to(device)
 
 
-def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig) -> None:
-    """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state.
+def finish(out: Path, metrics: dict[str, Any], tracker: Tracker,
+           cfg: JobConfig) -> dict[str, Any]:
+    """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state;
+    returns what was written.
 
-    The resolved config (defaults filled in) is saved beside the outputs and in MLflow.
+    The resolved config (defaults filled in) is saved beside the outputs and in MLflow;
+    ``metrics.json`` also records the run's provenance (:data:`PROVENANCE_KEYS`).
     """
     resolved = out / "config.resolved.yaml"
     write_text(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -307,6 +311,7 @@ def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig)
         tracker.log_artifact(f)
     tracker.finish("FINISHED")
     shutil.rmtree(out / "_state", ignore_errors=True)
+    return metrics
 
 
 def run_main(stage: str, run, argv: list[str] | None) -> int:

@@ -68,3 +68,13 @@ def test_what_a_job_read_is_one_fingerprint():
 def test_commit_label_marks_a_dirty_tree():
     assert P.commit_label("abc", True) == "abc-dirty"
     assert P.commit_label("abc", False) == P.commit_label("abc", None) == "abc"
+
+
+def test_the_data_command_fingerprints_a_real_dataset(tmp_path):
+    from pixmim.stages import data
+
+    root = dataset(tmp_path / "imagenet")
+    (root / "meta.json").unlink()
+    assert data.main(["fingerprint", "--root", str(root)]) == 0
+    written = json.loads((root / P.FINGERPRINT).read_text())
+    assert written == P.fingerprint(root) and P.read_fingerprint(root) == written["sha256"]
