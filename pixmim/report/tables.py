@@ -7,6 +7,11 @@ label, the paper row to compare with, the baseline row (for gains) and, per colu
 mean over the seeds with its 95% interval, each gain the paired (same-seed) difference
 with its interval (:mod:`pixmim.report.stats`); the CSV has one column per number and the
 number of seeds.
+
+Every number is traceable: per cell, the CSV lists its seeds' ``metrics.json`` files, MLflow
+run ids, git commits (``-dirty``: uncommitted changes at run time) and data fingerprints,
+``;``-separated in seed order (:func:`cell_provenance`; :mod:`pixmim.report.provenance`),
+and the Markdown ends with the same in short.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pixmim.io import read_json, write_text
+from pixmim.report.provenance import NO_DATA, UNFINGERPRINTED, commit_label
 from pixmim.report.stats import Estimate, estimate, paired
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: `table --help` stays fast
@@ -59,6 +65,27 @@ def chance_values(cell: dict[str, Any], prefix: str = "chance_") -> list[float]:
     return [float(v) for v in found if v is not None]
 
 
+# per cell, what its seeds' numbers came from: CSV column suffixes
+PROVENANCE = ("metrics_files", "mlflow_runs", "git_commits", "data_fingerprints")
+SEP = ";"  # between the seeds of one cell
+
+
+def seed_provenance(path: str | Path) -> dict[str, str]:
+    """One seed's :data:`PROVENANCE` entries, read from its ``metrics.json`` (empty where an
+    older one recorded none)."""
+    m = read_json(path)
+    commit = m.get("git_commit") or ""
+    return {"metrics_files": str(path), "mlflow_runs": m.get("mlflow_run_id") or "",
+            "git_commits": commit_label(commit, m.get("git_dirty")) if commit else "",
+            "data_fingerprints": m.get("data_fingerprint") or ""}
+
+
+def cell_provenance(cell: dict[str, Any]) -> dict[str, str]:
+    """``{suffix: "v0;v1;..."}``: each :data:`PROVENANCE` entry of a cell, in seed order."""
+    seeds = [seed_provenance(f) for f in cell.get("files") or [cell["file"]]]
+    return {k: SEP.join(s[k] for s in seeds) for k in PROVENANCE}
+
+
 def build_table(spec: dict[str, Any]) -> pd.DataFrame:
     """One row per spec row; per column: ours (mean, 95% half-width), paper, ours - paper,
     and for variant rows the paired gain over the baseline (ours with its half-width,
@@ -85,6 +112,7 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
             rec[f"{col}_chance"] = sum(chance) / len(chance) if chance else float("nan")
             se = chance_values(row["cells"][col], "sampling_se_")
             rec[f"{col}_sampling_se"] = max(se) if se else float("nan")
+            rec.update({f"{col}_{k}": v for k, v in cell_provenance(row["cells"][col]).items()})
             if base:
                 gain = paired(vals, values[base][col])
                 rec[f"{col}_gain_ours"] = gain.mean
@@ -125,7 +153,43 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
         seeds += f" Sampling error of one run on its validation split (SE, at most): {', '.join(se)}."
     title = spec.get("title", spec["table"])
     note = spec.get("note", "")
-    return f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n"
+    return (f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n\n"
+            f"{provenance_markdown(df, headers)}")
+
+
+def _short(kind: str, value: str) -> str:
+    """A commit or fingerprint cut to 12 characters (``-dirty`` and words kept)."""
+    if kind == "git_commits":
+        sha = value.removesuffix("-dirty")
+        return sha[:12] + value[len(sha):]
+    if kind == "data_fingerprints" and value not in (UNFINGERPRINTED, NO_DATA):
+        return value[:12]
+    return value
+
+
+def provenance_markdown(df: pd.DataFrame, headers: dict[str, str]) -> str:
+    """Per row and column: the MLflow run ids of its seeds, the distinct commits and data
+    fingerprints they record (shortened; in full in the CSV)."""
+    import pandas as pd
+
+    rows = []
+    for _, r in df.iterrows():
+        for c, header in headers.items():
+            if f"{c}_mlflow_runs" not in df:
+                continue
+            cell = {k: [_short(k, v) or "-" for v in str(r[f"{c}_{k}"]).split(SEP)]
+                    for k in ("mlflow_runs", "git_commits", "data_fingerprints")}
+            rows.append({"method": r["method"], "column": header,
+                         "MLflow runs": " ".join(cell["mlflow_runs"]),
+                         "commit": ", ".join(dict.fromkeys(cell["git_commits"])),
+                         "data": ", ".join(dict.fromkeys(cell["data_fingerprints"]))})
+    if not rows:
+        return ""
+    return ("## Provenance\n\nThe MLflow runs behind each cell (one per seed), the commit "
+            "they ran at (`-dirty`: with uncommitted changes) and the fingerprint of the data "
+            f"they read (`{UNFINGERPRINTED}`: a dataset with no fingerprint.json); in full, "
+            "with each run's metrics.json, in the CSV.\n\n"
+            f"{pd.DataFrame(rows).to_markdown(index=False)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

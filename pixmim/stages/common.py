@@ -25,8 +25,9 @@ from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config,
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for
-from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs
+from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs, git_sha
 from pixmim.models.classifier import load_classifier
+from pixmim.report.provenance import GIT_COMMIT_TAG, git_dirty, job_data
 
 
 def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
@@ -105,9 +106,10 @@ def tracked(cfg: JobConfig, out: Path, dist: DistInfo, tags: dict[str, str] | No
 
 def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: JobConfig,
              dist: DistInfo) -> dict[str, Any]:
-    """Main process writes the outputs (:func:`finish`); every process then leaves the group."""
+    """Main process writes the outputs (:func:`finish`); every process then leaves the group.
+    Returns the metrics as written (provenance included) on the main process."""
     if tracker is not None:
-        finish(out, metrics, tracker, cfg)
+        metrics = finish(out, metrics, tracker, cfg)
     barrier(dist)
     teardown(dist)
     return metrics
@@ -135,12 +137,60 @@ def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, st
     return base
 
 
+def data_roots(cfg: JobConfig) -> list[str]:
+    """The dataset folders the job reads, by its stage's declared data (``images``: the
+    image root and masks; ``views``: the evaluation sets; ``scenes``: the dense root)."""
+    from pixmim.workflow.jobs import EVAL_SETS
+
+    kind = registry.stage(cfg.stage).data
+    found = {"images": [cfg.data.root, cfg.data.masks_root],
+             "views": [getattr(cfg.eval, k) for k in EVAL_SETS],
+             "scenes": [cfg.dense.root]}.get(kind or "", [])
+    return [r for r in found if r]
+
+
+# what a job's run was made from, kept in <out>/_state from its start until metrics.json
+PROVENANCE = "provenance.json"
+PROVENANCE_KEYS = ("git_commit", "git_dirty", "data_fingerprint", "data_fingerprints")
+
+
+def provenance(cfg: JobConfig) -> dict[str, Any]:
+    """The job's commit (``git_commit``, ``git_dirty``) and data fingerprint
+    (``data_fingerprint``, ``data_fingerprints``) now. The fingerprints are read from the
+    datasets' ``fingerprint.json``, not recomputed."""
+    return {"git_commit": git_sha(), "git_dirty": git_dirty(), **job_data(data_roots(cfg))}
+
+
+def recorded_provenance(out: Path) -> dict[str, Any] | None:
+    """The provenance :func:`start_tracker` recorded for the job's run (None: none)."""
+    f = out / "_state" / PROVENANCE
+    return read_json(f) if f.is_file() else None
+
+
+def provenance_tags(prov: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of a provenance: the standard commit tag, ``git_dirty``,
+    ``data_fingerprint``."""
+    dirty = prov["git_dirty"]
+    return {GIT_COMMIT_TAG: prov["git_commit"],
+            "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+            "data_fingerprint": prov["data_fingerprint"]}
+
+
 def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None) -> Tracker:
-    """Start (or, for a resumed job, reopen) this job's MLflow run."""
+    """Start (or, for a resumed job, reopen) this job's MLflow run, tagged with its
+    provenance (:func:`provenance`), which is kept for :func:`finish`."""
     state = ResumeState(out).load()
-    tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}", run_tags(cfg, tags),
-                      to_dict(cfg), run_id=(state or {}).get("mlflow_run_id") or None,
+    run_id = (state or {}).get("mlflow_run_id") or None
+    prov = recorded_provenance(out) if run_id else None
+    if not prov or prov.get("mlflow_run_id") != run_id:  # a resumed job keeps its run's
+        prov = provenance(cfg)
+    ptags = provenance_tags(prov)
+    tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}",
+                      run_tags(cfg, {**(tags or {}), **ptags}), to_dict(cfg), run_id=run_id,
                       offline_log=out / OFFLINE_LOG)
+    if run_id and prov.get("mlflow_run_id") != run_id:  # reopened: tags are set at creation
+        tracker.set_tags(ptags)
+    write_json(out / "_state" / PROVENANCE, {**prov, "mlflow_run_id": tracker.run_id})
     return tracker
 
 
@@ -242,20 +292,26 @@ def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
         yield logits.float(), y.to(device)
 
 
-def finish(out: Path, metrics: dict[str, Any], tracker: Tracker, cfg: JobConfig) -> None:
-    """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state.
+def finish(out: Path, metrics: dict[str, Any], tracker: Tracker,
+           cfg: JobConfig) -> dict[str, Any]:
+    """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state;
+    returns what was written.
 
-    The resolved config (defaults filled in) is saved beside the outputs and in MLflow.
+    The resolved config (defaults filled in) is saved beside the outputs and in MLflow;
+    ``metrics.json`` also records the run's provenance (:data:`PROVENANCE_KEYS`).
     """
     resolved = out / "config.resolved.yaml"
     write_text(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if "config_sha256" in cfg.tags:
         metrics = {**metrics, "config_sha256": cfg.tags["config_sha256"]}
+    prov = recorded_provenance(out) or provenance(cfg)
+    metrics = {**metrics, **{k: prov[k] for k in PROVENANCE_KEYS}}
     write_json(out / "metrics.json", metrics)
     for f in (resolved, out / "metrics.json"):
         tracker.log_artifact(f)
     tracker.finish("FINISHED")
     shutil.rmtree(out / "_state", ignore_errors=True)
+    return metrics
 
 
 def run_main(stage: str, run, argv: list[str] | None) -> int:

@@ -29,7 +29,7 @@ from pixmim.data.transforms import (
 from pixmim.io import WriteError
 from pixmim.engine.loop import ResumeState, fit, make_loader
 from pixmim.stages import finetune, pretrain
-from pixmim.stages.common import save_model
+from pixmim.stages.common import PROVENANCE, save_model
 from pixmim.workflow import validate_config
 from tests.conftest import ROOT
 from tests.faults.jobs import (
@@ -447,5 +447,6 @@ def test_disk_full_during_a_stage_is_one_line_and_the_previous_state_survives(tm
     assert re.search(r"; \d+ MiB free there\); any previous last.pth is unchanged$", line), line
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     assert state["step"] == 2  # saved after steps 1 and 2; the 3rd save hit the full disk
-    assert sorted(p.name for p in state_path.parent.iterdir()) == ["last.pth"]
+    # no temp file: the state and the provenance its run started with (stages.common)
+    assert sorted(p.name for p in state_path.parent.iterdir()) == ["last.pth", PROVENANCE]
     assert_no_outputs(out)
