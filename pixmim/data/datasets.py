@@ -84,11 +84,15 @@ class ImageDataset(ImageFolder):
             os.unlink(log)
 
     def _load(self, index: int) -> tuple[Image.Image, str, int]:
-        """The first readable image from ``index`` on (``bad_images: skip``), or raise."""
+        """The first readable image from ``index`` on (``bad_images: skip``), or raise.
+
+        A transform with a ``loader`` reads its own input (the uint8 pretraining path:
+        :mod:`pixmim.data.loading`); others get ImageFolder's PIL image."""
+        load = getattr(self.transform, "loader", self.loader)
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                return self.loader(path), path, label
+                return load(path), path, label
             except (OSError, SyntaxError, ValueError) as err:  # PIL: corrupt / truncated
                 if self.bad_images == "fail":
                     raise ValueError(f"data.root: cannot read image {path} ({err}); set "
