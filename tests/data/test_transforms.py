@@ -190,3 +190,20 @@ def test_gpu_decode_takes_the_cpu_paths_boxes(tmp_path):
         with _seeded(s):
             cpu = normalise(UInt8Crop(crop)(decode(str(path)))[None])[0]
         assert (gpu[k].cpu() - cpu).abs().mean() < 0.05
+
+
+def test_uint8_samples_depend_on_their_seed_only_and_leave_the_global_rng(tmp_path):
+    from pixmim.data.datasets import ImageDataset
+    from pixmim.data.loading import UInt8Crop
+
+    cls = tmp_path / "n01440764"
+    cls.mkdir()
+    Image.fromarray(_photo(160, 120)).save(cls / "a.png")
+    ds = ImageDataset(tmp_path, UInt8Crop(CROPS["rrc"](32)))
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a = ds[(0, 11)][0]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # another global state: the sample must not change
+    assert torch.equal(ds[(0, 11)][0], a)
+    assert not torch.equal(ds[(0, 12)][0], a)
