@@ -2,6 +2,11 @@
 
     python benchmarks/pretrain_step.py --device cuda --batch 64 --json out.json
     python benchmarks/pretrain_step.py --device cpu --sizes cpu --batch 32
+    python benchmarks/pretrain_step.py --device cuda --batch paper --official --json out.json
+
+``--batch paper``: each method at the paper's per-GPU batch (its paper-scale pretraining
+batch over the GPUs of a pretraining job: ``pixmim.workflow.budget.per_gpu_batch``; MAE
+4096 / 8 = 512), the batch the budget looks for.
 
 Measures, on the current device, side by side in one run:
 
@@ -11,7 +16,16 @@ Measures, on the current device, side by side in one run:
    batch and precision, for our partial-DFT implementation and for the straightforward
    ``fft2 -> fftshift -> mask -> ifft2`` formulation;
 3. our MAE step (engine optimizer, optional ``torch.compile``) against a straightforward
-   MAE built from timm's default blocks with a plain per-tensor AdamW, fp32.
+   MAE built from timm's default blocks with a plain per-tensor AdamW, fp32;
+4. with ``--official``: our MAE step against mmpretrain's (``benchmarks/official_mae.py``),
+   same arch, batch and precision, alternating round by round in one process, with the
+   FLOPs of one step (``torch.utils.flop_counter``), achieved TFLOP/s and MFU (against
+   ``--peak-tflops``, or the datasheet peak of a known GPU).
+
+The low-pass rows time the model's target on a normalised batch: ``folded``
+(``lowpass_normalised``: un-normalise / filter / re-normalise folded into the band
+matrices), ``unfolded`` (un-normalise, partial-DFT ``lowpass``, re-normalise: the previous
+target) and ``fft2_straightforward`` (the same around full FFTs).
 
 Times are medians over ``--steps`` timed steps after ``--warmup`` steps. Prints a table and,
 with ``--json``, writes every number.
@@ -33,8 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.plain_mae import PlainMAE, plain_optimizer  # noqa: E402
 from pixmim.config import TrainConfig  # noqa: E402
+from pixmim.io import atomic_write  # noqa: E402
 from pixmim.models import archs, create_model  # noqa: E402
-from pixmim.models.targets import lowpass, lowpass_fft  # noqa: E402
+from pixmim.models.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from pixmim.models.targets import lowpass, lowpass_fft, lowpass_normalised  # noqa: E402
 from pixmim.stages.pretrain import build_optimizer  # noqa: E402
 
 SIZES = {  # size -> arch per method
@@ -46,6 +62,32 @@ SIZES = {  # size -> arch per method
     "large": {"mae": "vit_large_patch16_224"},
 }
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Dense peak TFLOP/s by GPU name and precision, from NVIDIA's datasheets (H100 SXM5 / H200:
+# 989 bf16 / fp16 tensor, 67 fp32; H100 PCIe: 756 / 51). fp32 steps run in fp32 (no TF32).
+PEAK_TFLOPS = {"H100 80GB HBM3": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+               "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+               "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}}
+
+
+def paper_batch(method: str) -> int:
+    """The paper's per-GPU pretraining batch of ``method`` (config/paper.yaml's batch over
+    the GPUs of a pretraining job), as the budget reads it."""
+    from pixmim.workflow.budget import per_gpu_batch
+    from pixmim.workflow.catalogue import ROOT, experiments, load_config
+    from pixmim.workflow.jobs import job_config
+
+    config = load_config(ROOT / "config" / "paper.yaml")
+    exps = experiments(config)
+    exp = next(e for e, k in exps.items() if k["method"] == method)
+    return per_gpu_batch(job_config(config, exp, "pretrain", exps)["train"]["batch_size"])
+
+
+def batch_of(args, method: str) -> int:
+    return paper_batch(method) if args.batch == "paper" else int(args.batch)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def sync(device: torch.device) -> None:
@@ -103,28 +145,44 @@ def bench_step(method, arch, precision, args, device, compile_model=False, steps
     reset_peak(device)
     model = create_model(method, arch, **model_kwargs).to(device)
     size = archs(method)[arch].get("img_size", 224)
-    imgs = torch.randn(args.batch, 3, size, size, device=device)
+    batch = batch_of(args, method)
+    imgs = torch.randn(batch, 3, size, size, device=device)
     opt = build_optimizer(model, TrainConfig(), device)
     fwd = torch.compile(model) if compile_model else model
     ms = median_ms(make_step(fwd, opt, imgs, precision, device), device, steps or args.steps,
                    args.warmup)
-    row = {"method": method, "arch": arch, "precision": precision, "batch": args.batch,
-           "compile": compile_model, "step_ms": ms, "images_per_s": 1000 * args.batch / ms,
+    row = {"method": method, "arch": arch, "precision": precision, "batch": batch,
+           "compile": compile_model, "step_ms": ms, "images_per_s": 1000 * batch / ms,
            "peak_mem_mib": peak_mib(device)}
     del model, opt, imgs
     return row
 
 
 def bench_lowpass(step_row, args, device):
+    """The model's low-pass target (official, normalised batch in and out) as a share of
+    the step: folded, unfolded (the previous target), and around full FFTs."""
     size = archs(step_row["method"])[step_row["arch"]].get("img_size", 224)
     radius = 40.0 * size / 224  # r=40 at 224 px: PixMIM Sec. 4.1
-    raw = torch.rand(args.batch, 3, size, size, device=device)
+    batch = step_row["batch"]
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (torch.rand(batch, 3, size, size, device=device) - mean) / std
+
+    def around(fn):
+        return lambda: (fn(x * std + mean, radius, "official") - mean) / std
+
+    impls = (("folded", lambda: lowpass_normalised(x, radius, "official", IMAGENET_MEAN,
+                                                   IMAGENET_STD)),
+             ("unfolded", around(lowpass)), ("fft2_straightforward", around(lowpass_fft)))
+    times: dict[str, list[float]] = {name: [] for name, _ in impls}
+    for r in range(args.rounds):  # alternate the implementations, flipping the order
+        for name, fn in (impls if r % 2 == 0 else impls[::-1]):
+            times[name].append(median_ms(fn, device, args.steps, args.warmup if r < 2 else 0))
     rows = []
-    for name, fn in (("partial_dft", lowpass), ("fft2_straightforward", lowpass_fft)):
-        ms = median_ms(lambda fn=fn: fn(raw, radius, "official"), device, args.steps,
-                       args.warmup)
+    for name, _ in impls:
+        ms = statistics.median(times[name])
         rows.append({"lowpass_impl": name, "arch": step_row["arch"],
-                     "precision": step_row["precision"], "batch": args.batch,
+                     "precision": step_row["precision"], "batch": batch,
                      "lowpass_ms": ms, "step_ms": step_row["step_ms"],
                      "percent_of_step": 100 * ms / step_row["step_ms"]})
     return rows
@@ -138,8 +196,10 @@ def bench_target_in_step(arch, precision, args, device, compile_model):
         rows[target] = bench_step("mae", arch, precision, args, device, compile_model,
                                   steps=2 * args.steps, target=target, radius=40.0 * size / 224)
     delta = rows["lowpass"]["step_ms"] - rows["pixel"]["step_ms"]
-    return {"arch": arch, "precision": precision, "compile": compile_model, "batch": args.batch,
-            "pixel_step_ms": rows["pixel"]["step_ms"], "lowpass_step_ms": rows["lowpass"]["step_ms"],
+    return {"arch": arch, "precision": precision, "compile": compile_model,
+            "batch": batch_of(args, "mae"),
+            "pixel_step_ms": rows["pixel"]["step_ms"],
+            "lowpass_step_ms": rows["lowpass"]["step_ms"],
             "delta_ms": delta, "percent_of_step": 100 * delta / rows["pixel"]["step_ms"]}
 
 
@@ -149,12 +209,69 @@ def bench_baseline(arch, args, device):
     plain = PlainMAE(**{k: v for k, v in a.items() if k != "patch_size"},
                      patch_size=a.get("patch_size", 16)).to(device)
     size = a.get("img_size", 224)
-    imgs = torch.randn(args.batch, 3, size, size, device=device)
+    batch = batch_of(args, "mae")
+    imgs = torch.randn(batch, 3, size, size, device=device)
     ms = median_ms(make_step(plain, plain_optimizer(plain), imgs, "fp32", device), device,
                    args.steps, args.warmup)
-    return {"method": "plain_mae", "arch": arch, "precision": "fp32", "batch": args.batch,
-            "compile": False, "step_ms": ms, "images_per_s": 1000 * args.batch / ms,
+    return {"method": "plain_mae", "arch": arch, "precision": "fp32", "batch": batch,
+            "compile": False, "step_ms": ms, "images_per_s": 1000 * batch / ms,
             "peak_mem_mib": peak_mib(device)}
+
+
+def step_flops(arch: str, device: torch.device) -> float:
+    """FLOPs of one image through our MAE training step (forward + backward; matmuls,
+    convolutions and attention as ``torch.utils.flop_counter`` counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model("mae", arch).to(device)
+    size = archs("mae")[arch].get("img_size", 224)
+    imgs = torch.randn(2, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(imgs)[0].backward()
+    return counter.get_total_flops() / 2
+
+
+def peak_tflops(args, device: torch.device, precision: str) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    name = device_name(device)
+    return next((v[precision] for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def bench_official(arch: str, precision: str, args, device) -> list[dict]:
+    """Our MAE step vs mmpretrain's, same arch / batch / precision, alternating rounds."""
+    from benchmarks.official_mae import OfficialMAE, official_optimizer
+
+    batch = batch_of(args, "mae")
+    size = archs("mae")[arch].get("img_size", 224)
+    imgs = torch.randn(batch, 3, size, size, device=device)
+    ours = create_model("mae", arch).to(device)
+    ref = OfficialMAE(arch).to(device)
+    fwd = torch.compile(ours) if args.compile else ours
+    steps = {"ours": make_step(fwd, build_optimizer(ours, TrainConfig(), device), imgs,
+                               precision, device),
+             "mmpretrain": make_step(ref, official_optimizer(ref), imgs, precision, device)}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for k in steps:
+        median_ms(steps[k], device, 1, args.warmup)
+    for r in range(args.rounds):  # alternate, flipping the order each round
+        for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            times[k].append(median_ms(steps[k], device, args.steps, 0))
+    flops = step_flops(arch, device)
+    peak = peak_tflops(args, device, precision)
+    rows = []
+    for k, v in times.items():
+        ms = statistics.median(v)
+        achieved = flops * batch / (ms / 1000) / 1e12
+        rows.append({"impl": k, "arch": arch, "precision": precision, "batch": batch,
+                     "compile": args.compile and k == "ours", "step_ms": ms,
+                     "images_per_s": 1000 * batch / ms, "gflop_per_image": flops / 1e9,
+                     "achieved_tflops": achieved, "achieved_gflops": 1000 * achieved,
+                     "peak_tflops": peak,
+                     "mfu": achieved / peak if peak else None,
+                     "mfu_percent": 100 * achieved / peak if peak else None, "rounds_ms": v})
+    rows[0]["speedup_vs_mmpretrain"] = rows[1]["step_ms"] / rows[0]["step_ms"]
+    return rows
 
 
 def table(rows, keys) -> str:
@@ -168,7 +285,8 @@ def table(rows, keys) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", default="64",
+                   help="images per step, or 'paper': each method's paper per-GPU batch")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--methods", default="mae,mff,convmae,lsmae")
@@ -176,13 +294,24 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--compare-size", default="base", help="size of the plain-MAE comparison")
     p.add_argument("--compile", action="store_true", help="torch.compile our model in (3)")
+    p.add_argument("--official", action="store_true",
+                   help="(4): our MAE step vs mmpretrain's, alternating, with MFU")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of the low-pass rows and of (4)")
+    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (else datasheet)")
+    p.add_argument("--skip-steps", action="store_true",
+                   help="skip (1)-(3) (the official comparison alone)")
     p.add_argument("--json", help="write all rows to this file")
     args = p.parse_args(argv)
+    if args.batch != "paper":
+        int(args.batch)  # a number or 'paper'
+    if args.skip_steps:
+        args.sizes, args.methods = "", ""
     device = torch.device(args.device)
     torch.manual_seed(0)
     steps, lows = [], []
-    for size in args.sizes.split(","):
-        for method in args.methods.split(","):
+    for size in filter(None, args.sizes.split(",")):
+        for method in filter(None, args.methods.split(",")):
             if method not in SIZES[size]:
                 continue
             for prec in args.precisions.split(","):
@@ -192,6 +321,37 @@ def main(argv=None) -> int:
                 if method == "mae":
                     lows += bench_lowpass(row, args, device)
     arch = SIZES[args.compare_size]["mae"]
+    result = {"device": str(device), "device_name": device_name(device),
+              "torch": torch.__version__, "batch_arg": args.batch, "steps": steps,
+              "lowpass": lows}
+    print(f"\n## Training step ({device}, {device_name(device)})\n")
+    print(table(steps, ["method", "arch", "precision", "batch", "step_ms", "images_per_s",
+                        "peak_mem_mib"]))
+    print("\n## Low-pass target (official, normalised in and out) as a share of the MAE step\n")
+    print(table(lows, ["lowpass_impl", "arch", "precision", "batch", "lowpass_ms", "step_ms",
+                       "percent_of_step"]))
+    if not args.skip_steps:
+        result.update(compare_with_plain(arch, args, device))
+    if args.official:
+        rows = [r for prec in args.precisions.split(",")
+                for r in bench_official(arch, prec, args, device)]
+        result["official"] = rows
+        print("\n## Our MAE step vs mmpretrain's (alternating rounds, medians)\n")
+        print(table(rows, ["impl", "arch", "precision", "batch", "compile", "step_ms",
+                           "images_per_s", "gflop_per_image", "achieved_gflops",
+                           "mfu_percent"]))
+        for r in rows:
+            if "speedup_vs_mmpretrain" in r:
+                print(f"speedup ours / mmpretrain ({r['precision']}): "
+                      f"{r['speedup_vs_mmpretrain']:.2f}x")
+    if args.json:
+        atomic_write(Path(args.json),
+                     lambda t: Path(t).write_text(json.dumps(result, indent=2)))
+    return 0
+
+
+def compare_with_plain(arch: str, args, device) -> dict:
+    """(3) and the target inside the step; prints their tables."""
     plain = bench_baseline(arch, args, device)
     try:
         ours = bench_step("mae", arch, "fp32", args, device, compile_model=args.compile)
@@ -201,15 +361,9 @@ def main(argv=None) -> int:
         ours = bench_step("mae", arch, "fp32", args, device)
     in_step = [bench_target_in_step(arch, prec, args, device, args.compile)
                for prec in args.precisions.split(",")]
-    compare = {"arch": arch, "batch": args.batch, "plain_step_ms": plain["step_ms"],
+    compare = {"arch": arch, "batch": ours["batch"], "plain_step_ms": plain["step_ms"],
                "ours_step_ms": ours["step_ms"], "ours_compiled": args.compile,
                "speedup": plain["step_ms"] / ours["step_ms"]}
-    print(f"\n## Training step ({device}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'})\n")
-    print(table(steps, ["method", "arch", "precision", "batch", "step_ms", "images_per_s",
-                        "peak_mem_mib"]))
-    print("\n## Low-pass target (official) as a share of the MAE step\n")
-    print(table(lows, ["lowpass_impl", "arch", "precision", "batch", "lowpass_ms", "step_ms",
-                       "percent_of_step"]))
     print("\n## Low-pass target inside the step: step(lowpass) - step(pixel), same seeds\n")
     print(table(in_step, ["arch", "precision", "compile", "batch", "pixel_step_ms",
                           "lowpass_step_ms", "delta_ms", "percent_of_step"]))
@@ -217,11 +371,7 @@ def main(argv=None) -> int:
     print(table([plain, ours], ["method", "arch", "compile", "batch", "step_ms",
                                 "images_per_s", "peak_mem_mib"]))
     print(f"\nspeedup ours / plain: {compare['speedup']:.2f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"device": str(device), "torch": torch.__version__, "steps": steps,
-             "lowpass": lows, "lowpass_in_step": in_step, "compare": compare, "plain": plain, "ours": ours}, indent=2))
-    return 0
+    return {"lowpass_in_step": in_step, "compare": compare, "plain": plain, "ours": ours}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,15 @@
 * ``bg``: background-focused RRC (PixMIM Table 5b "BG", Appendix C): draw RRC boxes up to 50
   times until one holds under 20% of the object's area, else keep the last plain RRC box.
 * ``resize``: no crop; the whole image resized to a square (aspect not kept), flip.
+
+Two pixel paths share one parameter sampler. ``crop(img)`` runs the torchvision ops on a
+PIL image and returns a normalised float tensor (the probe and evaluation stages use it);
+``crop.tensor(img)`` runs the same ops' own ``get_params`` draws, in the same order, on a
+uint8 tensor [3, H, W] with ``transforms.v2`` kernels and returns uint8 [3, S, S] (the
+pretraining loader; :mod:`pixmim.data.loading` converts and normalises on the device).
+Given the same RNG state both paths take the same box and flip; the pixels differ only by
+the resampling kernels' rounding (PIL's fixed-point vs torch's uint8 antialiased kernels:
+at most 2 of 255 levels, ``tests/data/test_transforms.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
+from torchvision.transforms.v2 import functional as F2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,6 +55,36 @@ class Crop:
     def __call__(self, img: Image.Image, mask: Image.Image | None = None) -> torch.Tensor:
         return self.finish(self.ops(img))
 
+    def tensor(self, img: torch.Tensor, mask=None) -> torch.Tensor:
+        """The same crop on a uint8 tensor: [3, H, W] -> uint8 [3, S, S] (not normalised)."""
+        return apply_ops(self.ops.transforms, img)
+
+
+def apply_ops(ops: list, img: torch.Tensor) -> torch.Tensor:
+    """Run torchvision ``ops`` on a uint8 tensor with v2 kernels, drawing each op's random
+    parameters with its own ``get_params`` / ``torch.rand(1)``, as its ``__call__`` does."""
+    for op in ops:
+        if isinstance(op, T.RandomResizedCrop):
+            i, j, h, w = op.get_params(img, op.scale, op.ratio)
+            img = F2.resized_crop(img, i, j, h, w, op.size, op.interpolation, antialias=True)
+        elif isinstance(op, T.Resize):
+            img = F2.resize(img, op.size, op.interpolation, op.max_size, antialias=True)
+        elif isinstance(op, T.CenterCrop):
+            img = F2.center_crop(img, op.size)
+        elif isinstance(op, T.RandomCrop):
+            if op.padding is not None:
+                img = F2.pad(img, op.padding, op.fill, op.padding_mode)
+            if op.pad_if_needed:
+                raise ValueError("RandomCrop(pad_if_needed=True) has no tensor path")
+            i, j, h, w = op.get_params(img, op.size)
+            img = F2.crop(img, i, j, h, w)
+        elif isinstance(op, T.RandomHorizontalFlip):
+            if torch.rand(1) < op.p:
+                img = F2.horizontal_flip(img)
+        else:
+            raise TypeError(f"no uint8 tensor path for transform {type(op).__name__}")
+    return img
+
 
 class BackgroundCrop(Crop):
     """RRC retried until the crop keeps under 20% of the foreground (PixMIM Appendix C)."""
@@ -58,14 +98,26 @@ class BackgroundCrop(Crop):
     def __call__(self, img: Image.Image, mask: Image.Image | None = None) -> torch.Tensor:
         if mask is None:
             raise ValueError("variant.crop 'bg' needs foreground masks (data.masks_root)")
+        i, j, h, w = self.box(img, mask)
+        img = F.resized_crop(img, i, j, h, w, [self.size, self.size], BICUBIC)
+        return self.finish(self.ops(img))
+
+    def tensor(self, img: torch.Tensor, mask: Image.Image | None = None) -> torch.Tensor:
+        i, j, h, w = self.box(img, mask)
+        img = F2.resized_crop(img, i, j, h, w, [self.size, self.size], BICUBIC, antialias=True)
+        return apply_ops(self.ops.transforms, img)
+
+    def box(self, img, mask) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the first RRC box keeping < 20% of the foreground."""
+        if mask is None:
+            raise ValueError("variant.crop 'bg' needs foreground masks (data.masks_root)")
         fg = np.asarray(mask) > 127
         total = max(int(fg.sum()), 1)
         for _ in range(BG_TRIES):
             i, j, h, w = T.RandomResizedCrop.get_params(img, RRC_SCALE, (3 / 4, 4 / 3))
             if fg[i : i + h, j : j + w].sum() / total < BG_MAX_COVERAGE:
                 break
-        img = F.resized_crop(img, i, j, h, w, [self.size, self.size], BICUBIC)
-        return self.finish(self.ops(img))
+        return i, j, h, w
 
 
 def rrc(img_size: int) -> Crop:

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from pixmim.models.targets import highpass, lowpass, soft_lowpass
+from pixmim.models.targets import highpass, lowpass_normalised, soft_lowpass
 
 # ImageNet statistics used to normalise inputs (torchvision / MAE convention).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,6 +123,10 @@ class MIMBase(nn.Module):
         imgs = imgs.detach().float()
         if self.target == "pixel":
             return self.patchify(imgs)
+        if self.target == "lowpass":  # un-normalise / filter / re-normalise folded in
+            with torch.no_grad():
+                return self.patchify(lowpass_normalised(
+                    imgs, self.radius, self.lowpass_mode, IMAGENET_MEAN, IMAGENET_STD))
         raw = imgs * self.std + self.mean
         if self.target == "adaptive":
             lo, hi = self.adaptive_range
@@ -130,8 +134,7 @@ class MIMBase(nn.Module):
             filtered = soft_lowpass(raw, radius, self.lowpass_mode)
         else:
             with torch.no_grad():
-                fn = lowpass if self.target == "lowpass" else highpass
-                filtered = fn(raw, self.radius, self.lowpass_mode)
+                filtered = highpass(raw, self.radius, self.lowpass_mode)
         return self.patchify((filtered - self.mean) / self.std)
 
     def forward_loss(self, target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor):

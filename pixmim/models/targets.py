@@ -10,6 +10,11 @@ Two semantics are offered (facts from open-mmlab/mmselfsup ``low_freq_generator.
 
 ``highpass`` keeps the complement of the disk (PixMIM Table 22, "removing low-freq");
 ``soft_lowpass`` is a differentiable disk for the learnable radius of Table 21.
+
+:func:`lowpass_normalised` is the model's target: it takes the normalised batch and
+returns the normalised filtered batch, with un-normalise, filter and re-normalise folded
+into the band matrices (the filter is linear; ``abs`` is positively homogeneous, so the
+std cancels and the mean becomes one DC entry of the band spectrum).
 """
 
 from __future__ import annotations
@@ -125,6 +130,66 @@ def _band_lowpass(img: torch.Tensor, radius: float, mode: str) -> torch.Tensor:
     b = e_h.conj().transpose(0, 1) @ (spec * disk)  # [N, C, H, Kw]
     out = torch.view_as_real(b).reshape(n, c, h, 2 * kw) @ inv_w / (h * w)
     return torch.view_as_complex(out.view(n, c, h, w, 2)) if mode == "official" else out
+
+
+@functools.lru_cache(maxsize=16)
+def _folded_bases(h: int, w: int, radius: float, mode: str, device: str,
+                  mean: tuple[float, ...], std: tuple[float, ...]):
+    """:func:`_band_bases` with the 1 / (H W) of the inverse DFT folded into ``inv_w``, the
+    inverse column transform pre-conjugated and transposed, and the normalisation folded:
+    ``bias`` [C, Kh, Kw] adds ``H W mean / std`` at the DC bin (when the disk keeps DC),
+    ``shift`` [C, 1, 1] = mean / std is subtracted after ``abs`` (official)."""
+    fwd_w, inv_w, e_h, disk = _band_bases(h, w, radius, mode, device)
+    dev = torch.device(device)
+    with torch.device("cpu"):
+        shift = torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
+        rows = lowpass_mask(h, w, radius, mode).any(1).nonzero()[:, 0]
+        cols = lowpass_mask(h, w, radius, mode).any(0).nonzero()[:, 0]
+        bias = torch.zeros(len(shift), len(rows), len(cols), dtype=torch.complex64)
+        dc_r, dc_c = (rows == h // 2).nonzero(), (cols == w // 2).nonzero()
+        if len(dc_r) and len(dc_c) and disk[dc_r[0, 0], dc_c[0, 0]].item() > 0:
+            bias[:, dc_r[0, 0], dc_c[0, 0]] = shift * (h * w)
+        elif mode == "centered":  # cannot happen: the centred disk always holds DC
+            raise AssertionError("centered disk without DC")
+    return (fwd_w, (inv_w / (h * w)).contiguous(), e_h,
+            e_h.conj().transpose(0, 1).contiguous(), disk, bias.to(dev),
+            shift.view(-1, 1, 1).to(dev))
+
+
+def lowpass_normalised(img: torch.Tensor, radius: float, mode: str = "official",
+                       mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)
+                       ) -> torch.Tensor:
+    """``(lowpass(img * std + mean) - mean) / std`` (mmselfsup's PixMIM target on a
+    normalised batch) in four matrix products, one ``addcmul`` and, for ``official``, an
+    ``abs`` and a subtraction: no pass over the image to un-normalise, scale or
+    re-normalise.
+
+    With ``B`` the band filter (complex, linear) and ``m = mean / std``:
+    ``official``: ``|std B(x) + mean B(1)| / std - m = |B(x) + m B(1)| - m``, and ``m B(1)``
+    is ``m`` at DC of the band spectrum (times H W) when the disk holds DC, else 0;
+    ``centered``: ``Re B(x) + m - m = Re B(x)`` (the centred disk always holds DC).
+
+    Args:
+        img: [N, C, H, W] images normalised by ``mean`` / ``std`` (per channel, length C
+            or 1).
+    Returns:
+        [N, C, H, W] float32, normalised the same way.
+    """
+    _check(img, mode)
+    n, c, h, w = img.shape
+    mean, std = tuple(map(float, mean)), tuple(map(float, std))
+    fwd_w, inv_w, e_h, e_h_inv, disk, bias, shift = _folded_bases(
+        h, w, float(radius), mode, str(img.device), mean, std)
+    with _fp32(img):
+        kw = disk.shape[1]
+        a = torch.view_as_complex((img.float() @ fwd_w).view(n, c, h, kw, 2))
+        spec = e_h @ a  # [N, C, Kh, Kw]
+        if mode == "official":
+            spec = torch.addcmul(bias, spec, disk)
+            out = torch.view_as_real(e_h_inv @ spec).reshape(n, c, h, 2 * kw) @ inv_w
+            return torch.view_as_complex(out.view(n, c, h, w, 2)).abs() - shift
+        b = e_h_inv @ (spec * disk)
+        return torch.view_as_real(b).reshape(n, c, h, 2 * kw) @ inv_w
 
 
 def lowpass(img: torch.Tensor, radius: float, mode: str = "official") -> torch.Tensor:

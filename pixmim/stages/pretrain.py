@@ -15,6 +15,7 @@ from timm.optim import create_optimizer_v2
 
 from pixmim.config import JobConfig, to_dict
 from pixmim.data.datasets import build_dataset
+from pixmim.data.loading import UInt8Crop, to_device
 from pixmim.data.transforms import build_pretrain_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
@@ -54,8 +55,9 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     model = build(cfg).to(dist.device)
     data = cfg.data
-    dataset = build_dataset(data.root, "train",
-                            build_pretrain_transform(cfg.variant.crop, data.img_size),
+    # uint8 decode and crop in the workers; convert and normalise on the device (loss_fn)
+    crop = UInt8Crop(build_pretrain_transform(cfg.variant.crop, data.img_size))
+    dataset = build_dataset(data.root, "train", crop,
                             data.synth_index_map, data.masks_root, data.bad_images)
     loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
@@ -65,7 +67,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     def loss_fn(batch):
         imgs, _, seeds = batch
         noise = mask_noise(seeds, model.num_mask_units)
-        return forward(imgs.to(dist.device, non_blocking=True), noise=noise.to(dist.device))[0]
+        return forward(to_device(imgs, dist.device), noise=noise.to(dist.device))[0]
 
     t0 = time.perf_counter()
     with tracked(cfg, out, dist) as tracker:

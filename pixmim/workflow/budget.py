@@ -6,13 +6,16 @@ TARGET is a table or figure of the catalogue (``table5a``, ``fig7``) or its outp
 (``results/tables/table5a.csv``); none: the config's ``targets``. Jobs whose outputs exist
 count zero, and a job several targets share is counted once in the total.
 
-Pretraining hours come from measured throughput: the images/s of the pretraining benchmark
-(``benchmarks/results/*.json``, one GPU, the config's precision) for the run's method and
-arch, times the catalogue's epochs and the dataset's size. Archs the benchmark did not
-measure are scaled from ViT-B by encoder FLOPs (depth x width^2). The other stages are
-estimated from the same throughput with the relative costs each stage declares
-(``pixmim.registry``: ``cost``), which are assumptions
-(stated in the output), not measurements.
+Pretraining hours come from the pretraining benchmark's images/s on one GPU
+(``benchmarks/results/*.json``, the config's precision) for the run's method and arch,
+times the catalogue's epochs and the dataset's size. Each figure says what it is
+(:class:`Figure`, listed by the CLI): *measured* when a result exists at the job's
+per-GPU batch (the job's ``train.batch_size`` over the GPUs the SLURM profile reserves for
+a pretraining job; MAE at paper scale: 4096 / 8 = 512, mmselfsup's ``8xb512`` configs),
+with its batch, GPU, torch version and source file; *assumed* when it was measured at
+another batch (taken as is) or for another arch (scaled from ViT-B by encoder FLOPs,
+depth x width^2). The other stages are estimated from the same throughput with the
+relative costs each stage declares (``pixmim.registry``: ``cost``), also assumptions.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pixmim import registry
 from pixmim.config import ConfigError
@@ -37,6 +43,8 @@ from pixmim.workflow.jobs import job_config, pretrain_size, run_dir
 from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
+# The SLURM profile reserves the GPUs of a pretraining job (set-resources: pretrain: gpu).
+SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
 # The relative cost of an image through each stage (an assumption) is declared by the stage
@@ -44,36 +52,84 @@ DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
 
 
 @cache
-def measured() -> dict[tuple[str, str, str], float]:
-    """(method, arch, precision) -> the best one-GPU pretraining images/s of the benchmark
-    results (read once per process, not once per job)."""
-    best: dict[tuple[str, str, str], float] = {}
+def pretrain_gpus() -> int:
+    """GPUs of one pretraining job, as the SLURM profile reserves them (8: one node)."""
+    profile = yaml.safe_load(SLURM_PROFILE.read_text())
+    return int(profile["set-resources"]["pretrain"]["gpu"])
+
+
+def per_gpu_batch(batch_size: int) -> int:
+    """A pretraining job's images per GPU per step (its batch over the job's GPUs)."""
+    return max(1, batch_size // pretrain_gpus())
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One benchmark measurement: one GPU's pretraining images/s and where it came from."""
+
+    images_per_s: float
+    batch: int
+    device: str  # the GPU's name, or "cuda (GPU not recorded)" for older results
+    torch: str
+    source: str  # file under benchmarks/results
+
+    def describe(self) -> str:
+        return (f"{self.images_per_s:.0f} img/s at batch {self.batch} on {self.device}, "
+                f"torch {self.torch} ({self.source})")
+
+
+@cache
+def measured() -> dict[tuple[str, str, str], tuple[Figure, ...]]:
+    """(method, arch, precision) -> every one-GPU result of the benchmark files, best
+    first per batch (read once per process, not once per job)."""
+    found: dict[tuple[str, str, str], dict[int, Figure]] = {}
     for f in sorted(BENCHMARKS.glob("*.json")):
         data = json.loads(f.read_text())
         if data.get("device") != "cuda":
             continue
+        device = data.get("device_name") or "cuda (GPU not recorded)"
         for s in data.get("steps", []):
-            key = (s["method"], s["arch"], s["precision"])
-            best[key] = max(best.get(key, 0.0), float(s["images_per_s"]))
-    return best
+            fig = Figure(float(s["images_per_s"]), int(s["batch"]), device,
+                         str(data.get("torch", "?")), f.name)
+            per_batch = found.setdefault((s["method"], s["arch"], s["precision"]), {})
+            if fig.batch not in per_batch or fig.images_per_s > per_batch[fig.batch].images_per_s:
+                per_batch[fig.batch] = fig
+    return {k: tuple(v[b] for b in sorted(v)) for k, v in found.items()}
 
 
-def throughput(method: str, arch: str, precision: str, ref_arch: str) -> tuple[float, str]:
-    """Measured pretraining images/s on one GPU; else the method's measured ``ref_arch``
-    (its catalogue arch) or MAE ViT-B's, scaled by encoder FLOPs."""
+def _at_batch(figures: tuple[Figure, ...], batch: int) -> tuple[Figure, bool]:
+    """The figure at ``batch`` (exact: True), else the one at the nearest batch."""
+    best = min(figures, key=lambda f: (abs(f.batch - batch), -f.batch))
+    return best, best.batch == batch
+
+
+def throughput(method: str, arch: str, precision: str, ref_arch: str,
+               batch: int | None = None) -> tuple[float, str]:
+    """One GPU's pretraining images/s at per-GPU ``batch`` and its basis, which starts with
+    ``measured`` only for a result of this method, arch, precision and batch; else the
+    nearest batch (assumed equal), or the method's ``ref_arch`` (its catalogue arch) or MAE
+    ViT-B scaled by encoder FLOPs (assumed)."""
     best = measured()
     if (method, arch, precision) in best:
-        return best[(method, arch, precision)], "measured"
+        fig, exact = _at_batch(best[(method, arch, precision)], batch or 0)
+        what = f"{method} {arch} {precision}"
+        if exact or batch is None:
+            return fig.images_per_s, f"measured: {what}: {fig.describe()}"
+        return fig.images_per_s, (f"assumed: {what}: per-GPU batch {batch} not measured; "
+                                  f"taken from {fig.describe()}")
     ref = best.get((method, ref_arch, precision)) or best.get(("mae", "vit_base_patch16_224",
                                                             precision))
     if ref is None:
         raise ConfigError(f"no pretraining benchmark for {method}/{arch}/{precision} in "
                           f"{BENCHMARKS}: run benchmarks/pretrain_step.py on a GPU")
+    fig, exact = _at_batch(ref, batch or 0)
     a = registry.method(method).archs.get(arch, {})
     b = registry.method("mae").archs["vit_base_patch16_224"]
     flops = (a.get("depth", 12) * a.get("embed_dim", 768) ** 2
              * (a.get("img_size", 224) / 224) ** 2) / (b["depth"] * b["embed_dim"] ** 2)
-    return ref / flops, f"scaled from {ref_arch} by FLOPs x{flops:.2f}"
+    at = "" if exact or batch is None else f" (per-GPU batch {batch} not measured)"
+    return fig.images_per_s / flops, (f"assumed: {method} {arch} {precision}: scaled by "
+                                      f"encoder FLOPs x{flops:.2f} from {fig.describe()}{at}")
 
 
 def _done(config: dict[str, Any], exp: str, stage: str) -> bool:
@@ -95,7 +151,10 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
     ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
-    ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch)
+    # the step the figures time is pretraining's, at its per-GPU batch, whatever the stage
+    pre = job if stage == "pretrain" else job_config(config, exp, "pretrain", exps)
+    batch = per_gpu_batch(pre["train"]["batch_size"])
+    ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
     cost = spec.cost
     kind, relative = cost.get("kind", "images"), cost.get("relative", 1.0)
@@ -106,7 +165,8 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     # at that size: the long-sequence pretraining step says nothing of a 224-px encoder.
     size = job.get("data", {}).get("img_size", 224)
     if size != pretrain_size(config, knobs["method"], knobs["arch"]):
-        ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224")
+        ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224",
+                              batch)
         a = registry.method(knobs["method"]).archs.get(knobs["arch"], {})
         b = registry.method("mae").archs["vit_base_patch16_224"]
         ips /= (a.get("depth", 12) * a.get("embed_dim", 768) ** 2 * (size / 224) ** 2
@@ -135,8 +195,13 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
             all_jobs[(exp, stage)] = hours
             rows.append({"experiment": exp, "stage": stage, "gpu_hours": hours, "basis": how})
         per_target[t] = rows
+    bases = sorted({r["basis"].split("; relative cost")[0] for rows in per_target.values()
+                    for r in rows if r["basis"] != "done"})
     return {"targets": per_target, "total_gpu_hours": sum(all_jobs.values()),
-            "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values())}
+            "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values()),
+            "throughput": {"measured": [b for b in bases if b.startswith("measured")],
+                           "assumed": [b for b in bases if not b.startswith("measured")],
+                           "pretrain_gpus": pretrain_gpus()}}
 
 
 def _target_name(t: str) -> str:
@@ -167,8 +232,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(r['gpu_hours'] for r in rows):>10.1f}")
     print(f"{'total':<10} {result['jobs']:>5} {result['pending']:>8} "
           f"{result['total_gpu_hours']:>10.1f}   (shared jobs counted once)")
-    print("pretraining: measured throughput (benchmarks/results, one GPU); other stages: "
-          "relative costs assumed in pixmim/workflow/budget.py", file=sys.stderr)
+    tp = result["throughput"]
+    print(f"throughput figures (one GPU; per-GPU batch = train.batch_size / "
+          f"{tp['pretrain_gpus']} GPUs of a pretraining job):", file=sys.stderr)
+    for kind in ("measured", "assumed"):
+        for basis in tp[kind]:
+            print(f"  {basis}", file=sys.stderr)
+    print("other stages: relative costs assumed (pixmim.registry: cost)", file=sys.stderr)
     return 0
 
 

@@ -82,3 +82,128 @@ def test_randaugment_posterize_survives_its_top_magnitude():
     assert out.max() == 0  # keep no bit: black
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5, hparams={"magnitude_std": 0})
     assert 0 < np.asarray(op(img)).max() < 255
+
+
+# ------------------------------------------------------- the uint8 tensor path (loader)
+def _photo(w=500, h=375) -> np.ndarray:
+    """A real photo at an ImageNet-like size (scikit-image's astronaut, CC0), uint8 HWC."""
+    from skimage.data import astronaut
+
+    return np.array(Image.fromarray(astronaut()).resize((w, h), Image.BICUBIC))
+
+
+def _to_uint8(t: torch.Tensor) -> torch.Tensor:
+    """A PIL-path output (normalised float) back to the uint8 levels it was made from."""
+    return (_unnormalise(t) * 255).round().to(torch.int16)
+
+
+@pytest.mark.parametrize("crop", sorted(CROPS))
+def test_tensor_path_takes_the_same_boxes_and_pixels_as_the_pil_path(crop, monkeypatch):
+    """Same seed -> the same boxes (every get_params draw recorded in both paths) and the
+    same pixels up to resampling rounding: PIL's fixed-point kernels and torch's antialiased
+    uint8 kernels (same bicubic a = -0.5 / bilinear support) differ by at most 2 of 255
+    levels, 1 on nearly every pixel. A different box or flip moves most pixels by tens."""
+    from torchvision import transforms as T
+
+    from pixmim.data.loading import UInt8Crop
+
+    arr = _photo()
+    mask = Image.fromarray(((arr.mean(-1) > 140) * 255).astype(np.uint8))
+    pil, ten = Image.fromarray(arr), torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    draws = []
+    for cls in (T.RandomResizedCrop, T.RandomCrop):
+        real = cls.get_params
+        monkeypatch.setattr(cls, "get_params", staticmethod(
+            lambda *a, real=real: draws.append(real(*a)) or draws[-1]))
+    old, new = CROPS[crop](224), UInt8Crop(CROPS[crop](224))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        a = _to_uint8(old(pil, mask))
+        old_draws, draws[:] = list(draws), []
+        torch.manual_seed(seed)
+        b = new(ten, mask)
+        assert draws == old_draws
+        draws.clear()
+        assert b.dtype == torch.uint8 and b.shape == (3, 224, 224)
+        diff = (a - b.to(torch.int16)).abs()
+        assert diff.max() <= 2 and diff.float().mean() < 0.05, (seed, diff.max())
+
+
+def test_normalise_on_device_equals_to_tensor_and_normalize():
+    from torchvision import transforms as T
+
+    from pixmim.data.loading import normalise, to_device
+
+    u8 = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    ref = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(u8.float() / 255)
+    out = normalise(u8)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(to_device(u8, torch.device("cpu")), ref, atol=1e-6, rtol=0)
+    assert to_device(ref, torch.device("cpu")) is ref  # a float batch is only moved
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])
+def test_decode_matches_pils_rgb(tmp_path, fmt):
+    from pixmim.data.loading import decode
+
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(_photo(120, 90)).convert("L" if fmt == "PNG" else "RGB").save(path, fmt)
+    ref = np.asarray(Image.open(path).convert("RGB"))
+    out = decode(str(path))
+    assert out.dtype == torch.uint8 and out.shape == (3, 90, 120)
+    assert np.array_equal(out.permute(1, 2, 0).numpy(), ref)
+
+
+def test_uint8_path_skips_and_names_corrupt_files(tmp_path):
+    from pixmim.data.datasets import ImageDataset
+    from pixmim.data.loading import UInt8Crop
+
+    cls = tmp_path / "n01440764"
+    cls.mkdir()
+    Image.fromarray(_photo(80, 60)).save(cls / "a.jpg")
+    (cls / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    crop = UInt8Crop(CROPS["rrc"](32))
+    with pytest.raises(ValueError, match="b.jpg"):
+        ImageDataset(tmp_path, crop)[1]
+    ds = ImageDataset(tmp_path, crop, bad_images="skip")
+    img, label = ds[1]
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8
+    assert [p.endswith("b.jpg") for p in ds.skipped] == [True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU decode (nvjpeg) needs CUDA")
+def test_gpu_decode_takes_the_cpu_paths_boxes(tmp_path):
+    """decode_jpeg(device='cuda') + crop on the GPU, each sample under its seed: the same
+    boxes as the worker path, pixels within JPEG-decoder and rounding differences."""
+    from torchvision.io import read_file
+
+    from pixmim.data.datasets import _seeded
+    from pixmim.data.loading import DeviceDecode, UInt8Crop, decode, normalise
+
+    path = tmp_path / "x.jpg"
+    Image.fromarray(_photo()).save(path, quality=95)
+    crop = CROPS["rrc"](224)
+    seeds = torch.tensor([3, 4, 5])
+    gpu = DeviceDecode(crop, "cuda")([read_file(str(path))] * 3, seeds)
+    for k, s in enumerate(seeds.tolist()):
+        with _seeded(s):
+            cpu = normalise(UInt8Crop(crop)(decode(str(path)))[None])[0]
+        assert (gpu[k].cpu() - cpu).abs().mean() < 0.05
+
+
+def test_uint8_samples_depend_on_their_seed_only_and_leave_the_global_rng(tmp_path):
+    from pixmim.data.datasets import ImageDataset
+    from pixmim.data.loading import UInt8Crop
+
+    cls = tmp_path / "n01440764"
+    cls.mkdir()
+    Image.fromarray(_photo(160, 120)).save(cls / "a.png")
+    ds = ImageDataset(tmp_path, UInt8Crop(CROPS["rrc"](32)))
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a = ds[(0, 11)][0]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # another global state: the sample must not change
+    assert torch.equal(ds[(0, 11)][0], a)
+    assert not torch.equal(ds[(0, 12)][0], a)

@@ -106,3 +106,38 @@ def test_band_dft_at_paper_size():
     for mode in ("official", "centered"):
         torch.testing.assert_close(lowpass(img, 40.0, mode), lowpass_fft(img, 40.0, mode),
                                    atol=2e-5, rtol=0)
+
+
+# ---------------------------------------------- the model's folded target (normalised in/out)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.sampled_from([7, 8, 15, 16, 33, 64]), w=st.sampled_from([8, 9, 16, 31, 64]),
+       radius=st.floats(0.0, 40.0), mode=st.sampled_from(["official", "centered"]),
+       seed=st.integers(0, 99))
+def test_folded_target_equals_unnormalise_fft_renormalise(h, w, radius, mode, seed):
+    """The folded filter on normalised images equals mmselfsup's order of operations:
+    un-normalise, filter by full FFTs, re-normalise (radii from an empty disk to all bins)."""
+    from pixmim.models.targets import lowpass_fft, lowpass_normalised
+
+    m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    raw = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    expected = (lowpass_fft(raw, radius, mode) - m) / s
+    out = lowpass_normalised((raw - m) / s, radius, mode, MEAN, STD)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+def test_model_target_is_the_folded_filter_at_paper_size():
+    """MAE's lowpass target at 224 px, r=40 (PixMIM Sec. 4.1), both modes, equals the
+    un-normalise -> FFT filter -> re-normalise formulation patch for patch."""
+    from pixmim.models.base import MIMBase
+    from pixmim.models.targets import lowpass_fft
+
+    m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    raw = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for mode in ("official", "centered"):
+        model = MIMBase(patch_size=16, target="lowpass", radius=40.0, lowpass_mode=mode)
+        expected = model.patchify((lowpass_fft(raw, 40.0, mode) - m) / s)
+        torch.testing.assert_close(model.forward_target((raw - m) / s), expected,
+                                   atol=1e-4, rtol=0)
