@@ -67,7 +67,8 @@ class PlainMAE(nn.Module):
             x = blk(x)
         pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
         target = self.patchify(imgs)
-        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6) ** 0.5
         loss = ((pred - target) ** 2).mean(-1)
         return (loss * mask).sum() / mask.sum()
 

@@ -326,7 +326,8 @@ def _check(tp: Any, value: Any, path: str) -> Any:
             return tuple(_check(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_check(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_check(a, v, f"{path}[{i}]")
+                     for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")

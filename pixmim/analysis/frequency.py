@@ -257,7 +257,6 @@ def plot_frequency(rows: list[tuple[str, list[str | Path]]], out_png: str | Path
     import matplotlib.pyplot as plt
 
     from pixmim.io import atomic_write, write_text
-
     from pixmim.report.stats import estimate, paired
 
     loaded = []
@@ -295,7 +294,7 @@ def plot_frequency(rows: list[tuple[str, list[str | Path]]], out_png: str | Path
         dx = axes[0][1]
         base_label, base = loaded[0]
         for label, ms in loaded[1:]:
-            est = [paired(v, b) for v, b in zip(bands(ms, key), bands(base, key))]
+            est = [paired(v, b) for v, b in zip(bands(ms, key), bands(base, key), strict=True)]
             line, = dx.plot(mids, [x.mean for x in est], marker="o", ms=3,
                             label=f"{label} - {base_label}")
             if len(ms) > 1:

@@ -152,7 +152,8 @@ class MAE(MIMBase):
 
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None,
                 noise: torch.Tensor | None = None):
-        """imgs: [N, 3, H, W] (noise: [N, num_mask_units]) -> (loss, pred [N, L, p*p*3], mask [N, L])."""
+        """imgs: [N, 3, H, W] (noise: [N, num_mask_units])
+        -> (loss, pred [N, L, p*p*3], mask [N, L])."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         latent, mask, ids_restore = self.forward_encoder(imgs, ratio, noise)
         pred = self.forward_decoder(latent, ids_restore)

@@ -55,7 +55,8 @@ class MFF(MAE):
             x = blk(x)
             if i in self.fusion_layers:
                 levels.append(x)
-        projected = [proj(h) for proj, h in zip(self.fusion_proj, levels[:-1])] + [levels[-1]]
+        projected = [proj(h) for proj, h in zip(self.fusion_proj, levels[:-1], strict=True)]
+        projected.append(levels[-1])
         weights = torch.softmax(self.fusion_weight, dim=0)
-        fused = sum(w * h for w, h in zip(weights, projected))
+        fused = sum(w * h for w, h in zip(weights, projected, strict=True))
         return self.norm(fused)

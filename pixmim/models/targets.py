@@ -49,7 +49,8 @@ def _sq_distance(h: int, w: int, mode: str, device=None) -> torch.Tensor:
     return (yy - cy) ** 2 + (xx - cx) ** 2
 
 
-def lowpass_mask(h: int, w: int, radius: float, mode: str = "official", device=None) -> torch.Tensor:
+def lowpass_mask(h: int, w: int, radius: float, mode: str = "official",
+                 device=None) -> torch.Tensor:
     """Ideal circular low-pass mask in the fftshift-ed layout.
 
     Args:

@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 LEVEL = 0.95
 
 
@@ -60,4 +59,4 @@ def paired(variant: Sequence[float], baseline: Sequence[float]) -> Estimate:
     """The gain ``variant - baseline`` over seeds, paired by seed (same order)."""
     if len(variant) != len(baseline):
         raise ValueError(f"paired seeds differ in number: {len(variant)} vs {len(baseline)}")
-    return estimate([v - b for v, b in zip(variant, baseline)])
+    return estimate([v - b for v, b in zip(variant, baseline, strict=True)])

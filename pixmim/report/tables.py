@@ -134,12 +134,13 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     for c in headers:
         out[headers[c] + " ours (paper)"] = [
             f"{Estimate(o, h, 0).text()} ({p:.1f})"
-            for o, h, p in zip(df[f"{c}_ours"], df[f"{c}_ours_ci95"], df[f"{c}_paper"])]
+            for o, h, p in zip(df[f"{c}_ours"], df[f"{c}_ours_ci95"], df[f"{c}_paper"],
+                                 strict=True)]
         if f"{c}_gain_ours" in df:
             out[f"gain {c} ours (paper)"] = [
                 "" if math.isnan(g) else f"{Estimate(g, h, 0).text(sign=True)} ({gp:+.1f})"
                 for g, h, gp in zip(df[f"{c}_gain_ours"], df[f"{c}_gain_ours_ci95"],
-                                    df[f"{c}_gain_paper"])]
+                                    df[f"{c}_gain_paper"], strict=True)]
     n = int(df["seeds"].max()) if len(df) else 0
     seeds = (f"{n} seeds: mean ± half-width of the 95% t-interval over seeds; gains paired "
              "by seed." if n > 1 else "1 seed: no interval (set `seeds` to two or more).")
@@ -150,7 +151,8 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     se = [f"{headers[c]} {df[f'{c}_sampling_se'].max():.1f}" for c in headers
           if f"{c}_sampling_se" in df and df[f"{c}_sampling_se"].notna().any()]
     if se:  # binomial, at the measured score: what the validation split alone moves a run
-        seeds += f" Sampling error of one run on its validation split (SE, at most): {', '.join(se)}."
+        seeds += (" Sampling error of one run on its validation split (SE, at most): "
+                  f"{', '.join(se)}.")
     title = spec.get("title", spec["table"])
     note = spec.get("note", "")
     return (f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n\n"

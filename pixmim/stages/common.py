@@ -23,9 +23,9 @@ from tqdm import tqdm
 from pixmim import registry
 from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
-from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs, git_sha
+from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.models.classifier import load_classifier
 from pixmim.report.provenance import GIT_COMMIT_TAG, git_dirty, job_data
 

@@ -28,9 +28,9 @@ from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
+from pixmim.engine.loop import make_loader, seed_everything
 from pixmim.io import write_text
 from pixmim.progress import progress
-from pixmim.engine.loop import make_loader, seed_everything
 from pixmim.stages.common import (
     build_pretrained,
     complete,

@@ -37,7 +37,6 @@ from pixmim.stages.common import (
     parent_tags,
     run_main,
     tracked,
-
 )
 
 # The registry's declaration. Cost: the frozen encoder forward on all tokens, ~1/3 of a
@@ -142,7 +141,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         cached.sampler = loader.sampler
         val_feats, val_labels = extract(encoder, val_loader, dist)
         val_batches = list(zip(val_feats.split(loader.batch_size),
-                               val_labels.split(loader.batch_size)))
+                               val_labels.split(loader.batch_size), strict=True))
         features = nn.Identity()
         print(f"[linear_probe] cached {cfg.train.feature_views} view(s) of {len(train_ds)} "
               f"images and {len(val_ds)} val images in {time.perf_counter() - t0:.1f} s",

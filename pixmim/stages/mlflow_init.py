@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from pixmim.io import write_json
 from pixmim.engine.tracking import ensure_store, resolve_uri
+from pixmim.io import write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ from torchvision import transforms as T
 from pixmim.config import JobConfig
 from pixmim.data.transforms import BICUBIC, Crop
 from pixmim.engine import distributed
-from pixmim.io import atomic_write
 from pixmim.evaluation import shape_bias as SB
+from pixmim.io import atomic_write
 from pixmim.stages.common import (
     batches,
     complete,

@@ -79,7 +79,8 @@ from pixmim.workflow.specs import (
 __all__ = [
     "all_runs", "all_targets", "image_root", "SWEEP", "sweep_inputs", "sweep_runs",
     "sweep_spec", "sweep_unavailable", "synth_dir", "synth_settings", "texture_bound",
-    "texture_dataset", "texture_datasets", "BASE_CONFIGS", "build_schema", "buildable", "check_config",
+    "texture_dataset", "texture_datasets", "BASE_CONFIGS", "build_schema", "buildable",
+    "check_config",
     "coverage_patch_size", "curve_tables", "data_root", "default_targets", "dense_root",
     "dense_section", "eval_roots", "EVAL_SETS", "experiment_of", "experiments",
     "experiments_of", "FIGURE_FILES", "figure_inputs", "figure_spec", "figure_stage",

@@ -24,7 +24,7 @@ def test_per_iteration_warmup_then_cosine():
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5)  # linear warm-up over 10 steps
     assert lrs[10] == pytest.approx(1.0)  # peak right after warm-up
     assert lrs[30] == pytest.approx(0.5, abs=1e-6)  # half-way through the cosine
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # monotone decay
 
 
 class Interrupt(Exception):
@@ -75,7 +75,8 @@ def test_resume_gives_identical_weights(tmp_path, interrupt_at, accum):
     state = ResumeState(tmp_path / "b").load()
     assert state["step"] == (interrupt_at - 1) // accum
     resumed, hist = _train(tmp_path / "b", epochs=3, accum=accum)
-    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values(),
+                             strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in ref_hist]
 

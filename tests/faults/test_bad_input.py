@@ -26,8 +26,8 @@ from pixmim.data.transforms import (
     build_eval_transform,
     build_probe_transform,
 )
-from pixmim.io import WriteError
 from pixmim.engine.loop import ResumeState, fit, make_loader
+from pixmim.io import WriteError
 from pixmim.stages import finetune, pretrain
 from pixmim.stages.common import PROVENANCE, save_model
 from pixmim.workflow import validate_config

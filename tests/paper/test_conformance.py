@@ -55,7 +55,8 @@ def same(ours: Any, paper: Any, key: str) -> bool:
         tol = 5e-3 if key == "dense_epochs" else 1e-9
         return math.isclose(float(ours), float(paper), rel_tol=tol, abs_tol=1e-12)
     if isinstance(paper, list) and isinstance(ours, (list, tuple)):
-        return len(ours) == len(paper) and all(same(o, p, key) for o, p in zip(ours, paper))
+        return len(ours) == len(paper) and all(
+            same(o, p, key) for o, p in zip(ours, paper, strict=True))
     return ours == paper
 
 
@@ -142,7 +143,7 @@ def test_a_dropped_per_method_setting_is_caught(key, value, cite):
     name the job and the table."""
     config, exps, jobs = paper_jobs()
     section, k = key.split(".")
-    for method, over in config["method_overrides"].items():
+    for over in config["method_overrides"].values():
         if (over.get(section) or {}).get(k) == value:
             del over[section][k]
     problems = departures_of(config, exps, jobs)

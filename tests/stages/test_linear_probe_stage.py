@@ -78,7 +78,7 @@ def _shuffle_labels(src, dst, seed=0):
     folders = [f.parent for f in files]
     random.Random(seed).shuffle(folders)
     moves = [(f, folder / f"shuffled_{i}{f.suffix}") for i, (f, folder)
-             in enumerate(zip(files, folders))]
+             in enumerate(zip(files, folders, strict=True))]
     staged = [(f.rename(f.with_name(f"tmp_{i}{f.suffix}")), to)
               for i, (f, to) in enumerate(moves)]
     for f, to in staged:
