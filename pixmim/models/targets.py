@@ -144,11 +144,11 @@ def _folded_bases(h: int, w: int, radius: float, mode: str, device: str,
     dev = torch.device(device)
     with torch.device("cpu"):
         shift = torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
-        rows = lowpass_mask(h, w, radius, mode).any(1).nonzero()[:, 0]
-        cols = lowpass_mask(h, w, radius, mode).any(0).nonzero()[:, 0]
+        full = lowpass_mask(h, w, radius, mode)  # on the CPU: `disk` may be on meta
+        rows, cols = full.any(1).nonzero()[:, 0], full.any(0).nonzero()[:, 0]
         bias = torch.zeros(len(shift), len(rows), len(cols), dtype=torch.complex64)
         dc_r, dc_c = (rows == h // 2).nonzero(), (cols == w // 2).nonzero()
-        if len(dc_r) and len(dc_c) and disk[dc_r[0, 0], dc_c[0, 0]].item() > 0:
+        if full[h // 2, w // 2] > 0:  # the disk keeps DC (disk[i, j] = full[rows[i], cols[j]])
             bias[:, dc_r[0, 0], dc_c[0, 0]] = shift * (h * w)
         elif mode == "centered":  # cannot happen: the centred disk always holds DC
             raise AssertionError("centered disk without DC")

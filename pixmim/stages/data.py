@@ -19,7 +19,7 @@ VIEWS = {
 }
 
 
-def fingerprint_main(argv: list[str]) -> int:
+def fingerprint_main(argv: list[str], stream=None) -> int:
     from pixmim.report.provenance import SCHEME, write_fingerprint
 
     p = argparse.ArgumentParser(prog="python -m pixmim data fingerprint",
@@ -27,7 +27,8 @@ def fingerprint_main(argv: list[str]) -> int:
     p.add_argument("--root", required=True, help="dataset folder (must be writable)")
     args = p.parse_args(argv)
     record = write_fingerprint(args.root)
-    print(f"fingerprint: {args.root} {record['sha256']} ({record['files']} files)")
+    print(f"fingerprint: {args.root} {record['sha256']} ({record['files']} files)",
+          file=stream or sys.stdout)
     return 0
 
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         if rc == 0:
             out = argparse.ArgumentParser(add_help=False)
             out.add_argument("--out", required=True)
-            fingerprint_main(["--root", out.parse_known_args(argv[1:])[0].out])
+            # a log line: stdout stays the generator's one-line summary
+            fingerprint_main(["--root", out.parse_known_args(argv[1:])[0].out], sys.stderr)
         return rc
     p = argparse.ArgumentParser(
         prog="python -m pixmim data", description="Generate an embedded dataset.",

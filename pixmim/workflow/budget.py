@@ -44,7 +44,7 @@ from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
 # The SLURM profile reserves the GPUs of a pretraining job (set-resources: pretrain: gpu).
-SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
+SLURM_PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
 # The relative cost of an image through each stage (an assumption) is declared by the stage
