@@ -72,18 +72,55 @@ def apply_ops(ops: list, img: torch.Tensor) -> torch.Tensor:
         elif isinstance(op, T.CenterCrop):
             img = F2.center_crop(img, op.size)
         elif isinstance(op, T.RandomCrop):
-            if op.padding is not None:
-                img = F2.pad(img, op.padding, op.fill, op.padding_mode)
             if op.pad_if_needed:
                 raise ValueError("RandomCrop(pad_if_needed=True) has no tensor path")
-            i, j, h, w = op.get_params(img, op.size)
-            img = F2.crop(img, i, j, h, w)
+            img = padded_crop(op, img)
         elif isinstance(op, T.RandomHorizontalFlip):
             if torch.rand(1) < op.p:
                 img = F2.horizontal_flip(img)
         else:
             raise TypeError(f"no uint8 tensor path for transform {type(op).__name__}")
     return img
+
+
+def padded_crop(op: T.RandomCrop, img: torch.Tensor) -> torch.Tensor:
+    """``op`` (pad, then a random crop) on a uint8 tensor, padding only the crop.
+
+    The box is drawn by ``op.get_params`` on the padded image's shape, as ``op`` draws it;
+    then only the part of ``img`` the box covers is cut and padded on the sides where the
+    box leaves ``img``. That part reaches ``img``'s border on every such side, so its
+    reflect / symmetric / edge / constant padding is the full image's: the same pixels as
+    padding the whole image first, without copying it (0.2 ms of 1.7 ms per 224 px SRC
+    crop, ``benchmarks/loader.py``)."""
+    _, ih, iw = img.shape
+    left, top, right, bottom = _sides(op.padding)
+    padded = torch.empty((1, ih + top + bottom, iw + left + right), device="meta")
+    i, j, h, w = op.get_params(padded, op.size)
+    r0, c0 = i - top, j - left  # the box in img's coordinates (may start outside it)
+    pt, pl = max(0, -r0), max(0, -c0)
+    pb, pr = max(0, r0 + h - ih), max(0, c0 + w - iw)
+    part = img[:, max(r0, 0): max(min(r0 + h, ih), 0), max(c0, 0): max(min(c0 + w, iw), 0)]
+    if not (pt or pl or pb or pr):
+        return part
+    if part.shape[1] <= max(pt, pb) or part.shape[2] <= max(pl, pr):
+        # a box mostly in the padding: its reflection reaches past the part; pad it all
+        return F2.crop(F2.pad(img, [left, top, right, bottom], op.fill, op.padding_mode),
+                       i, j, h, w)
+    return F2.pad(part, [pl, pt, pr, pb], op.fill, op.padding_mode)
+
+
+def _sides(padding) -> tuple[int, int, int, int]:
+    """torchvision's ``padding`` (int, [lr, tb] or [l, t, r, b]) as (left, top, right,
+    bottom)."""
+    if padding is None:
+        return 0, 0, 0, 0
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if len(padding) == 1:
+        return (padding[0],) * 4
+    if len(padding) == 2:
+        return padding[0], padding[1], padding[0], padding[1]
+    return tuple(padding)
 
 
 class BackgroundCrop(Crop):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pixmim.data.transforms import CROPS, IMAGENET_MEAN, IMAGENET_STD, build_pretrain_transform
@@ -207,3 +209,36 @@ def test_uint8_samples_depend_on_their_seed_only_and_leave_the_global_rng(tmp_pa
     torch.rand(5)  # another global state: the sample must not change
     assert torch.equal(ds[(0, 11)][0], a)
     assert not torch.equal(ds[(0, 12)][0], a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), th=st.integers(1, 40), tw=st.integers(1, 40),
+       pad=st.one_of(st.none(), st.integers(0, 6), st.lists(st.integers(0, 6), min_size=1,
+                                                              max_size=1),
+                     st.lists(st.integers(0, 6), min_size=2, max_size=2),
+                     st.lists(st.integers(0, 6), min_size=4, max_size=4)),
+       mode=st.sampled_from(["reflect", "symmetric", "edge", "constant"]),
+       seed=st.integers(0, 2**16))
+def test_padded_crop_is_pad_then_crop_exactly(h, w, th, tw, pad, mode, seed):
+    """SRC's pad-then-random-crop on the uint8 path pads only the box (not the whole image):
+    the same box drawn from the same RNG, the same pixels bit for bit, the RNG left in the
+    same state, for every padding form and mode torchvision takes."""
+    from torchvision import transforms as T
+    from torchvision.transforms.v2 import functional as F2
+
+    from pixmim.data.transforms import padded_crop
+
+    op = T.RandomCrop((th, tw), padding=pad, padding_mode=mode, fill=7)
+    img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(seed))
+    try:
+        full = F2.pad(img, pad, 7, mode) if pad is not None else img
+        torch.manual_seed(seed)
+        i, j, bh, bw = op.get_params(full, op.size)
+    except (RuntimeError, ValueError, IndexError):
+        assume(False)  # torchvision itself refuses (padding wider than the image, box too big)
+    ref, after = F2.crop(full, i, j, bh, bw), torch.rand(1)
+    torch.manual_seed(seed)
+    out = padded_crop(op, img)
+    assert torch.equal(out, ref)
+    assert torch.equal(torch.rand(1), after)
