@@ -128,7 +128,7 @@ class TrainConfig:
     precision: Annotated[str, one_of("fp32", "bf16", "fp16")] = "fp32"
     compile: bool = False  # torch.compile the model's training forward
     clip_grad: Annotated[float | None, _POS] = None
-    log_every: Count = 10  # optimizer steps between step-level MLflow metrics
+    log_every: Count = 10  # optimizer steps between step-level metrics and host syncs
     eval_every: Count = 1  # epochs between validations (linear probe)
     # linear probe: 0 = frozen features of a fresh augmentation every epoch (MAE's protocol);
     # K = features of K augmented views computed once, epoch e reading view e mod K

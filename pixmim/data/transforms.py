@@ -84,29 +84,62 @@ def apply_ops(ops: list, img: torch.Tensor) -> torch.Tensor:
 
 
 def padded_crop(op: T.RandomCrop, img: torch.Tensor) -> torch.Tensor:
-    """``op`` (pad, then a random crop) on a uint8 tensor, padding only the crop.
+    """``op`` (pad, then a random crop) on a uint8 tensor, without padding the image.
 
-    The box is drawn by ``op.get_params`` on the padded image's shape, as ``op`` draws it;
-    then only the part of ``img`` the box covers is cut and padded on the sides where the
-    box leaves ``img``. That part reaches ``img``'s border on every such side, so its
-    reflect / symmetric / edge / constant padding is the full image's: the same pixels as
-    padding the whole image first, without copying it (0.2 ms of 1.7 ms per 224 px SRC
-    crop, ``benchmarks/loader.py``)."""
+    The box is drawn by ``op.get_params`` on the padded image's shape, as ``op`` draws it.
+    A box inside ``img`` is a slice; one that reaches into the padding gathers its rows and
+    columns from ``img`` by the padding mode's index map (reflect: -k -> k; symmetric:
+    -k -> k - 1; edge: clamp; constant: the fill where clamped), the same pixels bit for
+    bit as padding the whole image first. torchvision pads uint8
+    by way of float32 and copies the whole image: 0.2 ms of a 1.3 ms 224 px SRC sample
+    (``benchmarks/loader.py``)."""
     _, ih, iw = img.shape
     left, top, right, bottom = _sides(op.padding)
     padded = torch.empty((1, ih + top + bottom, iw + left + right), device="meta")
     i, j, h, w = op.get_params(padded, op.size)
     r0, c0 = i - top, j - left  # the box in img's coordinates (may start outside it)
-    pt, pl = max(0, -r0), max(0, -c0)
-    pb, pr = max(0, r0 + h - ih), max(0, c0 + w - iw)
-    part = img[:, max(r0, 0): max(min(r0 + h, ih), 0), max(c0, 0): max(min(c0 + w, iw), 0)]
-    if not (pt or pl or pb or pr):
-        return part
-    if part.shape[1] <= max(pt, pb) or part.shape[2] <= max(pl, pr):
-        # a box mostly in the padding: its reflection reaches past the part; pad it all
-        return F2.crop(F2.pad(img, [left, top, right, bottom], op.fill, op.padding_mode),
-                       i, j, h, w)
-    return F2.pad(part, [pl, pt, pr, pb], op.fill, op.padding_mode)
+    if r0 >= 0 and c0 >= 0 and r0 + h <= ih and c0 + w <= iw:
+        return img[:, r0 : r0 + h, c0 : c0 + w]
+    out = _gather(_gather(img, 1, r0, h, op.padding_mode), 2, c0, w, op.padding_mode)
+    if op.padding_mode == "constant":  # the positions outside img (clamped) take the fill
+        fill = torch.as_tensor(op.fill if op.fill is not None else 0, dtype=img.dtype)
+        fill = fill.view(-1, 1, 1) if fill.ndim else fill
+        rows, cols = torch.arange(r0, r0 + h), torch.arange(c0, c0 + w)
+        outside = ((rows < 0) | (rows >= ih)).view(1, -1, 1) | \
+            ((cols < 0) | (cols >= iw)).view(1, 1, -1)
+        out = torch.where(outside, fill, out)
+    return out
+
+
+def _gather(img: torch.Tensor, dim: int, start: int, length: int, mode: str) -> torch.Tensor:
+    """Positions ``start .. start + length - 1`` of ``img`` padded along ``dim`` by
+    ``mode`` (reflect: -k -> k; symmetric: -k -> k - 1; edge and constant: clamped), as at
+    most three narrowed views (the border before, the inside, the border after; a mirrored
+    border flipped) in one ``cat``. One reflection: torchvision refuses a padding as wide
+    as the image. (uint8 ``index_select`` on the strided image: 0.4 ms a 224 px box.)"""
+    size, end = img.shape[dim], start + length
+    if mode not in ("reflect", "symmetric", "edge", "constant"):
+        raise ValueError(f"RandomCrop padding_mode {mode!r} has no uint8 tensor path")
+
+    def border(first: int, n: int, mirror: int) -> torch.Tensor:
+        if mode in ("edge", "constant"):  # one index repeated
+            shape = list(img.shape)
+            shape[dim] = n
+            return img.narrow(dim, first, 1).expand(shape)
+        return img.narrow(dim, mirror, n).flip(dim)
+
+    parts = []
+    if min(end, 0) > start:  # before: p < 0
+        n = min(end, 0) - start
+        lowest = -(start + n - 1) - (mode == "symmetric")  # the smallest mirrored index
+        parts.append(border(0, n, lowest))
+    if min(end, size) > max(start, 0):
+        parts.append(img.narrow(dim, max(start, 0), min(end, size) - max(start, 0)))
+    if end > max(start, size):  # after: p >= size
+        n = end - max(start, size)
+        lowest = 2 * (size - 1) - (end - 1) + (mode == "symmetric")
+        parts.append(border(size - 1, n, lowest))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def _sides(padding) -> tuple[int, int, int, int]:

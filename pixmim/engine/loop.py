@@ -135,6 +135,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
         self.last_save = time.monotonic()
+        # The epoch's running loss sum stays on the device (float64, summed in the order a
+        # Python float would be: the same number) and is read only at sync points, so a
+        # training step makes no host sync (see _sync).
+        self._loss_sum: torch.Tensor | None = None
+        self._synced_at = 0  # the step of the last sync
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -155,21 +160,34 @@ class Trainer:
         self.epoch, self.batches_done, self.step = state["epoch"], state["batches_done"], \
             state["step"]
         self.history, self.partial = state["history"], state["partial"]
+        self._loss_sum, self._synced_at = None, self.step
         if self.tracker is not None:
             self.tracker.requeue(state.get("tracking_pending", []))
 
     def save(self) -> None:
+        self._sync()  # the state saved is checked finite and holds the loss sum so far
         if self.dist.is_main:
             self.resume.save(self.state())
         self.last_save = time.monotonic()
         barrier(self.dist)
 
-    def _checkpoint_due(self) -> bool:
+    def _after_step(self) -> tuple[bool, bool]:
+        """(stop, save) after an optimizer step. One process decides every step from its
+        own flags (no device work); several agree by one all-reduce every
+        ``train.log_every`` steps, where every rank is at the same step: a stop signal or a
+        time-based checkpoint due on any rank is acted on by all together."""
         c = self.cfg
-        by_steps = c.ckpt_every_steps > 0 and self.step % c.ckpt_every_steps == 0
+        stop = self._signal is not None
         by_time = c.ckpt_every_minutes > 0 and \
             time.monotonic() - self.last_save >= 60 * c.ckpt_every_minutes
-        return by_steps or by_time
+        if self.dist.world > 1:
+            if self.step % c.log_every:
+                stop = by_time = False
+            else:
+                flags = all_reduce_sum([float(stop), float(by_time)], self.dist)
+                stop, by_time = flags[0] > 0, flags[1] > 0
+        by_steps = c.ckpt_every_steps > 0 and self.step % c.ckpt_every_steps == 0
+        return stop, by_steps or by_time
 
     # ------------------------------------------------------------------ train
     def fit(self) -> list[dict[str, float]]:
@@ -191,13 +209,6 @@ class Trainer:
     def _on_signal(self, signum: int, frame) -> None:
         self._signal = signal.Signals(signum).name
 
-    def _stop_requested(self) -> bool:
-        """Whether any rank got a stop signal (agreed across ranks, so all save together)."""
-        flag = 1.0 if self._signal else 0.0
-        if self.dist.world > 1:
-            flag = all_reduce_sum([flag], self.dist)[0]
-        return flag > 0
-
     def _fit(self) -> list[dict[str, float]]:
         if (state := self.resume.load()) is not None:
             self.load(state)
@@ -209,6 +220,7 @@ class Trainer:
             self.history.append(record)
             self.epoch, self.batches_done = self.epoch + 1, 0
             self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
+            self._loss_sum = None
             self.save()
             if self.tracker is not None:
                 self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"},
@@ -231,33 +243,52 @@ class Trainer:
             self.scheduler.step_update(self.step)
             with autocast_for(cfg, dev):
                 loss = self.loss_fn(batch)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"non-finite loss {value} at epoch {self.epoch + 1}, step {self.step}; "
-                    f"the last good state is kept in {self.resume.path}")
             scaled = loss / cfg.accum_steps
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             self.batches_done += 1
             n = len(batch[0])
-            self.partial["loss_sum"] += value * n
+            if self._loss_sum is None:
+                self._loss_sum = torch.tensor(self.partial["loss_sum"], dtype=torch.float64,
+                                              device=loss.device)
+            self._loss_sum.add_(loss.detach().double() * n)
             self.partial["count"] += n
             if self.batches_done % cfg.accum_steps == 0:
                 self._optimizer_step()
                 self.partial["time"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                if self._stop_requested():
+                if self.step % cfg.log_every == 0:
+                    self._sync()
+                    rate = self.partial["count"] * self.dist.world / max(self.partial["time"],
+                                                                         1e-9)
+                    avg = self.partial["loss_sum"] / max(self.partial["count"], 1)
+                    bar.set_postfix(loss=f"{avg:.4f}", img_s=f"{rate:.0f}", refresh=False,
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                    if self.tracker is not None:
+                        self.tracker.log_metrics({"train_loss_step": avg}, step=self.step)
+                stop, save = self._after_step()
+                if stop:
                     self.save()
                     raise Preempted(
                         f"{self._signal or 'stop signal'} at epoch {self.epoch + 1}, step "
                         f"{self.step}: state saved to {self.resume.path}; exit "
                         f"{Preempted.exit_code} so the job is requeued and resumes there")
-                if self._checkpoint_due():
+                if save:
                     self.save()
-            rate = self.partial["count"] * self.dist.world / max(self.partial["time"], 1e-9)
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{rate:.0f}", refresh=False)
         bar.close()
+        self._sync()
+
+    def _sync(self) -> None:
+        """Read the loss sum off the device (the step's only host sync, every
+        ``train.log_every`` optimizer steps, before a save and at the epoch's end) and stop
+        on a non-finite loss before anything is saved."""
+        if self._loss_sum is None:
+            return
+        total = self._loss_sum.item()
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss at epoch {self.epoch + 1}, between steps {self._synced_at} "
+                f"and {self.step}; the last good state is kept in {self.resume.path}")
+        self.partial["loss_sum"], self._synced_at = total, self.step
 
     def _optimizer_step(self) -> None:
         cfg = self.cfg
@@ -272,9 +303,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        if self.tracker is not None and self.step % cfg.log_every == 0:
-            avg = self.partial["loss_sum"] / max(self.partial["count"], 1)
-            self.tracker.log_metrics({"train_loss_step": avg}, step=self.step)
 
     def _finish_epoch(self) -> dict[str, float]:
         loss_sum, count = all_reduce_sum([self.partial["loss_sum"], self.partial["count"]],

@@ -85,6 +85,34 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
     model = nn.Linear(2, 1)
     cfg = TrainConfig(epochs=1, batch_size=4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(FloatingPointError, match="non-finite loss nan at epoch 1, step 0"):
+    with pytest.raises(FloatingPointError,
+                       match="non-finite loss at epoch 1, between steps 0 and 10;"):
         fit(model, lambda b: model(b[0][:, :2]).sum() * float("nan"), opt,
             make_loader(Toy(), cfg, train=True), cfg, tmp_path)
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """The loss is summed on the device and read (one host sync) only every
+    ``train.log_every`` optimizer steps and at the epoch's end: on a GPU a step queues its
+    kernels without waiting. Counted here as the loop's own Tensor reads (item, tolist,
+    float, bool) over 12 steps with log_every=5: 2 + 1, where reading every step made 12."""
+    import sys
+
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, real=real, name=name):
+            if sys._getframe(1).f_code.co_filename.endswith("pixmim/engine/loop.py"):
+                reads.append((name, sys._getframe(1).f_lineno))
+            return real(self, *a)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Linear(16, 3))
+    cfg = TrainConfig(epochs=1, batch_size=4, log_every=5, ckpt_every_steps=0,
+                      ckpt_every_minutes=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), opt,
+                  make_loader(Toy(), cfg, train=True), cfg, tmp_path)
+    assert len(reads) == 12 // 5 + 1, reads
+    assert history[0]["train_loss"] > 0

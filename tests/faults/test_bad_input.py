@@ -302,14 +302,14 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_state(tmp
 
     state_path = tmp_path / "_state" / "last.pth"
     with pytest.raises(FloatingPointError, match=re.escape(
-            f"non-finite loss nan at epoch 1, step 3; the last good state is kept in "
-            f"{state_path}")):
+            f"non-finite loss at epoch 1, between steps 3 and 4; the last good state is kept "
+            f"in {state_path}")):
         fit(model, loss_fn, opt, make_loader(Toy(), cfg, train=True), cfg, tmp_path)
     state = torch.load(state_path, map_location="cpu", weights_only=True)
+    # the 4th batch's loss is read at the save after its step (the step makes no host
+    # sync): that save is refused, the file keeps the state after step 3
     assert (state["epoch"], state["step"], state["batches_done"]) == (0, 3, 3)
-    for key, value in model.state_dict().items():  # the NaN step changed nothing
-        assert torch.isfinite(state["model"][key]).all()
-        torch.testing.assert_close(state["model"][key], value, rtol=0, atol=0)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 def test_diverging_run_stops_with_one_line_naming_the_step(tmp_path, tiny_data):
@@ -318,12 +318,12 @@ def test_diverging_run_stops_with_one_line_naming_the_step(tmp_path, tiny_data):
     res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
     line = error_line(res, "pretrain")
     state_path = out / "_state" / "last.pth"
-    m = re.fullmatch(rf"pixmim pretrain: error: non-finite loss (nan|inf|-inf) at epoch 1, "
-                     rf"step (\d+); the last good state is kept in {re.escape(str(state_path))}",
-                     line)
+    m = re.fullmatch(rf"pixmim pretrain: error: non-finite loss at epoch 1, between steps "
+                     rf"(\d+) and (\d+); the last good state is kept in "
+                     rf"{re.escape(str(state_path))}", line)
     assert m, line
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    assert state["step"] == int(m[2]) >= 1
+    assert state["step"] == int(m[1]) < int(m[2])
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert_no_outputs(out)
 
