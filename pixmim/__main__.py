@@ -12,6 +12,7 @@ folders) is accepted as an alias.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -96,9 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if name == "run":
-            return run_job(rest)
-        module = importlib.import_module(table[name][0])
-        return module.main(rest) or 0
+            rc = run_job(rest)
+        else:
+            rc = importlib.import_module(table[name][0]).main(rest) or 0
+        sys.stdout.flush()  # a reader gone away shows here, not in the exit's flush
+        return rc
+    except BrokenPipeError:
+        # `... | head`: no traceback; the exit status of a tool SIGPIPE stopped (128 + 13)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError,
             FloatingPointError, WriteError) as e:
         # Bad input (or a full disk): one line naming the culprit, no traceback.

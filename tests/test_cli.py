@@ -102,3 +102,15 @@ def test_an_error_line_names_the_command_as_typed(typed, tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     assert main([typed, "--config", str(missing), "--out", str(tmp_path / "x")]) == 1
     assert capsys.readouterr().err.startswith(f"pixmim {typed}: error: ")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """`pixmim budget | head -1`: the pipe's reader is gone before the output is written;
+    the command ends quietly with SIGPIPE's status (141) instead of a BrokenPipeError
+    traceback. The read end is closed before the child writes, so the test does not race."""
+    proc = subprocess.Popen([sys.executable, "-m", "pixmim", "budget"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
