@@ -105,6 +105,6 @@ class DeviceDecode:
         imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
         out = []
         for img, seed in zip(imgs, seeds.tolist(), strict=True):
-            with _seeded(seed):
+            with _seeded(seed, UInt8Crop.torch_rng_only):  # as the worker seeds it
                 out.append(self.crop.tensor(img))
         return normalise(torch.stack(out))

@@ -87,12 +87,10 @@ def padded_crop(op: T.RandomCrop, img: torch.Tensor) -> torch.Tensor:
     """``op`` (pad, then a random crop) on a uint8 tensor, without padding the image.
 
     The box is drawn by ``op.get_params`` on the padded image's shape, as ``op`` draws it.
-    A box inside ``img`` is a slice; one that reaches into the padding gathers its rows and
-    columns from ``img`` by the padding mode's index map (reflect: -k -> k; symmetric:
-    -k -> k - 1; edge: clamp; constant: the fill where clamped), the same pixels bit for
-    bit as padding the whole image first. torchvision pads uint8
-    by way of float32 and copies the whole image: 0.2 ms of a 1.3 ms 224 px SRC sample
-    (``benchmarks/loader.py``)."""
+    A box inside ``img`` is a slice; one that reaches into the padding is assembled from
+    views of ``img`` (:func:`_gather`), the same pixels bit for bit as padding the whole
+    image first. torchvision pads uint8 by way of float32 and copies the whole image:
+    0.2 ms of a 1.3 ms 224 px SRC sample (``benchmarks/loader.py``)."""
     _, ih, iw = img.shape
     left, top, right, bottom = _sides(op.padding)
     padded = torch.empty((1, ih + top + bottom, iw + left + right), device="meta")

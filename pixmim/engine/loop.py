@@ -28,12 +28,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
-from tqdm import tqdm
 
 from pixmim.config import TrainConfig
 from pixmim.data.datasets import EpochSampler
 from pixmim.engine.distributed import DistInfo, all_reduce_sum, barrier
 from pixmim.io import atomic_write
+from pixmim.progress import progress
 
 
 class Preempted(Exception):
@@ -234,10 +234,9 @@ class Trainer:
         cfg, dev = self.cfg, self.dist.device
         self.module.train()
         self.loader.sampler.set_epoch(self.epoch, skip=self.batches_done * self.loader.batch_size)
-        bar = tqdm(self.loader, desc=f"{self.desc} {self.epoch + 1}/{cfg.epochs}",
-                   file=sys.stderr, leave=False, disable=not self.dist.is_main,
-                   initial=self.batches_done, total=self.batches_done + len(self.loader),
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, unit="it")
+        bar = progress(self.loader, f"{self.desc} {self.epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not self.dist.is_main, initial=self.batches_done,
+                       total=self.batches_done + len(self.loader), unit="it")
         t0 = time.perf_counter()
         for batch in bar:
             self.scheduler.step_update(self.step)

@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 import yaml
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from pixmim import registry
 from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config, to_dict
@@ -27,6 +26,7 @@ from pixmim.engine.loop import Preempted, ResumeState, autocast_for
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs, git_sha
 from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.models.classifier import load_classifier
+from pixmim.progress import progress
 from pixmim.report.provenance import GIT_COMMIT_TAG, git_dirty, job_data
 
 
@@ -181,14 +181,14 @@ def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None)
     provenance (:func:`provenance`), which is kept for :func:`finish`."""
     state = ResumeState(out).load()
     run_id = (state or {}).get("mlflow_run_id") or None
-    prov = recorded_provenance(out) if run_id else None
-    if not prov or prov.get("mlflow_run_id") != run_id:  # a resumed job keeps its run's
-        prov = provenance(cfg)
+    kept = recorded_provenance(out) if run_id else None
+    fresh = not kept or kept.get("mlflow_run_id") != run_id  # a resumed job keeps its run's
+    prov = provenance(cfg) if fresh else kept
     ptags = provenance_tags(prov)
     tracker = Tracker(cfg.tracking, f"{cfg.experiment}/{cfg.stage}",
                       run_tags(cfg, {**(tags or {}), **ptags}), to_dict(cfg), run_id=run_id,
                       offline_log=out / OFFLINE_LOG)
-    if run_id and prov.get("mlflow_run_id") != run_id:  # reopened: tags are set at creation
+    if run_id and fresh:  # a reopened run: tags are set at creation only
         tracker.set_tags(ptags)
     write_json(out / "_state" / PROVENANCE, {**prov, "mlflow_run_id": tracker.run_id})
     return tracker
@@ -285,8 +285,7 @@ def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.eval.num_workers, pin_memory=device.type == "cuda")
     cast = autocast_for(cfg.train, device)
-    for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, unit="batch",
-                     mininterval=1.0 if sys.stderr.isatty() else 30.0):
+    for x, y in progress(loader, desc, leave=False, unit="batch"):
         with cast:
             logits = model(x.to(device, non_blocking=True))
         yield logits.float(), y.to(device)

@@ -103,6 +103,16 @@ def _at_batch(figures: tuple[Figure, ...], batch: int) -> tuple[Figure, bool]:
     return best, best.batch == batch
 
 
+def flops_vs_vit_b(method: str, arch: str, size: int | None = None) -> float:
+    """Encoder FLOPs of ``method``'s ``arch`` at ``size`` px (default: the arch's own)
+    relative to MAE ViT-B/16 at 224: depth x width^2 x (size / 224)^2."""
+    a = registry.method(method).archs.get(arch, {})
+    b = registry.method("mae").archs["vit_base_patch16_224"]
+    size = a.get("img_size", 224) if size is None else size
+    return (a.get("depth", 12) * a.get("embed_dim", 768) ** 2 * (size / 224) ** 2
+            / (b["depth"] * b["embed_dim"] ** 2))
+
+
 def throughput(method: str, arch: str, precision: str, ref_arch: str,
                batch: int | None = None) -> tuple[float, str]:
     """One GPU's pretraining images/s at per-GPU ``batch`` and its basis, which starts with
@@ -123,10 +133,7 @@ def throughput(method: str, arch: str, precision: str, ref_arch: str,
         raise ConfigError(f"no pretraining benchmark for {method}/{arch}/{precision} in "
                           f"{BENCHMARKS}: run benchmarks/pretrain_step.py on a GPU")
     fig, exact = _at_batch(ref, batch or 0)
-    a = registry.method(method).archs.get(arch, {})
-    b = registry.method("mae").archs["vit_base_patch16_224"]
-    flops = (a.get("depth", 12) * a.get("embed_dim", 768) ** 2
-             * (a.get("img_size", 224) / 224) ** 2) / (b["depth"] * b["embed_dim"] ** 2)
+    flops = flops_vs_vit_b(method, arch)
     at = "" if exact or batch is None else f" (per-GPU batch {batch} not measured)"
     return fig.images_per_s / flops, (f"assumed: {method} {arch} {precision}: scaled by "
                                       f"encoder FLOPs x{flops:.2f} from {fig.describe()}{at}")
@@ -167,10 +174,7 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     if size != pretrain_size(config, knobs["method"], knobs["arch"]):
         ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224",
                               batch)
-        a = registry.method(knobs["method"]).archs.get(knobs["arch"], {})
-        b = registry.method("mae").archs["vit_base_patch16_224"]
-        ips /= (a.get("depth", 12) * a.get("embed_dim", 768) ** 2 * (size / 224) ** 2
-                / (b["depth"] * b["embed_dim"] ** 2))
+        ips /= flops_vs_vit_b(knobs["method"], knobs["arch"], size)
         how = f"{how}; MAE ViT-B at {size} px scaled by encoder FLOPs"
     if kind == "epochs":
         frac = job.get("finetune", {}).get("fraction", 1.0)
