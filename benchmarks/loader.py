@@ -18,13 +18,16 @@ directory. Measures, in one process, alternating the two paths round by round:
 3. with ``--gpu-decode`` on CUDA: images/s of decode + crop on the GPU (workers only read
    bytes).
 
-Medians over ``--rounds`` rounds; the ratio is uint8 / pil of the medians.
+Medians over ``--rounds`` rounds; the ratio is uint8 / pil of the medians, and beside it
+the geometric mean of the per-round ratios (each round times both paths back to back) with
+its 95% t-interval (:func:`pixmim.report.stats.paired` on log images/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -70,6 +73,15 @@ def make_corpus(root: Path, n: int) -> Path:
         photos[k % len(photos)].resize((w, h), Image.BICUBIC).save(
             folder / f"img_{k:04d}.JPEG", quality=90)
     return root / "train"
+
+
+def ratio_interval(new: list[float], old: list[float]) -> tuple[float, float, float]:
+    """(low, geometric mean, high) of the per-round ratios ``new / old``: the 95% t-interval
+    of the paired log difference, back on the ratio scale."""
+    from pixmim.report.stats import paired
+
+    est = paired([math.log(v) for v in new], [math.log(v) for v in old])
+    return math.exp(est.low), math.exp(est.mean), math.exp(est.high)
 
 
 def images_per_s(dataset, keys, batch: int) -> float:
@@ -170,6 +182,7 @@ def main(argv=None) -> int:
                                                 "source": "skimage.data photos, JPEG q90"},
         "crop": args.crop, "img_size": args.img_size, "batch": args.batch, "rounds": rounds,
         "images_per_s_per_core": med, "ratio_uint8_over_pil": med["uint8"] / med["pil"],
+        "ratio_per_round_ci95": ratio_interval(rounds["uint8"], rounds["pil"]),
         "normalise_us_per_image": normalise_us(args.batch, args.img_size, device),
     }
     print(f"\n## Loader, one core ({args.crop} {args.img_size} px, batch {args.batch}, "
@@ -177,7 +190,9 @@ def main(argv=None) -> int:
     print("path | images/s per core\n--- | ---")
     for k, v in med.items():
         print(f"{k} | {v:.0f}")
-    print(f"\nratio uint8 / pil: {result['ratio_uint8_over_pil']:.2f}x; on-device convert + "
+    lo, mid, hi = result["ratio_per_round_ci95"]
+    print(f"\nratio uint8 / pil: {result['ratio_uint8_over_pil']:.2f}x (per round: {mid:.2f}x, "
+          f"95% interval {lo:.2f}-{hi:.2f}x); on-device convert + "
           f"normalise: {result['normalise_us_per_image']:.1f} us/image ({device})")
     small = build_pretrain_transform(args.crop, args.size)
     waits = {}
