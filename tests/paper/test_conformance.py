@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pixmim.workflow.catalogue import experiments, load_config
+from pixmim.workflow.catalogue import all_runs, experiments, load_config
 from pixmim.workflow.jobs import job_config
 from pixmim.workflow.specs import target_jobs
 
@@ -43,9 +43,12 @@ def lookup(job: dict[str, Any], key: str, stage: str) -> Any:
     node: Any = job
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return KeyError(key)
+            return ABSENT
         node = node[part]
     return node
+
+
+ABSENT = "absent"  # appendix_b.yaml's value for a key the job must not have
 
 
 def same(ours: Any, paper: Any, key: str) -> bool:
@@ -64,10 +67,24 @@ def rules_for(stage: str, method: str) -> list[dict[str, Any]]:
     return [r for r in TABLES["rules"] if stage in r["stages"] and method in r["methods"]]
 
 
+def variants_of(config: dict[str, Any], knobs: dict[str, Any]) -> set[str]:
+    """The catalogue variants (config/catalogue.yaml ``variants``) of an experiment's runs."""
+    runs = all_runs(config)
+    return {runs[n]["variant"] for n in knobs["names"]}
+
+
+def variant_rules_for(variants: set[str]) -> list[dict[str, Any]]:
+    return [r for r in TABLES["variant_rules"] if variants & set(r["variants"])]
+
+
 def applies(where: dict[str, Any], stage: str, knobs: dict[str, Any]) -> bool:
-    """A declaration's ``where`` (stages, methods, catalogue runs; each optional)."""
+    """A declaration's ``where`` (stages, methods, archs, variants, catalogue runs; each
+    optional)."""
     return (stage in where.get("stages", [stage])
             and knobs["method"] in where.get("methods", [knobs["method"]])
+            and knobs["arch"] in where.get("archs", [knobs["arch"]])
+            and (not where.get("variants")
+                 or bool(set(where["variants"]) & knobs["variants"]))
             and (not where.get("runs") or bool(set(where["runs"]) & set(knobs["names"]))))
 
 
@@ -81,26 +98,34 @@ def departures_of(config, exps, jobs) -> list[str]:
     plus every declared departure or assumption that no job shows any more."""
     problems, used = [], set()
     for exp, stage in jobs:
-        knobs = exps[exp]
+        knobs = {**exps[exp], "variants": variants_of(config, exps[exp])}
         if stage in TABLES["no_table"]:
             continue
         rules = rules_for(stage, knobs["method"])
-        if len(rules) != 1:
+        if stage == "pretrain":  # and the PixMIM knobs of its variant
+            rules += variant_rules_for(knobs["variants"])
+            if len(rules) != 2:
+                problems.append(f"{exp}/{stage}: {len(rules)} appendix and variant rules cover "
+                                f"it (variants {sorted(knobs['variants'])}; each pretraining "
+                                "needs one of each)")
+                continue
+        elif len(rules) != 1:
             problems.append(f"{exp}/{stage}: {len(rules)} appendix rules cover it "
                             "(each job needs exactly one)")
             continue
         job = job_config(config, exp, stage, exps)
-        for key, paper in rules[0]["expect"].items():
-            ours = lookup(job, key, stage)
-            dep = declared("departures", stage, knobs, key)
-            if same(ours, paper, key):
-                continue
-            if dep is not None and same(ours, dep["ours"], key):
-                used.add(("departures", id(dep)))
-                continue
-            problems.append(f"{exp}/{stage}: {key} = {ours!r}, {rules[0]['cite']} says "
-                            f"{paper!r} (declare it in tests/paper/appendix_b.yaml "
-                            "`departures` with its reason, or fix the config)")
+        for rule in rules:
+            for key, paper in rule["expect"].items():
+                ours = lookup(job, key, stage)
+                dep = declared("departures", stage, knobs, key)
+                if same(ours, paper, key):
+                    continue
+                if dep is not None and same(ours, dep["ours"], key):
+                    used.add(("departures", id(dep)))
+                    continue
+                problems.append(f"{exp}/{stage}: {key} = {ours!r}, {rule['cite']} says "
+                                f"{paper!r} (declare it in tests/paper/appendix_b.yaml "
+                                "`departures` with its reason, or fix the config)")
         for a in TABLES["assumptions"]:
             if applies(a["where"], stage, knobs):
                 if same(lookup(job, a["key"], stage), a["ours"], a["key"]):
