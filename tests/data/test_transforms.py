@@ -329,3 +329,14 @@ def test_src_of_a_paper_job_resizes_the_shorter_side_to_224_bilinear():
 
     assert best(resized("bilinear")) <= 1
     assert best(resized("bicubic")) > 1  # the check tells the two apart
+
+
+def test_probe_augmentation_is_random_resized_crop_and_flip():
+    """PixMIM Tables 10/11: the probe trains on RandomResizedCrop (with flip, MAE's probe)."""
+    import torchvision.transforms as T
+
+    from pixmim.data.transforms import build_probe_transform
+
+    ops = build_probe_transform(224).ops.transforms
+    assert [type(op) for op in ops] == [T.RandomResizedCrop, T.RandomHorizontalFlip]
+    assert tuple(ops[0].size) == (224, 224)

@@ -193,3 +193,61 @@ def test_lsmae_detection_runs_50_epochs_and_convmae_25():
             seen[exps[exp]["method"]] = round(lookup(job_config(config, exp, stage, exps),
                                                      "dense_epochs", stage))
     assert seen == {"mae": 100, "mff": 100, "lsmae": 50, "convmae": 25}
+
+
+def test_every_pretraining_variant_has_its_own_rule():
+    """Baselines and PixMIM variants apart: every variant of a paper pretraining is named by
+    exactly one variant rule (a variant slipping under another's rule would slip through)."""
+    config, exps, jobs = paper_jobs()
+    seen = set().union(*(variants_of(config, exps[e]) for e, s in jobs if s == "pretrain"))
+    named = [v for r in TABLES["variant_rules"] for v in r["variants"]]
+    assert len(named) == len(set(named))
+    assert seen == set(named), sorted(seen ^ set(named))
+
+
+def _set(path: str, value: Any):
+    def change(config: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return change
+
+
+def _drop_2x(config: dict[str, Any]) -> None:
+    del config["stage_overrides"]["detect_coco_2x"]
+
+
+# Each break of a paper setting (in memory), the key and the table its message must name.
+BREAKS = {
+    "pixmim crop RRC (catalogue)": (_set("variants.pixmim.crop", "rrc"),
+                                   "variant.crop", "Table 7/8"),
+    "lowpass radius 30 (paper.yaml)": (_set("lowpass.radius", 30), "variant.radius",
+                                       "Table 7/8"),
+    "baseline given the low-pass target": (_set("variants.base.target", "lowpass"),
+                                           "variant.target", "Baselines"),
+    "probe on cached views": (_set("linear_probe.feature_views", 4), "train.feature_views",
+                              "Table 10"),
+    "Table 18's 2x as Table 14 doubled": (_drop_2x, "dense_epochs", "assumption"),
+    "pretraining optimizer LARS": (_set("pretrain.optimizer", "lars"), "train.optimizer",
+                                   "Table 7"),
+    "fine-tune betas (0.9, 0.95)": (_set("finetune.betas", [0.9, 0.95]), "train.betas",
+                                    "Table 9"),
+    "ViT-L fine-tune at ViT-B's 100 epochs": (_set("arch_overrides", {}), "train.epochs",
+                                              "departures"),
+    "detection warm-up 1000": (_set("detection.warmup_iters", 1000), "dense.warmup_iters",
+                               "assumption"),
+}
+
+
+@pytest.mark.parametrize("name", BREAKS)
+def test_a_broken_paper_setting_is_caught(name):
+    change, key, cite = BREAKS[name]
+    config, exps, jobs = paper_jobs()
+    change(config)
+    exps = experiments(config)  # the catalogue's variants make the experiments
+    jobs = sorted({(e, s) for e, s in jobs if e in exps}
+                  | {(e, s) for t in config["targets"] for e, s in target_jobs(config, t)})
+    problems = departures_of(config, exps, jobs)
+    assert any(key in p and cite in p for p in problems), problems[:5]

@@ -30,6 +30,8 @@ CASES = [
     ("pixmim_mae_800", "linear_probe", 0.1, 16384),    # Table 10
     ("pixmim_convmae_800", "linear_probe", 0.1, 4096),  # Table 11
 ]
+# AdamW's betas (PixMIM Table 7: 0.9, 0.95; Table 9: 0.9, 0.999)
+BETAS = {"pretrain": (0.9, 0.95), "finetune": (0.9, 0.999)}
 
 
 def paper_job(run: str, stage: str) -> JobConfig:
@@ -66,3 +68,11 @@ def test_lr_after_warmup_is_the_papers_base_lr_times_batch_over_256(run, stage, 
     assert lr == pytest.approx(base_lr * batch / 256, rel=1e-9), (
         f"{run}/{stage}: the training loop's lr after warm-up is {lr:g}; the paper's rule "
         f"gives {base_lr:g} x {batch} / 256 = {base_lr * batch / 256:g}")
+
+
+@pytest.mark.parametrize("stage", sorted(BETAS))
+def test_the_stage_optimizer_is_adamw_with_the_papers_betas(stage):
+    """The optimizer the stage builds (not only the config's keys): AdamW, Table 7 / 9 betas."""
+    optimizer = optimizer_of(stage, paper_job("pixmim_mae_800", stage))
+    assert type(optimizer).__name__ == "AdamW"
+    assert {tuple(g["betas"]) for g in optimizer.param_groups} == {BETAS[stage]}
