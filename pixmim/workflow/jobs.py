@@ -139,17 +139,30 @@ def section(config: dict[str, Any], name: str, method: str, arch: str | None = N
             stage: str | None = None) -> dict[str, Any]:
     """Config section ``name`` as the jobs of ``method`` (``arch``, ``stage``) read it: with
     ``method_overrides`` [method][name], then ``arch_overrides`` [arch][name], then
-    ``stage_overrides`` [stage][name] set over it. An override of a key the section does not
-    have is a ConfigError naming both."""
+    ``stage_overrides`` [stage][name] set over it (:func:`check_overrides` first)."""
+    check_overrides(config)
     out = dict(config.get(name) or {})
     for kind, who in zip(OVERRIDES, (method, arch, stage), strict=True):
-        over = ((config.get(kind) or {}).get(who) or {}).get(name) or {} if who else {}
-        unknown = sorted(set(over) - set(out))
-        if unknown:
-            raise ConfigError(f"{kind}.{who}.{name}: {unknown} are not keys of section "
-                              f"{name!r} (it has {sorted(out)})")
-        out.update(over)
+        out.update(((config.get(kind) or {}).get(who) or {}).get(name) or {} if who else {})
     return out
+
+
+def check_overrides(config: dict[str, Any]) -> None:
+    """Every override names a registered method / arch / stage and keys its section has: a
+    ConfigError naming the override otherwise (one that would apply to no job)."""
+    plug = plugins(config)
+    known = {"method_overrides": set(registry.methods(plug)),
+             "arch_overrides": {a for m in registry.methods(plug).values() for a in m.archs},
+             "stage_overrides": set(registry.stages(plug))}
+    for kind, names in known.items():
+        for who, sections in (config.get(kind) or {}).items():
+            if who not in names:
+                raise ConfigError(f"{kind}.{who}: not registered (known: {sorted(names)})")
+            for name, over in (sections or {}).items():
+                unknown = sorted(set(over or {}) - set(config.get(name) or {}))
+                if unknown:
+                    raise ConfigError(f"{kind}.{who}.{name}: {unknown} are not keys of section "
+                                      f"{name!r} (it has {sorted(config.get(name) or {})})")
 
 
 def pretrain_size(config: dict[str, Any], method: str, arch: str) -> int:
