@@ -1,6 +1,8 @@
 """Recipe conformance: every paper-scale job of config/paper.yaml resolves to the recipe of
-the paper's appendix tables (tests/paper/appendix_b.yaml, each rule citing its table), so
-a lab can trust the ~18,600 GPU-hours before submitting them. Torch-free and fast.
+the paper's appendix tables (tests/paper/appendix_b.yaml, each rule citing its table), and
+every pretraining to the PixMIM knobs of its catalogue variant (baselines and PixMIM
+variants apart: target, crop, radius, filter mode), so a lab can trust the ~18,600
+GPU-hours before submitting them. Torch-free and fast.
 """
 
 from __future__ import annotations
