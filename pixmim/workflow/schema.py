@@ -54,6 +54,7 @@ def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str
                         "required": ["recipe", "epochs", "batch_size"]}
     defs["finetune"]["properties"]["batch_size"] = {"type": "integer", "minimum": 2,
                                                     "multipleOf": 2}  # Mixup pairs images
+    defs["finetune"]["properties"]["optimizer"] = {"enum": ["adamw"]}  # Table 9; the stage's
     defs["dense"] = json_schema(DenseConfig, exclude=("root", "lr", "layer_decay",
                                                       "weight_decay", "schedule", "drop_path"),
                                 required=("recipe", "iters", "batch_size", "crop_size"))
