@@ -57,8 +57,9 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     data = cfg.data
     # uint8 decode and crop in the workers; convert and normalise on the device (loss_fn)
     crop = UInt8Crop(build_pretrain_transform(cfg.variant.crop, data.img_size))
-    dataset = build_dataset(data.root, "train", crop,
-                            data.synth_index_map, data.masks_root, data.bad_images)
+    # labels unused: any class folder names (Places365's categories, Table 6)
+    dataset = build_dataset(data.root, "train", crop, imagenet_labels=False,
+                            masks_root=data.masks_root, bad_images=data.bad_images)
     loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
     optimizer = build_optimizer(model, t, dist.device)

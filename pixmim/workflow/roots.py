@@ -196,6 +196,18 @@ CHECKS = {"imagenet": imagenet, "masks": masks, "image_folder": image_folder,
           "imagenet_sketch": sketch, "cue_conflict": cue_conflict}
 
 
+# config key -> layout kind (a key of CHECKS); data.pretrain_roots.<name>: image_folder
+KINDS = {"data.root": "imagenet", "data.masks_root": "masks", "data.ade20k_root": "ade20k",
+         "data.coco_root": "coco",
+         **{f"data.eval_roots.{k}": k for k in ("imagenet_c", "imagenet_a", "imagenet_r",
+                                                "imagenet_sketch", "cue_conflict")}}
+
+
+def kind_of(key: str) -> str:
+    """The layout kind of a root's config key."""
+    return "image_folder" if key.startswith("data.pretrain_roots.") else KINDS[key]
+
+
 @functools.lru_cache(maxsize=64)
 def _check(kind: str, path: str, num_classes: int | None) -> tuple[str, ...]:
     root = Path(path)
@@ -210,17 +222,17 @@ def _check(kind: str, path: str, num_classes: int | None) -> tuple[str, ...]:
         return (f"cannot list it ({err.strerror or err})",)
 
 
-def check_root(key: str, kind: str, path: str | Path, num_classes: int | None = None
-               ) -> list[str]:
-    """One line per problem of the root ``path`` of config ``key`` (layout ``kind``)."""
-    return [f"{key}: {path}: {p}" for p in _check(kind, str(path), num_classes)]
+def check_root(key: str, path: str | Path, num_classes: int | None = None) -> list[str]:
+    """One line per problem of the root ``path`` of config ``key`` (its layout:
+    :func:`kind_of`); ``num_classes``: data.num_classes, the class count of data.root."""
+    return [f"{key}: {path}: {p}" for p in _check(kind_of(key), str(path), num_classes)]
 
 
 # ---------------------------------------------------------------- which jobs read which roots
 def job_roots(config: dict[str, Any], exp: str, stage: str,
-              exps: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[str, str]]:
-    """The real dataset roots one job reads: config key -> (layout kind, path). Empty for
-    generated data (``data.source: synth``) and for a root left null."""
+              exps: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """The real dataset roots one job reads: config key -> path. Empty for generated data
+    (``data.source: synth``) and for a root left null."""
     from pixmim.workflow.catalogue import experiments, plugins
     from pixmim.workflow.jobs import EVAL_SETS, dense_root, image_root
 
@@ -230,24 +242,24 @@ def job_roots(config: dict[str, Any], exp: str, stage: str,
         return {}
     spec = registry.stage(stage, plugins(config))
     dataset = exps[exp]["dataset"]
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, str | None] = {}
     if spec.data == "images":
         pretraining = spec.consumes is None
         root = image_root(config, dataset, pretraining)
         if dataset != "default" and pretraining:
-            out[f"data.pretrain_roots.{dataset}"] = ("image_folder", root)
+            out[f"data.pretrain_roots.{dataset}"] = root
         else:
-            out["data.root"] = ("imagenet", root)
+            out["data.root"] = root
         if pretraining and exps[exp]["crop"] == "bg":
-            out["data.masks_root"] = ("masks", data.get("masks_root"))
+            out["data.masks_root"] = data.get("masks_root")
     elif spec.data == "views":
         roots = data.get("eval_roots") or {}
         for name in spec.params.get("eval_sets", tuple(EVAL_SETS)):
-            out[f"data.eval_roots.{name}"] = (name, roots.get(name))
+            out[f"data.eval_roots.{name}"] = roots.get(name)
     elif spec.data == "scenes":
         task = "ade20k" if spec.section == "segmentation" else "coco"
-        out[f"data.{task}_root"] = (task, dense_root(config, stage))
-    return {k: v for k, v in out.items() if v[1]}
+        out[f"data.{task}_root"] = dense_root(config, stage)
+    return {k: v for k, v in out.items() if v}
 
 
 def target_names(config: dict[str, Any], targets: list[str] | set[str]) -> tuple[set[str], set]:
@@ -302,25 +314,24 @@ def target_problems(config: dict[str, Any], targets: list[str] | set[str]) -> li
             pass
         if name == "fig6":  # the coverage analysis reads the masks and data.root's split
             jobs.add(("", "coverage"))
-    roots: dict[str, tuple[str, str]] = {}
+    roots: dict[str, str] = {}
     exps = experiments(config)
     for exp, stage in sorted(jobs):
         roots.update(coverage_roots(config) if stage == "coverage"
                      else job_roots(config, exp, stage, exps))
     out = []
-    for key, (kind, path) in sorted(roots.items()):
-        out += check_root(key, kind, path, config["data"]["num_classes"])
+    for key, path in sorted(roots.items()):
+        out += check_root(key, path, config["data"]["num_classes"])
     return out
 
 
-def coverage_roots(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+def coverage_roots(config: dict[str, Any]) -> dict[str, str]:
     """Figure 6's coverage analysis: data.root and its masks (real data only)."""
     data = config["data"]
     if data["source"] == "synth":
         return {}
-    out = {"data.root": ("imagenet", data.get("root")),
-           "data.masks_root": ("masks", data.get("masks_root"))}
-    return {k: v for k, v in out.items() if v[1]}
+    out = {"data.root": data.get("root"), "data.masks_root": data.get("masks_root")}
+    return {k: v for k, v in out.items() if v}
 
 
 def check_targets(config: dict[str, Any], targets: list[str] | set[str]) -> None:
