@@ -117,6 +117,9 @@ def image_folder(path: Path) -> list[str]:
 
 def ade20k(path: Path) -> list[str]:
     """ADEChallengeData2016: images and annotations of both splits, each image's label map."""
+    top = [f"no {d}/ folder" for d in ("images", "annotations") if not (path / d).is_dir()]
+    if top:
+        return top
     out = []
     for split in ADE20K_SPLITS:
         img, ann = path / "images" / split, path / "annotations" / split
