@@ -45,6 +45,9 @@ from pixmim.io import atomic_dir, existing_meta
 from pixmim.workflow import roots as L
 
 GENERATOR_VERSION = "pixmim-fixtures/1"
+# what a table note says of data made by this generator (meta.json "description")
+DESCRIPTION = ("fixture datasets in the real layouts (one image per class: they check that the "
+               "pipeline runs; their numbers mean nothing)")
 GEIRHOS = Path(__file__).resolve().parents[2].parent / "shared/data/geirhos-stimuli"
 # config key -> folder under DIR (the rehearsal's overlay points each key at its folder)
 ROOTS = {
@@ -312,10 +315,11 @@ def _build(tmp: Path, seed: int, stimuli: Path | None) -> dict:
     }
     for key, folder in folders.items():  # each root: who made it, and its fingerprint
         (folder / "meta.json").write_text(json.dumps(
-            {"generator": GENERATOR_VERSION, "config": {"seed": seed, "root": ROOTS[key]}},
-            indent=2) + "\n", encoding="utf-8")
+            {"generator": GENERATOR_VERSION, "description": DESCRIPTION,
+             "config": {"seed": seed, "root": ROOTS[key]}}, indent=2) + "\n", encoding="utf-8")
         write_fingerprint(folder)
-    return {"generator": GENERATOR_VERSION, "config": _config(seed, stimuli),
+    return {"generator": GENERATOR_VERSION, "description": DESCRIPTION,
+            "config": _config(seed, stimuli),
             "roots": ROOTS, "written": written}
 
 
