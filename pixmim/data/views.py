@@ -578,7 +578,8 @@ def _build_meta(identity: dict, views: tuple[str, ...], counts: dict, seconds: d
         "libraries": corruptions.package_versions(),
     }
     return {
-        "generator": GENERATOR_VERSION, "description": DESCRIPTION, "config": identity, "counts": counts, "classes": classes,
+        "generator": GENERATOR_VERSION, "description": DESCRIPTION, "config": identity,
+        "counts": counts, "classes": classes,
         "seconds": seconds, "imagenet_c": in_c if "imagenet-c" in views else None,
     }  # fmt: skip
 

@@ -71,8 +71,9 @@ def _coco_without_json(src, dst):
     return _link(src, dst, lambda n: n != "annotations")
 
 
-def _in_c_missing_corruption(src, dst):
-    return _link(src, dst, lambda n: n != "fog")
+def _in_c_missing_severity(src, dst):
+    _link(src, dst, lambda n: n != "fog")
+    return _link(src / "fog", dst / "fog", lambda n: n != "5") and dst
 
 
 def _subset_foreign_wnid(name):
@@ -104,7 +105,8 @@ MALFORMED = {
     "data.pretrain_roots.places365": (_places_empty_category, "no image files"),
     "data.ade20k_root": (_ade_without_annotations, "no annotations/ folder"),
     "data.coco_root": (_coco_without_json, "no annotations/instances_train2017.json"),
-    "data.eval_roots.imagenet_c": (_in_c_missing_corruption, "no corruption/severity folders"),
+    "data.eval_roots.imagenet_c": (_in_c_missing_severity,
+                                   "no corruption/severity folders ['fog/5']"),
     "data.eval_roots.imagenet_a": (_subset_foreign_wnid("imagenet_a"), "not among the "
                                    "imagenet-a wnids"),
     "data.eval_roots.imagenet_r": (_subset_foreign_wnid("imagenet_r"), "not among the "
@@ -176,7 +178,8 @@ def test_only_the_roots_the_targets_read_are_checked(fixture_roots, tmp_path):
     from pixmim.workflow.catalogue import BASE_CONFIGS
 
     overlay = _paper(tmp_path, fixture_roots, coco_root=str(tmp_path / "no-coco"),
-                     places365=str(tmp_path / "no-places"))
+                     places365=str(tmp_path / "no-places"),
+                     cue_conflict=str(tmp_path / "no-cues"))
     layers = [yaml.safe_load(Path(ROOT / p).read_text()) for p in
               (*BASE_CONFIGS, "config/paper.yaml")] + [yaml.safe_load(overlay.read_text())]
     config = {}
@@ -188,7 +191,11 @@ def test_only_the_roots_the_targets_read_are_checked(fixture_roots, tmp_path):
         f"data.coco_root: {tmp_path / 'no-coco'}: folder not found"]
     assert target_problems(config, [f"{R}/tables/table6.csv"]) == [
         f"data.pretrain_roots.places365: {tmp_path / 'no-places'}: folder not found"]
-    assert len(target_problems(config, ["everything"])) == 2
+    # the robustness stage reads IN-C/A/R/Sketch, the shape-bias stage the cue-conflict set
+    assert target_problems(config, [f"{R}/tables/table4.csv"]) == []
+    assert target_problems(config, [f"{R}/figures/fig8_shape_bias.png"]) == [
+        f"data.eval_roots.cue_conflict: {tmp_path / 'no-cues'}: folder not found"]
+    assert len(target_problems(config, ["everything"])) == 3
     assert target_problems({**config, "data": {**config["data"], "source": "synth"}},
                            ["everything"]) == []
 
