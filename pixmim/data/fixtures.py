@@ -3,8 +3,8 @@
 Tiny (one small image per class and split; ~10 MB, seconds) but laid out, named and
 labelled as the real ones, so a configuration whose ``data`` roots point here reads them
 through the same loaders as a cluster run reads ImageNet & co. (the crops upscale). The
-layouts are those of :mod:`pixmim.workflow.roots`, which checks them; every root passes
-that check. Under ``DIR``:
+layouts are those of :mod:`pixmim.data.layouts`; :mod:`pixmim.workflow.roots` checks them
+and every root passes that check. Under ``DIR``:
 
 * ``imagenet/{train,val}/<wnid>/`` (``data.root``): the 1000 ImageNet-1k wnids, files named
   as ImageNet's (``n01440764_10026.JPEG``, ``ILSVRC2012_val_00000001.JPEG``); the odd
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pixmim.data import layouts as L
 from pixmim.data.imagenet_meta import imagenet_wnids
 from pixmim.io import atomic_dir, existing_meta
-from pixmim.workflow import roots as L
 
 GENERATOR_VERSION = "pixmim-fixtures/1"
 # what a table note says of data made by this generator (meta.json "description")
@@ -253,15 +253,15 @@ def write_coco(out: Path, rng: np.random.Generator) -> dict:
 
 
 def write_imagenet_c(out: Path, rng: np.random.Generator) -> dict:
-    from pixmim.evaluation.metrics import CORRUPTIONS, NUM_SEVERITIES
+    from pixmim.data.corruptions import CORRUPTIONS, SEVERITIES
 
     wnids = imagenet_wnids()[:IN_C_WNIDS]
     for c in CORRUPTIONS:
-        for s in range(1, NUM_SEVERITIES + 1):
+        for s in SEVERITIES:
             for k, wnid in enumerate(wnids):
                 img = picture(rng, IMAGENET_C_SIZE, IMAGENET_C_SIZE)[0]
                 _jpeg(img, out / c / str(s) / wnid / f"ILSVRC2012_val_{k + 1:08d}.JPEG")
-    return {"corruptions": len(CORRUPTIONS), "severities": NUM_SEVERITIES, "wnids": len(wnids)}
+    return {"corruptions": len(CORRUPTIONS), "severities": len(SEVERITIES), "wnids": len(wnids)}
 
 
 def write_wnid_set(out: Path, wnids: list[str], suffix: str, prefix: str,
@@ -293,7 +293,7 @@ def write_cue_conflict(out: Path, stimuli: Path | None) -> dict:
 
 
 def _build(tmp: Path, seed: int, stimuli: Path | None) -> dict:
-    from pixmim.evaluation.metrics import subset_wnids
+    from pixmim.data.imagenet_meta import subset_wnids
     from pixmim.report.provenance import write_fingerprint
 
     rng = np.random.default_rng(seed)

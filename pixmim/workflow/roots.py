@@ -1,13 +1,13 @@
 """The real datasets' on-disk layouts, and the check of each configured root (torch-free).
 
-Each dataset root of ``config.data`` has one declared layout (:data:`LAYOUTS`: what the
-project's loaders read there). :func:`check_root` compares a folder with it by listing the
+Each dataset root of ``config.data`` has one declared layout (:mod:`pixmim.data.layouts`:
+what the project's loaders read there). :func:`check_root` compares a folder with it by listing the
 class level only (never the images under 1.28M files), and returns one line per problem
 naming the config key and the path, e.g. ``data.coco_root: /datasets/coco: no
 annotations/instances_train2017.json``. The Snakefile calls :func:`check_targets` at DAG
-build with the requested targets, so only the roots those targets' jobs read are checked
-(``data.check_roots: false`` turns it off). The fixture generator
-(:mod:`pixmim.data.fixtures`) writes these same layouts.
+build with the requested targets (:func:`pixmim.workflow.targets.cli_targets`), so only the
+roots those targets' jobs read are checked (``data.check_roots: false`` turns it off). The
+fixture generator (:mod:`pixmim.data.fixtures`) writes these same layouts.
 """
 
 from __future__ import annotations
@@ -20,28 +20,15 @@ from typing import Any
 
 from pixmim import registry
 from pixmim.data.imagenet_meta import imagenet_wnids
+from pixmim.data.layouts import (
+    ADE20K_SPLITS,
+    COCO_ANN,
+    COCO_SPLITS,
+    IMAGE_SUFFIXES,
+    IMAGENET_SPLITS,
+)
 
 WNID = re.compile(r"n\d{8}")
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")  # what the loaders meet in these datasets
-IMAGENET_SPLITS = ("train", "val")  # ImageFolder layout: <split>/<wnid>/*.JPEG
-ADE20K_SPLITS = ("training", "validation")  # ADEChallengeData2016/{images,annotations}/<split>
-COCO_SPLITS = ("train2017", "val2017")
-COCO_ANN = "annotations/instances_{}.json"  # {} = train2017 | val2017
-
-# config key -> one line on its layout (README "Expected on-disk layouts" lists the same)
-LAYOUTS = {
-    "data.root": "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, data.num_classes wnid folders",
-    "data.masks_root": "<split>/<wnid>/<image stem>.png, as data.root",
-    "data.pretrain_roots.<name>": "train/<category>/*.jpg (any folder names: labels unused)",
-    "data.ade20k_root": "{images,annotations}/{training,validation}/ADE_*.{jpg,png}",
-    "data.coco_root": "{train,val}2017/*.jpg, annotations/instances_{train,val}2017.json",
-    "data.eval_roots.imagenet_c": "<corruption>/<1..5>/<wnid>/*.JPEG, 15 corruptions",
-    "data.eval_roots.imagenet_a": "<wnid>/*.jpg over its 200 wnids",
-    "data.eval_roots.imagenet_r": "<wnid>/*.jpg over its 200 wnids",
-    "data.eval_roots.imagenet_sketch": "<wnid>/*.JPEG (the archive's sketch/ folder)",
-    "data.eval_roots.cue_conflict": "<category>/<shape><i>-<texture><j>.png, 16 categories",
-}
-
 
 def _dirs(path: Path) -> list[str]:
     with os.scandir(path) as it:
@@ -346,15 +333,3 @@ def check_targets(config: dict[str, Any], targets: list[str] | set[str]) -> None
     if problems:
         raise SystemExit("\n".join(problems))
 
-
-def cli_targets(argv: list[str]) -> list[str]:
-    """The targets of a ``snakemake`` command line, as Snakemake's own parser reads them
-    (the Snakefile is parsed before Snakemake hands its targets to the DAG); none: the
-    default rule's."""
-    from snakemake.cli import get_argument_parser
-
-    try:
-        args, _ = get_argument_parser().parse_known_args(argv)
-    except SystemExit:  # not a snakemake command line (an API call): the default targets
-        return []
-    return sorted(args.targets or [])

@@ -19,7 +19,8 @@ import yaml
 
 from pixmim.data.fixtures import ROOTS
 from pixmim.workflow import load_config
-from pixmim.workflow.roots import check_root, cli_targets, target_problems
+from pixmim.workflow.roots import check_root, target_problems
+from pixmim.workflow.targets import cli_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 
