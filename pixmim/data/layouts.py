@@ -6,7 +6,8 @@ fixture generator (:mod:`pixmim.data.fixtures`); imports nothing.
 
 from __future__ import annotations
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")  # what the loaders meet in these datasets
+# the image files torchvision's ImageFolder lists (torchvision.datasets.folder.IMG_EXTENSIONS)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_SPLITS = ("train", "val")  # ImageFolder layout: <split>/<wnid>/*.JPEG
 ADE20K_SPLITS = ("training", "validation")  # ADEChallengeData2016/{images,annotations}/<split>
 COCO_SPLITS = ("train2017", "val2017")

@@ -35,19 +35,22 @@ def _dirs(path: Path) -> list[str]:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def _first_file(path: Path) -> str | None:
-    """The name of one file in ``path`` (the first the listing yields), or None."""
+def _first_file(path: Path, suffixes: tuple[str, ...] = (), look: int = 100) -> str | None:
+    """The name of a file in ``path`` (ending in one of ``suffixes``, if given) among the
+    first ``look`` entries the listing yields, or None."""
     with os.scandir(path) as it:
-        return next((e.name for e in it if e.is_file() and not e.name.startswith(".")), None)
+        for _, e in zip(range(look), it, strict=False):
+            if e.is_file() and not e.name.startswith(".") \
+                    and (not suffixes or e.name.lower().endswith(suffixes)):
+                return e.name
+    return None
 
 
 def _images_in(path: Path, what: str) -> list[str]:
     """Problems of a class folder expected to hold image files directly."""
-    name = _first_file(path)
-    if name is None:
-        return [f"{what}: no image files in {path.name}/"]
-    if not name.lower().endswith(IMAGE_SUFFIXES):
-        return [f"{what}: {path.name}/{name} is not an image ({', '.join(IMAGE_SUFFIXES)})"]
+    if _first_file(path, IMAGE_SUFFIXES) is None:
+        return [f"{what}: no image files ({', '.join(IMAGE_SUFFIXES[:3])}, ...) in "
+                f"{path.name}/"]
     return []
 
 
@@ -86,8 +89,7 @@ def masks(path: Path) -> list[str]:
     names = _dirs(split)
     if not names or not all(WNID.fullmatch(n) for n in names):
         return ["train/: no <wnid>/ mask folders"]
-    first = _first_file(split / names[0])
-    if first is None or not first.endswith(".png"):
+    if _first_file(split / names[0], (".png",)) is None:
         return [f"train/{names[0]}/: no .png masks"]
     return []
 
@@ -114,7 +116,7 @@ def ade20k(path: Path) -> list[str]:
             if not folder.is_dir():
                 out.append(f"no {folder.relative_to(path).as_posix()}/")
         if img.is_dir() and ann.is_dir():
-            first = _first_file(img)
+            first = _first_file(img, (".jpg",))
             if first is None:
                 out.append(f"images/{split}/ holds no images")
             elif not (ann / f"{Path(first).stem}.png").is_file():
@@ -169,7 +171,7 @@ def cue_conflict(path: Path) -> list[str]:
     if not names or unknown:
         return [f"expected the 16 category folders ({', '.join(CATEGORIES[:3])}, ...), "
                 f"found {unknown[:3] or 'none'}"]
-    first = _first_file(path / names[0])
+    first = _first_file(path / names[0], IMAGE_SUFFIXES)
     if first is None:
         return [f"{names[0]}/: no stimuli"]
     try:
