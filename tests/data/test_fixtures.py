@@ -85,8 +85,16 @@ def test_places365_reads_for_pretraining_without_imagenet_labels(fixture_roots):
     assert len(ds.classes) == 365 and tuple(ds[(0, 1)][0].shape) == (3, 224, 224)
     with pytest.raises(ValueError, match="non-ImageNet class folders"):
         build_dataset(root, "train", None)  # why pretraining must not ask for ImageNet labels
-    src = (ROOT / "pixmim/stages/pretrain.py").read_text()
-    assert "imagenet_labels=False" in src
+    # the pretraining stage's own training set on Places365 (Table 6), at the paper's 224
+    from pixmim.config import JobConfig, from_dict
+    from pixmim.stages.pretrain import training_set
+
+    cfg = from_dict(JobConfig, {"experiment": "mae-pixel-rrc_800e_places365",
+                                "stage": "pretrain", "method": "mae",
+                                "data": {"root": str(root), "img_size": 224},
+                                "variant": {"target": "pixel", "crop": "rrc"}})
+    ds = training_set(cfg)
+    assert len(ds) == 365 and tuple(ds[(5, 3)][0].shape) == (3, 224, 224)
 
 
 def test_robustness_and_shape_bias_readers(fixture_roots):
