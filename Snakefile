@@ -6,6 +6,7 @@
 #   snakemake --sdm conda ...                  each rule in its env (envs/*.yaml)
 import sys
 
+from snakemake.cli import get_argument_parser
 from snakemake.utils import min_version
 
 from pixmim import workflow as W
@@ -25,7 +26,7 @@ W.check_config(config)  # one line naming a bad key (exit 1), before any job sta
 # The dataset roots the requested targets read, against their layouts: one line per
 # problem naming the config key and the path (exit 1); data.check_roots: false skips it.
 if workflow.is_main_process:
-    W.check_targets(config, cli_targets(sys.argv[1:]))
+    W.check_targets(config, cli_targets(sys.argv[1:], get_argument_parser()))
 # Each job's config, MLflow tags and each table/figure spec, written where their content
 # changed: a config change reaches the DAG through file times, with or without .snakemake/.
 W.materialize(config)

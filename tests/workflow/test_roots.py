@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.cli import get_argument_parser
 
 from pixmim.data.fixtures import ROOTS
 from pixmim.workflow import load_config
@@ -23,6 +24,7 @@ from pixmim.workflow.roots import check_root, target_problems
 from pixmim.workflow.targets import cli_targets
 
 ROOT = Path(__file__).resolve().parents[2]
+PARSER = get_argument_parser()
 
 
 def _link(src: Path, dst: Path, keep=lambda name: True) -> Path:
@@ -202,9 +204,9 @@ def test_only_the_roots_the_targets_read_are_checked(fixture_roots, tmp_path):
 
 
 def test_cli_targets_are_snakemakes():
-    assert cli_targets(["-n", "results/tables/table5a.csv", "--cores", "2"]) == [
+    assert cli_targets(["-n", "results/tables/table5a.csv", "--cores", "2"], PARSER) == [
         "results/tables/table5a.csv"]
-    assert cli_targets(["--configfile", "config/paper.yaml", "-n"]) == []
+    assert cli_targets(["--configfile", "config/paper.yaml", "-n"], PARSER) == []
 
 
 def _snakemake(*args: str) -> subprocess.CompletedProcess:
