@@ -116,3 +116,17 @@ def representative(config: dict[str, Any], exp: str, stage: str) -> str:
 def rehearsal_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     """The (experiment, stage) jobs of the rehearsal: one per kind."""
     return {(exp, kind[0]) for kind, exp in representatives(config).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "resources":
+        print("usage: python -m pixmim rehearsal resources [--paper F] [--overlay F] "
+              "[--out STEM]", file=sys.stderr)
+        return 2
+    from pixmim.workflow.resources import main as resources_main
+
+    return resources_main(argv[1:])
