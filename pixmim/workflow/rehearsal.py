@@ -118,14 +118,37 @@ def rehearsal_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     return {(exp, kind[0]) for kind, exp in representatives(config).items()}
 
 
+PLACES365_STANDIN = ("airfield", "bakery", "canyon", "dam")  # Places365 category names
+
+
+def places365_standin(src: str, out: str, per_class: int = 2) -> None:
+    """A Places365-layout stand-in (``<split>/<category>/*.jpg``, scene names, not ImageNet
+    wnids) from the images of an ImageFolder ``src``: what the rehearsal's Table 6
+    pretraining reads until the fixture data provide their own."""
+    import shutil
+    from pathlib import Path
+
+    for split in ("train", "val"):
+        files = sorted(p for p in (Path(src) / split).rglob("*") if p.is_file())
+        for i, f in enumerate(files[:per_class * len(PLACES365_STANDIN)]):
+            dest = Path(out) / split / PLACES365_STANDIN[i % len(PLACES365_STANDIN)]
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest / f"{i:08d}{f.suffix}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources)."""
+    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources) and
+    ``rehearsal places365 SRC OUT`` (:func:`places365_standin`)."""
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["places365"] and len(argv) == 3:
+        places365_standin(argv[1], argv[2])
+        return 0
     if not argv or argv[0] != "resources":
         print("usage: python -m pixmim rehearsal resources [--paper F] [--overlay F] "
-              "[--out STEM]", file=sys.stderr)
+              "[--out STEM]\n       python -m pixmim rehearsal places365 SRC OUT",
+              file=sys.stderr)
         return 2
     from pixmim.workflow.resources import main as resources_main
 
