@@ -139,17 +139,22 @@ def places365_standin(src: str, out: str, per_class: int = 2) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources) and
     ``rehearsal places365 SRC OUT`` (:func:`places365_standin`)."""
-    import sys
+    import argparse
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["places365"] and len(argv) == 3:
-        places365_standin(argv[1], argv[2])
+    from pixmim.workflow import resources
+
+    p = argparse.ArgumentParser(prog="python -m pixmim rehearsal",
+                                description="The dress rehearsal's tools (make rehearse).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    resources.add_arguments(sub.add_parser(
+        "resources", help="host memory per job kind from the rehearsal's benchmarks",
+        description="Host memory per job kind from the rehearsal's benchmarks."))
+    pl = sub.add_parser("places365", help="a Places365-layout stand-in from an ImageFolder",
+                        description="A Places365-layout stand-in from an ImageFolder.")
+    pl.add_argument("src", help="ImageFolder root (train/, val/)")
+    pl.add_argument("out", help="output folder")
+    a = p.parse_args(argv)
+    if a.cmd == "places365":
+        places365_standin(a.src, a.out)
         return 0
-    if not argv or argv[0] != "resources":
-        print("usage: python -m pixmim rehearsal resources [--paper F] [--overlay F] "
-              "[--out STEM]\n       python -m pixmim rehearsal places365 SRC OUT",
-              file=sys.stderr)
-        return 2
-    from pixmim.workflow.resources import main as resources_main
-
-    return resources_main(argv[1:])
+    return resources.run(a)

@@ -208,17 +208,16 @@ def rule_mem_mb(rule: str, path: str | Path = TABLE, default: int = 8000) -> int
     return max(sizes) if sizes else default
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def add_arguments(p) -> None:
+    p.add_argument("--paper", default="config/paper.yaml", help="the paper config")
+    p.add_argument("--overlay", default="config/rehearsal.yaml", help="the rehearsal overlay")
+    p.add_argument("--out", default=str(TABLE.with_suffix("")),
+                   help="output path without suffix (<out>.csv, <out>.md)")
 
+
+def run(a) -> int:
     from pixmim.workflow.catalogue import load_config
 
-    p = argparse.ArgumentParser(prog="python -m pixmim rehearsal resources",
-                                description="Host memory per job kind from the rehearsal.")
-    p.add_argument("--paper", default="config/paper.yaml")
-    p.add_argument("--overlay", default="config/rehearsal.yaml")
-    p.add_argument("--out", default=str(TABLE.with_suffix("")))
-    a = p.parse_args(argv)
     rows = table(load_config(a.paper), load_config(a.paper, a.overlay))
     write(rows, a.out)
     print(yaml.safe_dump({"rows": len(rows), "out": a.out}, sort_keys=False), file=sys.stderr)
