@@ -52,7 +52,7 @@ PREFETCH = 2  # torch DataLoader's prefetch_factor (batches per worker in flight
 MB = 1 << 20
 FIELDS = ["kind", "rule", "stage", "method", "arch", "representative", "rehearsal_s",
           "rehearsal_max_rss_mb", "index_mb", "annotations_mb", "features_mb",
-          "batches_mb", "peak_mb", "request_mb", "method_note"]
+          "batches_mb", "peak_mb", "request_mb"]
 METHOD = ("peak = rehearsal max_rss (model, optimizer, one step at the rehearsal's batch, "
           "on CPU) + per-item sizes measured on the fixtures x the real counts (index: "
           "main + each loader worker; COCO instances likewise) + cached features + decoded "
@@ -166,17 +166,18 @@ def table(paper: dict[str, Any], rehearsal_cfg: dict[str, Any]) -> list[dict[str
         stage = kind[0]
         spec = registry.stage(stage, plugins(paper))
         bench = _benchmark(rehearsal_cfg["results"], exp, stage)
-        if bench is None:
-            raise FileNotFoundError(f"no benchmark of {exp}/{stage} under "
-                                    f"{rehearsal_cfg['results']}/benchmarks: run the rehearsal")
         grow = growth(paper, exp, stage, items)
-        peak = bench[1] + sum(grow.values())
-        rows.append({"kind": "/".join(str(k) for k in kind), "rule": spec.rule, "stage": stage,
-                     "method": kind[1], "arch": kind[2], "representative": exp,
-                     "rehearsal_s": round(bench[0], 1), "rehearsal_max_rss_mb": round(bench[1]),
-                     **{k: round(v) for k, v in grow.items()}, "peak_mb": round(peak),
-                     "request_mb": int(-(-peak * MARGIN // 1000) * 1000),
-                     "method_note": ""})
+        row = {"kind": "/".join(str(k) for k in kind), "rule": spec.rule, "stage": stage,
+               "method": kind[1], "arch": kind[2], "representative": exp,
+               **{k: round(v) for k, v in grow.items()}}
+        if bench is None:  # the rehearsal did not finish this job: said, not guessed
+            row.update(rehearsal_s="not measured", rehearsal_max_rss_mb="not measured",
+                       peak_mb="", request_mb="")
+        else:
+            peak = bench[1] + sum(grow.values())
+            row.update(rehearsal_s=round(bench[0], 1), rehearsal_max_rss_mb=round(bench[1]),
+                       peak_mb=round(peak), request_mb=int(-(-peak * MARGIN // 1000) * 1000))
+        rows.append(row)
     return rows
 
 
@@ -185,11 +186,11 @@ def write(rows: list[dict[str, Any]], out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS[:-1], extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     out.with_suffix(".csv").write_text(buf.getvalue())
-    cols = FIELDS[1:-1]
+    cols = ["kind", "rule"] + FIELDS[6:]
     md = ["# Host memory per job kind (dress rehearsal, extrapolated to paper scale)", "",
           f"Method: {METHOD}.", "",
           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -204,7 +205,7 @@ def read(path: str | Path = TABLE) -> list[dict[str, str]]:
 def rule_mem_mb(rule: str, path: str | Path = TABLE, default: int = 8000) -> int:
     """MB of memory to request for every job of ``rule``: the largest ``request_mb`` of its
     job kinds in the table (``default`` where the table has none)."""
-    sizes = [int(r["request_mb"]) for r in read(path) if r["rule"] == rule]
+    sizes = [int(r["request_mb"]) for r in read(path) if r["rule"] == rule and r["request_mb"]]
     return max(sizes) if sizes else default
 
 
