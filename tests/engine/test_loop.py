@@ -121,8 +121,8 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatc
 @pytest.mark.parametrize("max_steps", [1, 2, 7])
 def test_max_steps_stops_the_loop_with_the_schedule_kept(tmp_path, max_steps):
     """A dress rehearsal's cap: the loop makes exactly max_steps optimizer steps (accum 2:
-    two batches each), validates at the capped end (eval_every 100), and the lr follows the uncapped run's
-    schedule (800 epochs, 40 warm-up) up to that step."""
+    two batches each), validates at the capped end (eval_every 100), and the lr follows
+    the uncapped run's schedule (800 epochs, 40 warm-up) up to that step."""
     model = nn.Linear(6, 3)
     cfg = TrainConfig(epochs=800, warmup_epochs=40, batch_size=8, accum_steps=2,
                       base_lr=0.5, eval_every=100, max_steps=max_steps)

@@ -27,8 +27,12 @@ def test_every_paper_job_kind_has_a_row() -> None:
     kinds = {"/".join(str(k) for k in kind) for kind in RH.representatives(cfg)}
     table = {r["kind"] for r in rows()}
     assert kinds - table == set(), "job kinds without a measured row"
-    for r in rows():
-        assert float(r["rehearsal_max_rss_mb"]) > 0 and float(r["rehearsal_s"]) > 0
+    for r in rows():  # a measurement, or said plainly that there is none
+        if r["rehearsal_max_rss_mb"] != "not measured":
+            assert float(r["rehearsal_max_rss_mb"]) > 0 and float(r["rehearsal_s"]) > 0
+            assert float(r["peak_mb"]) >= float(r["rehearsal_max_rss_mb"])
+        else:
+            assert r["request_mb"] == "" and r["peak_mb"] == ""
 
 
 def test_slurm_requests_cover_the_extrapolated_peak_with_margin() -> None:
@@ -36,7 +40,9 @@ def test_slurm_requests_cover_the_extrapolated_peak_with_margin() -> None:
     with open(PROFILE) as f:
         profile = yte.process_yaml(f, require_use_yte=True)
     res = profile["set-resources"]
-    for r in rows():
+    measured = [r for r in rows() if r["peak_mb"]]
+    assert measured
+    for r in measured:
         assert int(res[r["rule"]]["mem_mb"]) >= float(r["peak_mb"]) * MARGIN, r["kind"]
 
 
