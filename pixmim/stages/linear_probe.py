@@ -139,7 +139,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         cached = cache_views(encoder, train_ds, cfg, dist)
         loader = make_loader(cached, replace(cfg.train, num_workers=0), train=True, dist=dist)
         cached.sampler = loader.sampler
-        val_feats, val_labels = extract(encoder, val_loader, dist)
+        val_feats, val_labels = extract(encoder, capped(val_loader,
+                                                        cfg.train.max_eval_batches), dist)
         val_batches = list(zip(val_feats.split(loader.batch_size),
                                val_labels.split(loader.batch_size), strict=True))
         features = nn.Identity()

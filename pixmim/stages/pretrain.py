@@ -57,8 +57,9 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     data = cfg.data
     # uint8 decode and crop in the workers; convert and normalise on the device (loss_fn)
     crop = UInt8Crop(build_pretrain_transform(cfg.variant.crop, data.img_size))
-    dataset = build_dataset(data.root, "train", crop,
-                            data.synth_index_map, data.masks_root, data.bad_images)
+    # images only: the labels are unused, so any class folders are read (Places365's scene
+    # names for Table 6, not ImageNet wnids)
+    dataset = build_dataset(data.root, "train", crop, False, data.masks_root, data.bad_images)
     loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
     optimizer = build_optimizer(model, t, dist.device)
