@@ -121,6 +121,8 @@ class TrainConfig:
     betas: Betas = (0.9, 0.95)  # MAE pretraining AdamW betas: MAE Table 8
     momentum: Unit = 0.9  # LARS momentum (linear probe): MAE Table 9
     optimizer: Annotated[str, one_of("adamw", "lars")] = "adamw"  # adamw | lars
+    # lr after the warm-up: half-cosine to min_lr (MAE; PixMIM Tables 7-11)
+    schedule: Annotated[str, one_of("cosine")] = "cosine"
     seed: Index = 0
     num_workers: Index = 0
     # cpu | cuda | cuda:N | mps
@@ -187,6 +189,7 @@ class DenseConfig:
     lr: Positive = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
     layer_decay: Share = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
     weight_decay: NonNeg = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
+    optimizer: Annotated[str, one_of("adamw")] = "adamw"  # AdamW (Tables 12-15)
     betas: Betas = (0.9, 0.999)
     warmup_iters: Index = 1500  # linear warm-up (paper seg: 1500)
     # cosine (paper) | poly (released seg) | step (released det)

@@ -85,7 +85,7 @@ class StageSpec:
             ``evaluate`` (the evaluation sets), ``dense`` (a dense task section), ``none``,
             or ``options`` (the section copied as the job's ``options``: plugin stages).
         section: its config section (None: none).
-        params: job-resolution parameters (``fraction``, ``task``, ``iters_mult``).
+        params: job-resolution parameters (``fraction``, ``task``).
         data: the generated data it reads on the embedded default: ``images``, ``views``,
             ``scenes`` or None.
         columns: table column -> (metrics key, header).

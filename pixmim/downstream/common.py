@@ -118,7 +118,7 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
     return {
         "optim_wrapper": dict(
             type="OptimWrapper", constructor="PixMIMLayerDecay",
-            optimizer=dict(type="AdamW", lr=d.lr, betas=tuple(d.betas),
+            optimizer=dict(type={"adamw": "AdamW"}[d.optimizer], lr=d.lr, betas=tuple(d.betas),
                            weight_decay=d.weight_decay),
             paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
         "param_scheduler": lr_schedule(d.schedule, d.iters, d.warmup_iters),

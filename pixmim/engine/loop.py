@@ -52,7 +52,10 @@ def scaled_lr(cfg: TrainConfig) -> float:
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> CosineLRScheduler:
-    """Per-iteration linear warm-up from 0, then half-cosine to ``min_lr``."""
+    """Per-iteration linear warm-up from 0, then half-cosine to ``min_lr`` (``schedule``:
+    cosine, the only one)."""
+    if cfg.schedule != "cosine":
+        raise ValueError(f"train.schedule: {cfg.schedule!r} is not implemented (cosine)")
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
     return CosineLRScheduler(

@@ -101,12 +101,14 @@ def evaluate(model: nn.Module, loader, dist, limit: int = 0) -> dict[str, float]
 
 
 def build_optimizer(model: nn.Module, cfg: JobConfig) -> torch.optim.Optimizer:
-    """AdamW (0.9, 0.999) with layer-wise lr decay (BEiT; timm's groups: embeddings, each
-    block, then norms and head) and no weight decay on biases, norms and tokens (MAE
-    fine-tuning; PixMIM Table 9)."""
-    return create_optimizer_v2(model, "adamw", lr=scaled_lr(cfg.train),
-                               weight_decay=cfg.train.weight_decay,
-                               layer_decay=cfg.finetune.layer_decay, betas=(0.9, 0.999))
+    """AdamW (``train.betas``: 0.9, 0.999 in PixMIM Table 9) with layer-wise lr decay (BEiT;
+    timm's groups: embeddings, each block, then norms and head) and no weight decay on
+    biases, norms and tokens (MAE fine-tuning)."""
+    t = cfg.train
+    if t.optimizer != "adamw":
+        raise ValueError(f"train.optimizer: fine-tuning uses adamw, not {t.optimizer!r}")
+    return create_optimizer_v2(model, t.optimizer, lr=scaled_lr(t), weight_decay=t.weight_decay,
+                               layer_decay=cfg.finetune.layer_decay, betas=t.betas)
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:

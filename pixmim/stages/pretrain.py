@@ -39,8 +39,10 @@ def build_optimizer(model: torch.nn.Module, t, device: torch.device):
     """AdamW without weight decay on norms, biases, tokens (``no_weight_decay``); one fused
     kernel on CUDA instead of a loop over parameter tensors."""
     extra = {"fused": True} if device.type == "cuda" else {}
-    return create_optimizer_v2(model, "adamw", lr=scaled_lr(t), weight_decay=t.weight_decay,
-                               betas=t.betas, **extra)
+    if t.optimizer != "adamw":
+        raise ValueError(f"train.optimizer: pretraining uses adamw, not {t.optimizer!r}")
+    return create_optimizer_v2(model, t.optimizer, lr=scaled_lr(t),
+                               weight_decay=t.weight_decay, betas=t.betas, **extra)
 
 
 def mask_noise(seeds: torch.Tensor, units: int) -> torch.Tensor:

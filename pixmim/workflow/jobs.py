@@ -129,18 +129,40 @@ def job_dir(config: dict[str, Any], exp: str, stage: str) -> str:
     return f"{config['results']}/jobs/{exp}/{stage}"
 
 
-def section(config: dict[str, Any], name: str, method: str) -> dict[str, Any]:
-    """Config section ``name`` as ``method``'s jobs read it: with ``method_overrides``
-    [method][name] set over it (PixMIM Appendix B's per-method batches and schedules). An
-    override of a key the section does not have is a ConfigError naming both."""
+# Where a section's keys may be set for some jobs only, in the order they apply: per method
+# (PixMIM Appendix B's batches and schedules), per arch (Table 16's ViT-L fine-tune: MAE's
+# released ViT-L recipe), per stage (Table 18's 2x detection schedule).
+OVERRIDES = ("method_overrides", "arch_overrides", "stage_overrides")
+
+
+def section(config: dict[str, Any], name: str, method: str, arch: str | None = None,
+            stage: str | None = None) -> dict[str, Any]:
+    """Config section ``name`` as the jobs of ``method`` (``arch``, ``stage``) read it: with
+    ``method_overrides`` [method][name], then ``arch_overrides`` [arch][name], then
+    ``stage_overrides`` [stage][name] set over it (:func:`check_overrides` first)."""
+    check_overrides(config)
     out = dict(config.get(name) or {})
-    over = ((config.get("method_overrides") or {}).get(method) or {}).get(name) or {}
-    unknown = sorted(set(over) - set(out))
-    if unknown:
-        raise ConfigError(f"method_overrides.{method}.{name}: {unknown} are not keys of "
-                          f"section {name!r} (it has {sorted(out)})")
-    out.update(over)
+    for kind, who in zip(OVERRIDES, (method, arch, stage), strict=True):
+        out.update(((config.get(kind) or {}).get(who) or {}).get(name) or {} if who else {})
     return out
+
+
+def check_overrides(config: dict[str, Any]) -> None:
+    """Every override names a registered method / arch / stage and keys its section has: a
+    ConfigError naming the override otherwise (one that would apply to no job)."""
+    plug = plugins(config)
+    known = {"method_overrides": set(registry.methods(plug)),
+             "arch_overrides": {a for m in registry.methods(plug).values() for a in m.archs},
+             "stage_overrides": set(registry.stages(plug))}
+    for kind, names in known.items():
+        for who, sections in (config.get(kind) or {}).items():
+            if who not in names:
+                raise ConfigError(f"{kind}.{who}: not registered (known: {sorted(names)})")
+            for name, over in (sections or {}).items():
+                unknown = sorted(set(over or {}) - set(config.get(name) or {}))
+                if unknown:
+                    raise ConfigError(f"{kind}.{who}.{name}: {unknown} are not keys of section "
+                                      f"{name!r} (it has {sorted(config.get(name) or {})})")
 
 
 def pretrain_size(config: dict[str, Any], method: str, arch: str) -> int:
@@ -172,7 +194,7 @@ def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
 
 def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
-    job["train"].update(section(config, spec.section, knobs["method"]))
+    job["train"].update(section(config, spec.section, knobs["method"], knobs["arch"], spec.name))
     if spec.consumes is None:  # the pretraining itself
         job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
         job["train"]["epochs"] = knobs["epochs"]
@@ -189,7 +211,7 @@ def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
     """Fine-tune section with its recipe; the few-shot stages add their fraction and the
     ``few_shot`` schedule overrides."""
     method = knobs["method"]
-    sec = section(config, spec.section, method)
+    sec = section(config, spec.section, method, knobs["arch"], spec.name)
     sec.update(config["finetune_recipes"][sec.pop("recipe")])
     knobs_ft = {f.name for f in dataclasses.fields(FinetuneConfig)}
     job["finetune"] = {k: v for k, v in sec.items() if k in knobs_ft}
@@ -198,7 +220,8 @@ def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
     if fraction < 1:
         job["finetune"]["fraction"] = fraction
         # null: the recipe's value (config/paper.yaml's base_lr)
-        job["train"].update({k: v for k, v in section(config, "few_shot", method).items()
+        job["train"].update({k: v for k, v in section(config, "few_shot", method, knobs["arch"],
+                                                              spec.name).items()
                              if v is not None})
 
 
@@ -215,29 +238,27 @@ def _frequency(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str
     job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
 
 
-def dense_section(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
-    """The ``dense`` keys of a job: the task section, its recipe with the overrides nested
-    under the method's encoder family (ConvMAE's Tables 13/15 under ``convvit``), the
-    iteration multiplier of the stage (Table 18's 2x schedule)."""
+def dense_section(config: dict[str, Any], stage: str, method: str,
+                  arch: str | None = None) -> dict[str, Any]:
+    """The ``dense`` keys of a job: the task section (with its method, arch and stage
+    overrides: Table 18's 2x schedule is ``stage_overrides.detect_coco_2x``), its recipe with
+    the overrides nested under the method's encoder family (ConvMAE's Tables 13/15 under
+    ``convvit``)."""
     spec = registry.stage(stage, plugins(config))
-    dense = section(config, spec.section, method)
+    dense = section(config, spec.section, method, arch, stage)
     recipe = dict(config["dense_recipes"][spec.section][dense["recipe"]])
     family = registry.method(method, plugins(config)).family
     overrides = recipe.pop(family, {})
     for other in registry.families(plugins(config)):
         recipe.pop(other, None)
     dense.update(recipe, **overrides)
-    mult = spec.params.get("iters_mult", 1)
-    dense["iters"] = dense["iters"] * mult
-    if "val_interval" in dense:
-        dense["val_interval"] = dense["val_interval"] * mult
     dense["root"] = dense_root(config, stage)
     return dense
 
 
 def _dense(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
-    job["dense"] = dense_section(config, spec.name, knobs["method"])
+    job["dense"] = dense_section(config, spec.name, knobs["method"], knobs["arch"])
     del job["data"]  # the dense stages read dense.root
 
 

@@ -48,13 +48,13 @@ def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str
     defs["train"] = json_schema(TrainConfig, exclude=("device", "seed"),
                                 required=("epochs", "batch_size", "base_lr"))
     ft = json_schema(FinetuneConfig, exclude=("fraction", "layer_decay"))
-    tr = json_schema(TrainConfig, exclude=("device", "seed", "base_lr", "optimizer",
-                                           "momentum", "betas"))
+    tr = json_schema(TrainConfig, exclude=("device", "seed", "base_lr", "momentum"))
     defs["finetune"] = {**tr, "properties": {**tr["properties"], **ft["properties"],
                                              "recipe": {"enum": ["paper", "released"]}},
                         "required": ["recipe", "epochs", "batch_size"]}
     defs["finetune"]["properties"]["batch_size"] = {"type": "integer", "minimum": 2,
                                                     "multipleOf": 2}  # Mixup pairs images
+    defs["finetune"]["properties"]["optimizer"] = {"enum": ["adamw"]}  # Table 9; the stage's
     defs["dense"] = json_schema(DenseConfig, exclude=("root", "lr", "layer_decay",
                                                       "weight_decay", "schedule", "drop_path"),
                                 required=("recipe", "iters", "batch_size", "crop_size"))
@@ -62,7 +62,8 @@ def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str
         "base_lr": json_schema(TrainConfig)["properties"]["base_lr"],
         "layer_decay": json_schema(FinetuneConfig)["properties"]["layer_decay"]}}
     defs["dense_recipe"] = json_schema(DenseConfig, only=(
-        "lr", "layer_decay", "weight_decay", "schedule", "drop_path", "batch_size"))
+        "lr", "layer_decay", "weight_decay", "schedule", "drop_path", "batch_size",
+        "warmup_iters"))
     for f in registry.families(plug):  # an encoder family's own values (ConvMAE's)
         defs["dense_recipe"]["properties"][f] = {"$ref": "#/$defs/dense_recipe"}
     v = json_schema(VariantConfig)["properties"]

@@ -242,3 +242,102 @@ def test_padded_crop_is_pad_then_crop_exactly(h, w, th, tw, pad, mode, seed):
     out = padded_crop(op, img)
     assert torch.equal(out, ref)
     assert torch.equal(torch.rand(1), after)
+
+
+# ---------------------------------------------------------------- SRC as a paper job runs it
+PAD = 4  # SRC's reflect padding in px (PixMIM Sec. 4.2; official config: reference facts)
+
+
+def _paper_src_crop():
+    """The pretraining crop of config/paper.yaml's PixMIM MAE (800 epochs), built as the
+    pretrain stage builds it from the resolved job (uint8 path)."""
+    from pathlib import Path
+
+    from pixmim.data.loading import UInt8Crop
+    from pixmim.workflow.catalogue import experiments, load_config
+    from pixmim.workflow.jobs import job_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / "paper.yaml")
+    exps = experiments(config)
+    exp = next(e for e, k in exps.items() if "pixmim_mae_800" in k["names"])
+    job = job_config(config, exp, "pretrain", exps)
+    assert job["data"]["img_size"] == 224  # PixMIM Sec. 5.1: ViT-B at 224 px
+    return UInt8Crop(build_pretrain_transform(job["variant"]["crop"], job["data"]["img_size"]))
+
+
+def _reflect(k: np.ndarray, n: int) -> np.ndarray:
+    """Index k of a length-n axis reflect-padded (-1 -> 1, n -> n - 2), written here."""
+    k = np.abs(k)
+    return np.where(k > n - 1, 2 * (n - 1) - k, k)
+
+
+def test_src_of_a_paper_job_reflect_pads_4_px_crops_224_and_flips_half():
+    """A 224 x 300 image whose pixels name their own row and column goes through the paper
+    job's SRC: every output is a 224 crop of the image reflect-padded by 4 px (the rows and
+    columns read back are those of some offset in 0..8), every offset 0..8 occurs (a wider
+    or no padding, or a constant fill, is not explained), and about half are flipped."""
+    crop = _paper_src_crop()
+    h, w = 224, 300
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    img = torch.from_numpy(np.stack([rows, cols % 256, cols // 256]).astype(np.uint8))
+    y, x = np.arange(224), np.arange(224)
+    torch.manual_seed(0)
+    tops, lefts, flips = set(), set(), 0
+    for _ in range(300):
+        out = crop(img).numpy().astype(int)
+        assert out.shape == (3, 224, 224)
+        got_rows, got_cols = out[0, :, 0], out[1, 0, :] + 256 * out[2, 0, :]
+        top = [i for i in range(2 * PAD + 1)
+               if np.array_equal(got_rows, _reflect(i - PAD + y, h))]
+        found = [(j, f) for j in range(w + 2 * PAD - 224 + 1) for f in (False, True)
+                 if np.array_equal(got_cols, _reflect(j - PAD + x, w)[::-1 if f else 1])]
+        assert len(top) == 1 and len(found) == 1, (
+            "an SRC output is no 224 crop of the image reflect-padded by 4 px: rows "
+            f"{got_rows[:6]}..., columns {got_cols[:6]}...")
+        tops.add(top[0])
+        lefts.add(found[0][0])
+        flips += found[0][1]
+    assert tops == set(range(2 * PAD + 1)), f"vertical offsets seen {sorted(tops)}"
+    assert min(lefts) == 0 and max(lefts) == w + 2 * PAD - 224
+    assert 0.4 < flips / 300 < 0.6  # horizontal flip with p 0.5
+
+
+def test_src_of_a_paper_job_resizes_the_shorter_side_to_224_bilinear():
+    """A 112 x 150 noise image: the output is a window of the image resized (bilinear,
+    written here with torch's interpolate) to 224 x 300 and reflect-padded by 4 px, within
+    1 grey level; a bicubic resize is not."""
+    crop = _paper_src_crop()
+    gen = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, (3, 112, 150), dtype=torch.uint8, generator=gen)
+
+    def resized(mode: str) -> np.ndarray:
+        big = torch.nn.functional.interpolate(img[None].float(), size=(224, 300), mode=mode,
+                                              align_corners=False)[0]
+        big = big.round().clamp(0, 255).numpy()
+        return np.pad(big, ((0, 0), (PAD, PAD), (PAD, PAD)), mode="reflect")
+
+    torch.manual_seed(0)
+    out = crop(img).numpy().astype(float)
+    assert out.shape == (3, 224, 224)
+
+    def best(ref: np.ndarray) -> float:
+        errs = [np.abs(out - win).max()
+                for i in range(2 * PAD + 1) for j in range(ref.shape[2] - 224 + 1)
+                for win in (ref[:, i:i + 224, j:j + 224], ref[:, i:i + 224, j:j + 224][:, :, ::-1])
+                if np.abs(out[:, 0] - win[:, 0]).max() <= 1]  # the first row first: fast
+        return min(errs, default=255.0)
+
+    assert best(resized("bilinear")) <= 1, "SRC's output is no window of the image resized " \
+        "bilinearly to 224 x 300 and reflect-padded by 4 px"
+    assert best(resized("bicubic")) > 1  # the check tells the two apart
+
+
+def test_probe_augmentation_is_random_resized_crop_and_flip():
+    """PixMIM Tables 10/11: the probe trains on RandomResizedCrop (with flip, MAE's probe)."""
+    import torchvision.transforms as T
+
+    from pixmim.data.transforms import build_probe_transform
+
+    ops = build_probe_transform(224).ops.transforms
+    assert [type(op) for op in ops] == [T.RandomResizedCrop, T.RandomHorizontalFlip]
+    assert tuple(ops[0].size) == (224, 224)

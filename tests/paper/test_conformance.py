@@ -1,6 +1,8 @@
 """Recipe conformance: every paper-scale job of config/paper.yaml resolves to the recipe of
-the paper's appendix tables (tests/paper/appendix_b.yaml, each rule citing its table), so
-a lab can trust the ~21,800 GPU-hours before submitting them. Torch-free and fast.
+the paper's appendix tables (tests/paper/appendix_b.yaml, each rule citing its table), and
+every pretraining to the PixMIM knobs of its catalogue variant (baselines and PixMIM
+variants apart: target, crop, radius, filter mode), so a lab can trust the ~18,600
+GPU-hours before submitting them. Torch-free and fast.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pixmim.workflow.catalogue import experiments, load_config
+from pixmim.workflow.catalogue import all_runs, experiments, load_config
 from pixmim.workflow.jobs import job_config
 from pixmim.workflow.specs import target_jobs
 
@@ -43,9 +45,12 @@ def lookup(job: dict[str, Any], key: str, stage: str) -> Any:
     node: Any = job
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return KeyError(key)
+            return ABSENT
         node = node[part]
     return node
+
+
+ABSENT = "absent"  # appendix_b.yaml's value for a key the job must not have
 
 
 def same(ours: Any, paper: Any, key: str) -> bool:
@@ -64,10 +69,24 @@ def rules_for(stage: str, method: str) -> list[dict[str, Any]]:
     return [r for r in TABLES["rules"] if stage in r["stages"] and method in r["methods"]]
 
 
+def variants_of(config: dict[str, Any], knobs: dict[str, Any]) -> set[str]:
+    """The catalogue variants (config/catalogue.yaml ``variants``) of an experiment's runs."""
+    runs = all_runs(config)
+    return {runs[n]["variant"] for n in knobs["names"]}
+
+
+def variant_rules_for(variants: set[str]) -> list[dict[str, Any]]:
+    return [r for r in TABLES["variant_rules"] if variants & set(r["variants"])]
+
+
 def applies(where: dict[str, Any], stage: str, knobs: dict[str, Any]) -> bool:
-    """A declaration's ``where`` (stages, methods, catalogue runs; each optional)."""
+    """A declaration's ``where`` (stages, methods, archs, variants, catalogue runs; each
+    optional)."""
     return (stage in where.get("stages", [stage])
             and knobs["method"] in where.get("methods", [knobs["method"]])
+            and knobs["arch"] in where.get("archs", [knobs["arch"]])
+            and (not where.get("variants")
+                 or bool(set(where["variants"]) & knobs["variants"]))
             and (not where.get("runs") or bool(set(where["runs"]) & set(knobs["names"]))))
 
 
@@ -81,26 +100,34 @@ def departures_of(config, exps, jobs) -> list[str]:
     plus every declared departure or assumption that no job shows any more."""
     problems, used = [], set()
     for exp, stage in jobs:
-        knobs = exps[exp]
+        knobs = {**exps[exp], "variants": variants_of(config, exps[exp])}
         if stage in TABLES["no_table"]:
             continue
         rules = rules_for(stage, knobs["method"])
-        if len(rules) != 1:
+        if stage == "pretrain":  # and the PixMIM knobs of its variant
+            rules += variant_rules_for(knobs["variants"])
+            if len(rules) != 2:
+                problems.append(f"{exp}/{stage}: {len(rules)} appendix and variant rules cover "
+                                f"it (variants {sorted(knobs['variants'])}; each pretraining "
+                                "needs one of each)")
+                continue
+        elif len(rules) != 1:
             problems.append(f"{exp}/{stage}: {len(rules)} appendix rules cover it "
                             "(each job needs exactly one)")
             continue
         job = job_config(config, exp, stage, exps)
-        for key, paper in rules[0]["expect"].items():
-            ours = lookup(job, key, stage)
-            dep = declared("departures", stage, knobs, key)
-            if same(ours, paper, key):
-                continue
-            if dep is not None and same(ours, dep["ours"], key):
-                used.add(("departures", id(dep)))
-                continue
-            problems.append(f"{exp}/{stage}: {key} = {ours!r}, {rules[0]['cite']} says "
-                            f"{paper!r} (declare it in tests/paper/appendix_b.yaml "
-                            "`departures` with its reason, or fix the config)")
+        for rule in rules:
+            for key, paper in rule["expect"].items():
+                ours = lookup(job, key, stage)
+                dep = declared("departures", stage, knobs, key)
+                if same(ours, paper, key):
+                    continue
+                if dep is not None and same(ours, dep["ours"], key):
+                    used.add(("departures", id(dep)))
+                    continue
+                problems.append(f"{exp}/{stage}: {key} = {ours!r}, {rule['cite']} says "
+                                f"{paper!r} (declare it in tests/paper/appendix_b.yaml "
+                                "`departures` with its reason, or fix the config)")
         for a in TABLES["assumptions"]:
             if applies(a["where"], stage, knobs):
                 if same(lookup(job, a["key"], stage), a["ours"], a["key"]):
@@ -168,3 +195,61 @@ def test_lsmae_detection_runs_50_epochs_and_convmae_25():
             seen[exps[exp]["method"]] = round(lookup(job_config(config, exp, stage, exps),
                                                      "dense_epochs", stage))
     assert seen == {"mae": 100, "mff": 100, "lsmae": 50, "convmae": 25}
+
+
+def test_every_pretraining_variant_has_its_own_rule():
+    """Baselines and PixMIM variants apart: every variant of a paper pretraining is named by
+    exactly one variant rule (a variant slipping under another's rule would slip through)."""
+    config, exps, jobs = paper_jobs()
+    seen = set().union(*(variants_of(config, exps[e]) for e, s in jobs if s == "pretrain"))
+    named = [v for r in TABLES["variant_rules"] for v in r["variants"]]
+    assert len(named) == len(set(named))
+    assert seen == set(named), sorted(seen ^ set(named))
+
+
+def _set(path: str, value: Any):
+    def change(config: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return change
+
+
+def _drop_2x(config: dict[str, Any]) -> None:
+    del config["stage_overrides"]["detect_coco_2x"]
+
+
+# Each break of a paper setting (in memory), the key and the table its message must name.
+BREAKS = {
+    "pixmim crop RRC (catalogue)": (_set("variants.pixmim.crop", "rrc"),
+                                   "variant.crop", "Table 7/8"),
+    "lowpass radius 30 (paper.yaml)": (_set("lowpass.radius", 30), "variant.radius",
+                                       "Table 7/8"),
+    "baseline given the low-pass target": (_set("variants.base.target", "lowpass"),
+                                           "variant.target", "Baselines"),
+    "probe on cached views": (_set("linear_probe.feature_views", 4), "train.feature_views",
+                              "Table 10"),
+    "Table 18's 2x as Table 14 doubled": (_drop_2x, "dense_epochs", "assumption"),
+    "pretraining optimizer LARS": (_set("pretrain.optimizer", "lars"), "train.optimizer",
+                                   "Table 7"),
+    "fine-tune betas (0.9, 0.95)": (_set("finetune.betas", [0.9, 0.95]), "train.betas",
+                                    "Table 9"),
+    "ViT-L fine-tune at ViT-B's 100 epochs": (_set("arch_overrides", {}), "train.epochs",
+                                              "departures"),
+    "detection warm-up 1000": (_set("detection.warmup_iters", 1000), "dense.warmup_iters",
+                               "assumption"),
+}
+
+
+@pytest.mark.parametrize("name", BREAKS)
+def test_a_broken_paper_setting_is_caught(name):
+    change, key, cite = BREAKS[name]
+    config, exps, jobs = paper_jobs()
+    change(config)
+    exps = experiments(config)  # the catalogue's variants make the experiments
+    jobs = sorted({(e, s) for e, s in jobs if e in exps}
+                  | {(e, s) for t in config["targets"] for e, s in target_jobs(config, t)})
+    problems = departures_of(config, exps, jobs)
+    assert any(key in p and cite in p for p in problems), problems[:5]

@@ -263,7 +263,8 @@ def test_layer_decay_groups_and_adamw_step_equal_mmpretrains():
     mapped = {_ft_name(k): v for k, v in ours.state_dict().items()}
     assert set(mapped) == set(ref_state), sorted(set(mapped) ^ set(ref_state))
     ref.load_state_dict(mapped)
-    cfg = _stage_cfg(base_lr=1e-3, batch_size=256, weight_decay=0.05)
+    # a fine-tune job's train section (config.yaml `finetune`: betas 0.9, 0.999)
+    cfg = _stage_cfg(base_lr=1e-3, batch_size=256, weight_decay=0.05, betas=(0.9, 0.999))
     opt = build_optimizer(ours, cfg)
     with DefaultScope.overwrite_default_scope("mmpretrain"):
         wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(

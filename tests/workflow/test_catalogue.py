@@ -205,3 +205,35 @@ def test_our_merge_is_snakemakes_update_config():
         ours = merge(ours, copy.deepcopy(layer))
         update_config(theirs, copy.deepcopy(layer))
     assert ours == theirs
+
+
+@pytest.mark.parametrize("kind, owner, section, key", [
+    ("method_overrides", "mae", "pretrain", "batch_sise"),
+    ("arch_overrides", "vit_large_patch16_224", "finetune", "epoch"),
+    ("stage_overrides", "detect_coco_2x", "detection", "iter"),
+    ("stage_overrides", "detect_coco_3x", "detection", "iters"),
+    ("arch_overrides", "vit_huge_patch14_224", "finetune", "epochs"),
+])
+def test_an_override_of_an_unknown_key_or_owner_names_it(default_config, kind, owner,
+                                                         section, key):
+    from pixmim.workflow.jobs import job_config
+
+    config = dict(default_config)
+    config[kind] = {owner: {section: {key: 1}}}
+    exps = experiments(config)
+    with pytest.raises(ConfigError, match=rf"{kind}\.{owner}"):
+        job_config(config, next(iter(exps)), "pretrain", exps)  # any job
+
+
+def test_overrides_apply_per_method_then_arch_then_stage(default_config):
+    from pixmim.workflow.jobs import section
+
+    config = dict(default_config, method_overrides={"mae": {"finetune": {"epochs": 7}}},
+                  arch_overrides={"vit_large_patch16_224": {"finetune": {"epochs": 8}}},
+                  stage_overrides={"finetune_1pct": {"finetune": {"epochs": 9}}})
+    assert section(config, "finetune", "mae")["epochs"] == 7
+    assert section(config, "finetune", "mff", "vit_large_patch16_224")["epochs"] == 8
+    assert section(config, "finetune", "mae", "vit_large_patch16_224")["epochs"] == 8
+    assert section(config, "finetune", "mae", "vit_large_patch16_224",
+                   "finetune_1pct")["epochs"] == 9
+    assert section(config, "finetune", "mff")["epochs"] == default_config["finetune"]["epochs"]
