@@ -4,9 +4,12 @@
 #   snakemake results/tables/table2.md         one table and only what it needs
 #   snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml   paper, SLURM
 #   snakemake --sdm conda ...                  each rule in its env (envs/*.yaml)
+import sys
+
 from snakemake.utils import min_version
 
 from pixmim import workflow as W
+from pixmim.workflow.targets import cli_targets
 
 min_version("9.0")
 
@@ -19,6 +22,10 @@ report: "workflow/report/workflow.rst"
 
 
 W.check_config(config)  # one line naming a bad key (exit 1), before any job starts
+# The dataset roots the requested targets read, against their layouts: one line per
+# problem naming the config key and the path (exit 1); data.check_roots: false skips it.
+if workflow.is_main_process:
+    W.check_targets(config, cli_targets(sys.argv[1:]))
 # Each job's config, MLflow tags and each table/figure spec, written where their content
 # changed: a config change reaches the DAG through file times, with or without .snakemake/.
 W.materialize(config)

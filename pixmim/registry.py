@@ -85,7 +85,8 @@ class StageSpec:
             ``evaluate`` (the evaluation sets), ``dense`` (a dense task section), ``none``,
             or ``options`` (the section copied as the job's ``options``: plugin stages).
         section: its config section (None: none).
-        params: job-resolution parameters (``fraction``, ``task``).
+        params: job-resolution parameters (``fraction``, ``task``;
+            ``eval_sets``: the ``data.eval_roots`` an evaluation stage reads).
         data: the generated data it reads on the embedded default: ``images``, ``views``,
             ``scenes`` or None.
         columns: table column -> (metrics key, header).

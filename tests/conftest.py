@@ -43,3 +43,14 @@ def tiny_overrides(tmp: Path) -> dict:
         "evaluation": {"views": {"seed": 1, "c_per_class": 1, "a_per_class": 2,
                                  "r_per_class": 2, "sketch_per_class": 1, "cue_per_shape": 2}},
     }
+
+
+@pytest.fixture(scope="session")
+def fixture_roots(tmp_path_factory) -> Path:
+    """``python -m pixmim data fixtures`` once per session: the datasets in their real
+    on-disk layouts (pixmim.data.fixtures; a few seconds)."""
+    from pixmim.data.fixtures import generate
+
+    out = tmp_path_factory.mktemp("fixtures") / "datasets"
+    generate(out)
+    return out

@@ -1,4 +1,5 @@
-"""ImageNet-1k class metadata read from the files shipped inside the timm wheel.
+"""ImageNet-1k class metadata read from the files shipped inside the timm wheel (and the
+200-class subsets of ImageNet-A and -R: ``imagenet_{a,r}_{indices,synsets}.txt``).
 
 timm bundles the class lists in ``timm/data/_info/``: ``imagenet_synsets.txt``
 holds the 1000 ImageNet-1k WordNet ids in class-index order and
@@ -76,3 +77,35 @@ def imagenet_names() -> list[str]:
     if missing:
         raise ValueError(f"timm's {_LEMMA_FILE} lacks lemmas for {missing[:5]}")
     return [lemmas[w] for w in imagenet_wnids()]
+
+
+SUBSETS = ("imagenet_a", "imagenet_r")  # 200-class test sets with a timm index list
+
+
+@functools.cache
+def _subset(name: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    if name not in SUBSETS:
+        raise ValueError(f"unknown class subset {name!r}; expected one of {SUBSETS}")
+    short = name.removeprefix("imagenet_")
+    info = imagenet_info_dir()
+    files = [info / f"imagenet_{short}_indices.txt", info / f"imagenet_{short}_synsets.txt"]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"timm metadata file {f} is missing; reinstall timm (>= 0.9)")
+    indices = tuple(int(x) for x in files[0].read_text().split())
+    wnids = tuple(files[1].read_text().split())
+    expected = tuple(imagenet_wnids()[i] for i in indices)
+    if len(indices) != 200 or wnids != expected or list(indices) != sorted(set(indices)):
+        raise ValueError(f"timm's {files[0].name} and {files[1].name} disagree with each other "
+                         "or with imagenet_synsets.txt (expected 200 sorted, matching classes)")
+    return indices, wnids
+
+
+def subset_indices(name: str) -> list[int]:
+    """The 200 ImageNet-1k indices (sorted) of ``"imagenet_a"`` or ``"imagenet_r"``."""
+    return list(_subset(name)[0])
+
+
+def subset_wnids(name: str) -> list[str]:
+    """The 200 wnids of ``name``, in the order of :func:`subset_indices`."""
+    return list(_subset(name)[1])

@@ -64,6 +64,8 @@ from pixmim.io import atomic_dir, existing_meta
 from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-scenes/1"
+# what a table note says of data made by this generator (meta.json "description")
+DESCRIPTION = "generated multi-object scenes in ADE20K and COCO layouts (16 classes)"
 
 # Standard COCO 2017 ids, names and supercategories (instances_*2017.json "categories";
 # the 80-class list at cocodataset.org/#explore, ids 1-90 with gaps). All 16 synth
@@ -280,6 +282,7 @@ def _build_meta(cfg: SceneConfig, written: dict) -> dict:
     }
     return {
         "generator": GENERATOR_VERSION,
+        "description": DESCRIPTION,
         "config": _config_json(cfg),
         "counts": {"train": cfg.train, "val": cfg.val},
         "instances": {split: n for split, (n, _) in written.items()},

@@ -38,6 +38,8 @@ from pixmim.io import atomic_dir, existing_meta
 from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-synth-shapes/1"
+# what a table note says of data made by this generator (meta.json "description")
+DESCRIPTION = "the embedded synthetic-shapes dataset (16 classes)"
 
 # The 16 shape-bias categories, sorted (Geirhos et al. 2019 / model-vs-human).
 CATEGORIES: tuple[str, ...] = (
@@ -783,6 +785,7 @@ def _build_meta(cfg: SynthConfig, fractions: dict[tuple[int, int], list[float]])
     per_split["all"] = [f for fs in per_split.values() for f in fs]
     return {
         "generator": GENERATOR_VERSION,
+        "description": DESCRIPTION,
         "config": config_json(cfg),
         "categories": categories,
         "counts": {split: len(fs) for split, fs in per_split.items()},

@@ -58,6 +58,10 @@ from pixmim.io import atomic_dir, existing_meta
 from pixmim.progress import progress
 
 GENERATOR_VERSION = "pixmim-views/1"
+# what a table note says of data made by this generator (meta.json "description")
+DESCRIPTION = ("generated stand-ins of ImageNet-C/A/R/Sketch and the cue-conflict set (the A "
+               "and R views hold only the synthetic classes inside those datasets' 200-class "
+               "lists)")
 VIEWS: tuple[str, ...] = (
     "imagenet-c", "imagenet-a", "imagenet-r", "imagenet-sketch", "cue-conflict",
 )  # fmt: skip
@@ -574,7 +578,8 @@ def _build_meta(identity: dict, views: tuple[str, ...], counts: dict, seconds: d
         "libraries": corruptions.package_versions(),
     }
     return {
-        "generator": GENERATOR_VERSION, "config": identity, "counts": counts, "classes": classes,
+        "generator": GENERATOR_VERSION, "description": DESCRIPTION, "config": identity,
+        "counts": counts, "classes": classes,
         "seconds": seconds, "imagenet_c": in_c if "imagenet-c" in views else None,
     }  # fmt: skip
 

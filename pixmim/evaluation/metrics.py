@@ -17,13 +17,19 @@ when they are called (top-k is timm's ``accuracy``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from pixmim.data.imagenet_meta import imagenet_info_dir, imagenet_wnids
+# the 200-class subsets' lists are class metadata (torch-free), used here and by the data
+from pixmim.data.imagenet_meta import (  # noqa: F401
+    SUBSETS,
+    imagenet_info_dir,
+    imagenet_wnids,
+    subset_indices,
+    subset_wnids,
+)
 
 # Top-1 error of AlexNet on each ImageNet-C corruption, averaged over the 5 severities: the
 # mCE normaliser of Hendrycks & Dietterich 2019 ("Benchmarking Neural Network Robustness to
@@ -38,7 +44,6 @@ ALEXNET_ERRORS: dict[str, float] = {
 CORRUPTIONS: tuple[str, ...] = tuple(ALEXNET_ERRORS)  # the 15 benchmark corruptions
 NUM_SEVERITIES = 5  # ImageNet-C severities 1..5
 
-SUBSETS = ("imagenet_a", "imagenet_r")  # 200-class test sets with a timm index list
 
 
 def _check_errors(errors: Mapping[str, Sequence[float]], names: Sequence[str]) -> None:
@@ -99,35 +104,6 @@ def unnormalized_ce(errors: Mapping[str, Sequence[float]],
     """Plain mean top-1 error in percent over the corruptions and severities (not the mCE)."""
     e = corruption_errors(errors, names)
     return 100.0 * float(np.mean(list(e.values())))
-
-
-@functools.cache
-def _subset(name: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    if name not in SUBSETS:
-        raise ValueError(f"unknown class subset {name!r}; expected one of {SUBSETS}")
-    short = name.removeprefix("imagenet_")
-    info = imagenet_info_dir()
-    files = [info / f"imagenet_{short}_indices.txt", info / f"imagenet_{short}_synsets.txt"]
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"timm metadata file {f} is missing; reinstall timm (>= 0.9)")
-    indices = tuple(int(x) for x in files[0].read_text().split())
-    wnids = tuple(files[1].read_text().split())
-    expected = tuple(imagenet_wnids()[i] for i in indices)
-    if len(indices) != 200 or wnids != expected or list(indices) != sorted(set(indices)):
-        raise ValueError(f"timm's {files[0].name} and {files[1].name} disagree with each other "
-                         "or with imagenet_synsets.txt (expected 200 sorted, matching classes)")
-    return indices, wnids
-
-
-def subset_indices(name: str) -> list[int]:
-    """The 200 ImageNet-1k indices (sorted) of ``"imagenet_a"`` or ``"imagenet_r"``."""
-    return list(_subset(name)[0])
-
-
-def subset_wnids(name: str) -> list[str]:
-    """The 200 wnids of ``name``, in the order of :func:`subset_indices`."""
-    return list(_subset(name)[1])
 
 
 def folder_targets(folders: Sequence[str], wnids: Sequence[str], key: str) -> list[int]:

@@ -31,6 +31,7 @@ FINGERPRINT = "fingerprint.json"
 META = "meta.json"  # a generated dataset's settings (pixmim.io.atomic_dir writes it)
 UNFINGERPRINTED = "unfingerprinted"  # a dataset with no fingerprint.json
 NO_DATA = "none"  # a stage that reads no dataset
+FOLDER = "folder"  # a dataset read in place that no pixmim generator made (data.source: folder)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # mlflow.utils.mlflow_tags.MLFLOW_GIT_COMMIT
 SCHEME = ("sha256 over the sorted listing (relative path, size in bytes) of every file and "
           "the generator settings; file contents are not read")
@@ -92,11 +93,9 @@ def write_fingerprint(root: str | Path) -> dict[str, Any]:
     return record
 
 
-def read_fingerprint(root: str | Path) -> str:
-    """The fingerprint of the dataset at ``root``: its ``fingerprint.json``, or that of the
-    folder above when it lists ``root`` as one of its parts (``synth_views/imagenet-c``,
-    ``scenes/ade20k``); :data:`UNFINGERPRINTED` when neither exists."""
-    root = Path(root)
+def _dataset_folder(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The folder whose ``fingerprint.json`` covers ``root`` (itself, or the folder above
+    when it lists ``root`` as one of its parts) and that record; None when neither has one."""
     for folder in (root, root.parent):
         f = folder / FINGERPRINT
         if f.is_file():
@@ -104,8 +103,32 @@ def read_fingerprint(root: str | Path) -> str:
             if folder == root or root.name in record.get("parts", []):
                 if "sha256" not in record:
                     raise ValueError(f"{f}: no sha256 entry (not a pixmim fingerprint)")
-                return str(record["sha256"])
-    return UNFINGERPRINTED
+                return folder, record
+    return None
+
+
+def read_fingerprint(root: str | Path) -> str:
+    """The fingerprint of the dataset at ``root``: its ``fingerprint.json``, or that of the
+    folder above when it lists ``root`` as one of its parts (``synth_views/imagenet-c``,
+    ``scenes/ade20k``); :data:`UNFINGERPRINTED` when neither exists."""
+    found = _dataset_folder(Path(root))
+    return UNFINGERPRINTED if found is None else str(found[1]["sha256"])
+
+
+def data_source(root: str | Path) -> str:
+    """What the dataset at ``root`` is, for a table note: a generated one's description
+    (``generated: <description> [<generator>]``, from the ``meta.json`` beside its
+    fingerprint or in ``root``), else :data:`FOLDER` (data the project did not make)."""
+    root = Path(root)
+    found = _dataset_folder(root)
+    for folder in dict.fromkeys([root] + ([found[0]] if found else [])):
+        meta = folder / META
+        if meta.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            if data.get("generator"):
+                what = data.get("description") or "a generated dataset"
+                return f"generated: {what} [{data['generator']}]"
+    return FOLDER
 
 
 def combine(per_root: dict[str, str]) -> str:
@@ -123,10 +146,11 @@ def combine(per_root: dict[str, str]) -> str:
 
 
 def job_data(roots: list[str]) -> dict[str, Any]:
-    """``data_fingerprint`` (combined) and ``data_fingerprints`` (per folder) of a job that
-    read the dataset folders ``roots``."""
+    """``data_fingerprint`` (combined), ``data_fingerprints`` and ``data_sources`` (per
+    folder: :func:`data_source`) of a job that read the dataset folders ``roots``."""
     per_root = {r: read_fingerprint(r) for r in dict.fromkeys(roots)}
-    return {"data_fingerprint": combine(per_root), "data_fingerprints": per_root}
+    return {"data_fingerprint": combine(per_root), "data_fingerprints": per_root,
+            "data_sources": {r: data_source(r) for r in per_root}}
 
 
 def git_dirty() -> bool | None:

@@ -154,9 +154,28 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
         seeds += (" Sampling error of one run on its validation split (SE, at most): "
                   f"{', '.join(se)}.")
     title = spec.get("title", spec["table"])
-    note = spec.get("note", "")
+    note = " ".join(n for n in (spec.get("note", ""), data_note(spec)) if n)
     return (f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n\n"
             f"{provenance_markdown(df, headers)}")
+
+
+def data_note(spec: dict[str, Any]) -> str:
+    """The data the cells' runs read, from their ``metrics.json``: each dataset folder with
+    its source (a generated dataset's description, or a folder read in place) and its
+    fingerprint, in the order first met; empty when no run recorded any."""
+    seen: dict[str, tuple[str, str]] = {}
+    for row in spec["rows"]:
+        for cell in row["cells"].values():
+            for f in cell.get("files") or [cell["file"]]:
+                m = read_json(f)
+                sources = m.get("data_sources") or {}
+                for root, fp in (m.get("data_fingerprints") or {}).items():
+                    seen.setdefault(root, (sources.get(root) or "source not recorded", fp))
+    if not seen:
+        return ""
+    parts = [f"{root} ({source}; fingerprint {_short('data_fingerprints', fp)})"
+             for root, (source, fp) in seen.items()]
+    return "Data read by these runs: " + "; ".join(parts) + "."
 
 
 def _short(kind: str, value: str) -> str:

@@ -151,7 +151,8 @@ def data_roots(cfg: JobConfig) -> list[str]:
 
 # what a job's run was made from, kept in <out>/_state from its start until metrics.json
 PROVENANCE = "provenance.json"
-PROVENANCE_KEYS = ("git_commit", "git_dirty", "data_fingerprint", "data_fingerprints")
+PROVENANCE_KEYS = ("git_commit", "git_dirty", "data_fingerprint", "data_fingerprints",
+                   "data_sources")
 
 
 def provenance(cfg: JobConfig) -> dict[str, Any]:
@@ -305,7 +306,8 @@ def finish(out: Path, metrics: dict[str, Any], tracker: Tracker,
     if "config_sha256" in cfg.tags:
         metrics = {**metrics, "config_sha256": cfg.tags["config_sha256"]}
     prov = recorded_provenance(out) or provenance(cfg)
-    metrics = {**metrics, **{k: prov[k] for k in PROVENANCE_KEYS}}
+    # (data_sources: absent from a run started before it was recorded)
+    metrics = {**metrics, **{k: prov.get(k) for k in PROVENANCE_KEYS}}
     write_json(out / "metrics.json", metrics)
     for f in (resolved, out / "metrics.json"):
         tracker.log_artifact(f)

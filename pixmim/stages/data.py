@@ -1,4 +1,5 @@
-"""Stage ``data``: ``python -m pixmim data synth --out DIR --seed S`` (embedded dataset).
+"""Stage ``data``: ``python -m pixmim data synth --out DIR --seed S`` (embedded dataset);
+``data fixtures --out DIR`` writes tiny datasets in the real datasets' layouts.
 
 Each generated dataset gets its ``fingerprint.json`` once, right after it is generated
 (:mod:`pixmim.report.provenance`); the jobs that read it record that fingerprint.
@@ -16,6 +17,8 @@ VIEWS = {
     "synth": ("pixmim.data.synth", "the synthetic-shapes ImageFolder (train/, val/, masks/)"),
     "views": ("pixmim.data.views", "its evaluation views: IN-C/-A/-R/-Sketch and cue-conflict"),
     "scenes": ("pixmim.data.scenes", "multi-object scenes in ADE20K and COCO layouts"),
+    "fixtures": ("pixmim.data.fixtures", "tiny datasets in the real datasets' own layouts "
+                 "(ImageNet, masks, Places365, ADE20K, COCO, IN-C/A/R/Sketch, cue-conflict)"),
 }
 
 

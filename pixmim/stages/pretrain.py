@@ -52,16 +52,21 @@ def mask_noise(seeds: torch.Tensor, units: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def training_set(cfg: JobConfig):
+    """``data.root/train`` under the variant's crop, decoded and cropped as uint8 in the
+    workers (converted and normalised on the device). Labels are unused: any class folder
+    names (Places365's categories, PixMIM Table 6)."""
+    data = cfg.data
+    crop = UInt8Crop(build_pretrain_transform(cfg.variant.crop, data.img_size))
+    return build_dataset(data.root, "train", crop, imagenet_labels=False,
+                         masks_root=data.masks_root, bad_images=data.bad_images)
+
+
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     dist = distributed.setup(cfg.train.device)
     seed_everything(cfg.train.seed)
     model = build(cfg).to(dist.device)
-    data = cfg.data
-    # uint8 decode and crop in the workers; convert and normalise on the device (loss_fn)
-    crop = UInt8Crop(build_pretrain_transform(cfg.variant.crop, data.img_size))
-    # images only: the labels are unused, so any class folders are read (Places365's scene
-    # names for Table 6, not ImageNet wnids)
-    dataset = build_dataset(data.root, "train", crop, False, data.masks_root, data.bad_images)
+    dataset = training_set(cfg)
     loader = make_loader(dataset, cfg.train, train=True, dist=dist)
     t = cfg.train
     optimizer = build_optimizer(model, t, dist.device)
@@ -89,7 +94,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.variant.target == "adaptive":
         metrics["final_radius"] = model.current_radius
     if dist.is_main:
-        meta = {"method": cfg.method, "arch": cfg.arch, "img_size": data.img_size,
+        meta = {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
                 "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
                 "model_kwargs": model_kwargs(cfg),
                 "mlflow_run_id": metrics["mlflow_run_id"] or ""}

@@ -41,13 +41,14 @@ from pixmim.stages.common import (
 STAGES = [dict(
     name="robustness", help="ImageNet-C/-A/-R/-Sketch of a fine-tuned model", rule="evaluate",
     consumes="finetune", job="evaluate", data="views",
+    params=dict(eval_sets=("imagenet_c", "imagenet_a", "imagenet_r", "imagenet_sketch")),
     columns={"in_c": ("mce", "IN-C mCE (lower better)"), "in_a": ("imagenet_a_top1", "IN-A (%)"),
              "in_r": ("imagenet_r_top1", "IN-R (%)"),
              "in_s": ("imagenet_sketch_top1", "IN-S (%)")},
     cost=dict(kind="images", images=3838389, relative=1.3),
 )]
 
-SETS = ("imagenet_c", "imagenet_a", "imagenet_r", "imagenet_sketch")
+SETS = STAGES[0]["params"]["eval_sets"]
 
 
 class ShorterSideTo:

@@ -124,5 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 STAGES = [dict(
     name="shape_bias", help="Shape bias on the cue-conflict stimuli", rule="evaluate",
     consumes="finetune", job="evaluate", data="views", figures=("fig8",),
+    params=dict(eval_sets=("cue_conflict",)),
     cost=dict(kind="images", images=1280, relative=1.3),
 )]

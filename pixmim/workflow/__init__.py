@@ -59,6 +59,7 @@ from pixmim.workflow.jobs import (
     write_if_changed,
     write_yaml,
 )
+from pixmim.workflow.roots import check_root, check_targets, job_roots
 from pixmim.workflow.schema import SCHEMA, build_schema
 from pixmim.workflow.specs import (
     FIGURE_FILES,
@@ -80,7 +81,7 @@ __all__ = [
     "all_runs", "all_targets", "image_root", "SWEEP", "sweep_inputs", "sweep_runs",
     "sweep_spec", "sweep_unavailable", "synth_dir", "synth_settings", "texture_bound",
     "texture_dataset", "texture_datasets", "BASE_CONFIGS", "build_schema", "buildable",
-    "check_config",
+    "check_config", "check_root", "check_targets", "job_roots",
     "coverage_patch_size", "curve_tables", "data_root", "default_targets", "dense_root",
     "dense_section", "eval_roots", "EVAL_SETS", "experiment_of", "experiments",
     "experiments_of", "FIGURE_FILES", "figure_inputs", "figure_spec", "figure_stage",
