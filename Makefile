@@ -48,15 +48,9 @@ dry-run: env
 # config/paper.yaml for one optimizer step through the same rules (config/rehearsal.yaml),
 # every table and figure, then the resource table (benchmarks/results/rehearsal_resources).
 REHEARSAL := results/rehearsal
-REHEARSAL_DATA := $(REHEARSAL)/data
+REHEARSAL_DATA := $(REHEARSAL)/fixtures
 rehearsal-data: env
-	$(BIN)/python -m pixmim data synth --out $(REHEARSAL_DATA)/imagenet --train-per-class 2 \
-	  --val-per-class 1 --short-side 256
-	$(BIN)/python -m pixmim data views --src $(REHEARSAL_DATA)/imagenet --out $(REHEARSAL_DATA)/views \
-	  --c-per-class 1 --a-per-class 1 --r-per-class 1 --sketch-per-class 1 --cue-per-shape 1 --size 224
-	$(BIN)/python -m pixmim data scenes --out $(REHEARSAL_DATA)/scenes --train 4 --val 2 \
-	  --height 512 --width 683 --min-objects 1 --max-objects 3 --object-scale 0.3 0.6
-	$(BIN)/python -m pixmim rehearsal places365 $(REHEARSAL_DATA)/imagenet $(REHEARSAL_DATA)/places365
+	$(BIN)/python -m pixmim data fixtures --out $(REHEARSAL_DATA)
 
 rehearse: env rehearsal-data
 	$(BIN)/snakemake --workflow-profile profiles/ci --configfile config/paper.yaml config/rehearsal.yaml

@@ -118,27 +118,8 @@ def rehearsal_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     return {(exp, kind[0]) for kind, exp in representatives(config).items()}
 
 
-PLACES365_STANDIN = ("airfield", "bakery", "canyon", "dam")  # Places365 category names
-
-
-def places365_standin(src: str, out: str, per_class: int = 2) -> None:
-    """A Places365-layout stand-in (``<split>/<category>/*.jpg``, scene names, not ImageNet
-    wnids) from the images of an ImageFolder ``src``: what the rehearsal's Table 6
-    pretraining reads until the fixture data provide their own."""
-    import shutil
-    from pathlib import Path
-
-    for split in ("train", "val"):
-        files = sorted(p for p in (Path(src) / split).rglob("*") if p.is_file())
-        for i, f in enumerate(files[:per_class * len(PLACES365_STANDIN)]):
-            dest = Path(out) / split / PLACES365_STANDIN[i % len(PLACES365_STANDIN)]
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest / f"{i:08d}{f.suffix}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources) and
-    ``rehearsal places365 SRC OUT`` (:func:`places365_standin`)."""
+    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources)."""
     import argparse
 
     from pixmim.workflow import resources
@@ -149,12 +130,4 @@ def main(argv: list[str] | None = None) -> int:
     resources.add_arguments(sub.add_parser(
         "resources", help="host memory per job kind from the rehearsal's benchmarks",
         description="Host memory per job kind from the rehearsal's benchmarks."))
-    pl = sub.add_parser("places365", help="a Places365-layout stand-in from an ImageFolder",
-                        description="A Places365-layout stand-in from an ImageFolder.")
-    pl.add_argument("src", help="ImageFolder root (train/, val/)")
-    pl.add_argument("out", help="output folder")
-    a = p.parse_args(argv)
-    if a.cmd == "places365":
-        places365_standin(a.src, a.out)
-        return 0
-    return resources.run(a)
+    return resources.run(p.parse_args(argv))
