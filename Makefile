@@ -2,6 +2,7 @@
 #   make run    create .venv, then run the main job (the embedded default DAG)
 #   make test   create .venv, then run the test suite (fast + slow end-to-end tests)
 #   make lint   snakemake --lint, snakefmt --check, ruff check (CI runs it before the tests)
+#   make rehearse  the dress rehearsal of config/paper.yaml on CPU (README "Dress rehearsal")
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 # What ruff checks (its settings: pyproject.toml [tool.ruff])
 RUFF_PATHS ?= pixmim tests benchmarks
 
-.PHONY: env run test test-fast lint dry-run ui lock mmcv-full clean
+.PHONY: env run test test-fast lint dry-run ui lock mmcv-full clean rehearse rehearsal-data
 
 env: $(STAMP)
 
@@ -42,6 +43,19 @@ test-fast: env
 
 dry-run: env
 	$(BIN)/snakemake -n --workflow-profile $(PROFILE)
+
+# The dress rehearsal: fixture data in the real layouts, then every job kind of
+# config/paper.yaml for one optimizer step through the same rules (config/rehearsal.yaml),
+# every table and figure, then the resource table (benchmarks/results/rehearsal_resources).
+REHEARSAL := results/rehearsal
+REHEARSAL_DATA := $(REHEARSAL)/fixtures
+rehearsal-data: env
+	$(BIN)/python -m pixmim data fixtures --out $(REHEARSAL_DATA)
+
+rehearse: env rehearsal-data
+	$(BIN)/snakemake --workflow-profile profiles/ci --configfile config/paper.yaml config/rehearsal.yaml
+	$(BIN)/python -m pixmim rehearsal resources --out $(REHEARSAL)/rehearsal_resources
+	@echo; cat $(REHEARSAL)/rehearsal_resources.md
 
 # All three checks run; the target fails if any of them found something.
 lint: env

@@ -104,6 +104,7 @@ class EvalConfig:
     cue_conflict: str | None = None  # <root>/<shape>/<shape><i>-<texture><j>.png (Geirhos)
     batch_size: int = 64
     num_workers: int = 0
+    max_batches: int = 0  # batches read per set (0: all; a dress rehearsal's cap)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,11 @@ class TrainConfig:
     feature_views: Index = 0
     ckpt_every_steps: Index = 0  # resume checkpoint every N optimizer steps (0: off)
     ckpt_every_minutes: NonNeg = 10.0  # ... and/or every N minutes of wall time (0: off)
+    # Step caps of a dress rehearsal (config/rehearsal.yaml), 0: none. With the schedule
+    # (epochs, warm-up, lr) kept, the loop stops after max_steps optimizer steps, as if that
+    # epoch were the last; each validation reads at most max_eval_batches batches.
+    max_steps: Index = 0
+    max_eval_batches: Index = 0
 
     def __post_init__(self) -> None:
         """Ranges (the workflow schema checks them too; this covers a job config given to
@@ -207,6 +213,10 @@ class DenseConfig:
     # seg UPerHead channels / det FPN channels (256 at paper scale)
     head_channels: Annotated[int, _ge(8)] = 512
     num_workers: Index = 2
+    # A dress rehearsal's caps (0: none): training stops after max_iters iterations with
+    # the schedule of `iters` kept; validation and test read at most max_eval_images images.
+    max_iters: Index = 0
+    max_eval_images: Index = 0
 
     def __post_init__(self) -> None:
         check_ranges(self, "dense")

@@ -108,11 +108,13 @@ def register() -> None:
 def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
     """The config keys both tasks share: AdamW with layer decay, the lr schedule, the
     iteration loop with validation and checkpoints every ``val_interval``, logging, seed."""
-    every = min(d.val_interval, d.iters)
-    interval = log_interval(d.iters)
+    # a dress rehearsal's cap (dense.max_iters) stops the loop early, the schedule kept
+    stop = min(d.iters, d.max_iters) if d.max_iters else d.iters
+    every = min(d.val_interval, stop)
+    interval = min(log_interval(d.iters), stop)
     # Validate every `val_interval` iterations; a run of at most one interval skips the
     # validation at its end, which would repeat the test that follows on the same split.
-    begin = d.iters + 1 if every == d.iters else 1
+    begin = stop + 1 if every == stop else 1
     return {
         "optim_wrapper": dict(
             type="OptimWrapper", constructor="PixMIMLayerDecay",
@@ -120,7 +122,7 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
                            weight_decay=d.weight_decay),
             paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
         "param_scheduler": lr_schedule(d.schedule, d.iters, d.warmup_iters),
-        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=d.iters, val_interval=every,
+        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=stop, val_interval=every,
                           val_begin=begin),
         "val_cfg": dict(type="ValLoop"),
         "test_cfg": dict(type="TestLoop"),
@@ -134,6 +136,12 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
         # INFO: the job log shows loss, lr, time per iteration and ETA every `interval`
         "log_level": "INFO",
     }
+
+
+def eval_indices(d) -> dict[str, int]:
+    """An evaluation dataset's ``indices`` (mmengine: its first N images) under a dress
+    rehearsal's cap ``dense.max_eval_images``; none otherwise."""
+    return {"indices": d.max_eval_images} if d.max_eval_images else {}
 
 
 def log_interval(iters: int) -> int:

@@ -129,7 +129,7 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
             dataset=dict(data_root=str(d.root), ann_file=ANN.format(split),
                          data_prefix=dict(img=f"{split}2017/"), metainfo=dict(classes=classes),
                          pipeline=train_pipeline if train else test_pipeline,
-                         **({} if train else dict(test_mode=True))))
+                         **({} if train else dict(test_mode=True, **common.eval_indices(d)))))
 
     evaluator = dict(type="CocoMetric", ann_file=str(Path(d.root) / ANN.format("val")),
                      metric=["bbox", "segm"], format_only=False)

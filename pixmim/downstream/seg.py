@@ -135,7 +135,8 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
             dataset=dict(type=ds_type, data_root=str(d.root),
                          data_prefix=dict(img_path=f"images/{split}",
                                           seg_map_path=f"annotations/{split}"),
-                         pipeline=train_pipeline if train else test_pipeline))
+                         pipeline=train_pipeline if train else test_pipeline,
+                         **({} if train else common.eval_indices(d))))
 
     head = d.head_channels
     # Average the loss over labelled pixels only (mmseg recommends it; its default averages

@@ -15,12 +15,13 @@ the uninterrupted one exactly (CPU, deterministic kernels).
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,11 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    @property
+    def capped(self) -> bool:
+        """The step cap (``train.max_steps``, a dress rehearsal's) is reached."""
+        return 0 < self.cfg.max_steps <= self.step
+
     def _on_signal(self, signum: int, frame) -> None:
         self._signal = signal.Signals(signum).name
 
@@ -217,7 +223,7 @@ class Trainer:
             self.load(state)
             print(f"[{self.desc}] resumed from {self.resume.path}: epoch {self.epoch + 1}, "
                   f"step {self.step}", file=sys.stderr)
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.cfg.epochs and not self.capped:
             self._train_epoch()
             record = self._finish_epoch()
             self.history.append(record)
@@ -276,6 +282,8 @@ class Trainer:
                         f"{Preempted.exit_code} so the job is requeued and resumes there")
                 if save:
                     self.save()
+                if self.capped:  # a dress rehearsal's step cap: this epoch is the last
+                    break
         bar.close()
         self._sync()
 
@@ -313,10 +321,16 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"],
                   "images_per_s": count / max(self.partial["time"], 1e-9),
                   "epoch_time_s": self.partial["time"]}
-        last = self.epoch + 1 == self.cfg.epochs
+        last = self.epoch + 1 == self.cfg.epochs or self.capped
         if self.evaluate is not None and ((self.epoch + 1) % self.cfg.eval_every == 0 or last):
             record.update(self.evaluate())
         return record
+
+
+def capped(batches: Iterable, limit: int) -> Iterable:
+    """At most ``limit`` items of ``batches`` (0: all): an evaluation's batch cap
+    (``train.max_eval_batches`` / ``eval.max_batches``, a dress rehearsal's)."""
+    return itertools.islice(batches, limit) if limit > 0 else batches
 
 
 def fit(module: nn.Module, loss_fn, optimizer, loader, cfg: TrainConfig, out: Path,

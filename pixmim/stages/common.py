@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from pixmim import registry
 from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
-from pixmim.engine.loop import Preempted, ResumeState, autocast_for
+from pixmim.engine.loop import Preempted, ResumeState, autocast_for, capped
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs, git_sha
 from pixmim.io import atomic_write, read_json, write_json, write_text
 from pixmim.models.classifier import load_classifier
@@ -282,11 +282,12 @@ def load_model(cfg: JobConfig, dist) -> nn.Module:
 @torch.no_grad()
 def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
             desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(logits [B, 1000] float32, targets [B])`` on ``device``, batch by batch."""
+    """Yield ``(logits [B, 1000] float32, targets [B])`` on ``device``, batch by batch (the
+    first ``eval.max_batches``; 0: all)."""
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.eval.num_workers, pin_memory=device.type == "cuda")
     cast = autocast_for(cfg.train, device)
-    for x, y in progress(loader, desc, leave=False, unit="batch"):
+    for x, y in capped(progress(loader, desc, leave=False, unit="batch"), cfg.eval.max_batches):
         with cast:
             logits = model(x.to(device, non_blocking=True))
         yield logits.float(), y.to(device)

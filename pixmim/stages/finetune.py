@@ -30,7 +30,7 @@ from pixmim.data.transforms import (
     use_zero_safe_posterize,
 )
 from pixmim.engine import distributed
-from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.engine.loop import capped, fit, make_loader, scaled_lr, seed_everything
 from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import build_classifier, save_classifier
 from pixmim.models.export import load_pretrained
@@ -89,10 +89,11 @@ def training_set(cfg: JobConfig):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, dist) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, dist, limit: int = 0) -> dict[str, float]:
+    """Top-1 and top-5 (%) over the first ``limit`` batches of ``loader`` (0: all)."""
     model.eval()
     top1 = top5 = total = 0
-    for x, y in loader:
+    for x, y in capped(loader, limit):
         hits = M.topk_hits(model(x.to(dist.device)), y, (1, 5))
         top1, top5, total = top1 + hits[0], top5 + hits[1], total + len(y)
     top1, top5, total = distributed.all_reduce_sum([top1, top5, total], dist)
@@ -140,7 +141,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:
         history = fit(model, loss_fn, optimizer, loader, t, out, tracker,
-                      evaluate=lambda: evaluate(model, val_loader, dist), desc=cfg.stage,
+                      evaluate=lambda: evaluate(model, val_loader, dist, t.max_eval_batches),
+                      desc=cfg.stage,
                       dist=dist, extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     evals = [h for h in history if "top1" in h]
     best = max(evals, key=lambda h: h["top1"])

@@ -18,6 +18,7 @@ resolves a config key for it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
-from pixmim.engine.loop import make_loader, seed_everything
+from pixmim.engine.loop import capped, make_loader, seed_everything
 from pixmim.io import write_text
 from pixmim.progress import progress
 from pixmim.stages.common import (
@@ -65,7 +66,7 @@ def measure(model: torch.nn.Module, loader, cfg: JobConfig, device: torch.device
                  f"psnr_{v}": torch.zeros(n_bands, dtype=torch.float64),
                  f"full_{v}": torch.zeros(1, dtype=torch.float64)}
     positions = iter(loader.sampler)
-    for x, _ in progress(loader, "frequency", unit="batch"):
+    for x, _ in capped(progress(loader, "frequency", unit="batch"), cfg.eval.max_batches):
         index = [next(positions) for _ in range(len(x))]
         seeds = [sample_seed(cfg.train.seed, 0, i) for i in index]
         x = x.to(device)
@@ -97,7 +98,10 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
     d = cfg.data
     val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map,
                            bad_images=d.bad_images)
-    loader = make_loader(val_ds, cfg.train, train=False, dist=dist)
+    # the evaluation loader's settings (evaluation.loader: batch, workers)
+    loader = make_loader(val_ds, replace(cfg.train, batch_size=cfg.eval.batch_size,
+                                         num_workers=cfg.eval.num_workers),
+                         train=False, dist=dist)
     pre_run, tags = parent_tags(pre_dir, "pretrain")
     t0 = time.perf_counter()
     with tracked(cfg, out, dist, tags) as tracker:

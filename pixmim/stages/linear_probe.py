@@ -27,7 +27,7 @@ from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
-from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
+from pixmim.engine.loop import capped, fit, make_loader, scaled_lr, seed_everything
 from pixmim.evaluation import metrics as M
 from pixmim.stages.common import (
     binomial_se,
@@ -65,12 +65,12 @@ def lars(head: nn.Module, cfg: JobConfig) -> Lars:
 
 
 @torch.no_grad()
-def accuracy(features, head: nn.Module, batches, dist) -> float:
+def accuracy(features, head: nn.Module, batches, dist, limit: int = 0) -> float:
     """Top-1 (%) over this rank's shard of ``batches`` ((input, label) pairs whose input
-    ``features`` maps to frozen features), summed over ranks."""
+    ``features`` maps to frozen features; the first ``limit``, 0: all), summed over ranks."""
     head.eval()
     hits = total = 0
-    for x, y in batches:
+    for x, y in capped(batches, limit):
         logits = head(features(x.to(dist.device)).float())
         hits += M.top1_hits(logits, y)
         total += len(y)
@@ -139,7 +139,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         cached = cache_views(encoder, train_ds, cfg, dist)
         loader = make_loader(cached, replace(cfg.train, num_workers=0), train=True, dist=dist)
         cached.sampler = loader.sampler
-        val_feats, val_labels = extract(encoder, val_loader, dist)
+        val_feats, val_labels = extract(encoder, capped(val_loader,
+                                                        cfg.train.max_eval_batches), dist)
         val_batches = list(zip(val_feats.split(loader.batch_size),
                                val_labels.split(loader.batch_size), strict=True))
         features = nn.Identity()
@@ -161,7 +162,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     pre_run, tags = parent_tags(pre_dir, "pretrain")
     with tracked(cfg, out, dist, tags) as tracker:
         history = fit(head, loss_fn, lars(head, cfg), loader, cfg.train, out, tracker,
-                      evaluate=lambda: {"top1": accuracy(features, head, val_batches, dist)},
+                      evaluate=lambda: {"top1": accuracy(features, head, val_batches, dist,
+                                                         cfg.train.max_eval_batches)},
                       desc="linear_probe", dist=dist,
                       extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     evals = [h for h in history if "top1" in h]

@@ -83,6 +83,8 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         raise ValueError("eval.cue_conflict: the shape_bias stage needs the cue-conflict folder")
     root = Path(cfg.eval.cue_conflict)
     files = SB.list_stimuli(root)
+    if cfg.eval.max_batches:  # a dress rehearsal's cap: the stimuli of the batches read
+        files = files[:cfg.eval.max_batches * cfg.eval.batch_size]
     cues = [SB.parse_cue_conflict_name(f) for f in files]
     dist = distributed.setup(cfg.train.device)
     model = load_model(cfg, dist)

@@ -232,6 +232,7 @@ def _evaluate(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
 
 def _frequency(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
                job: dict[str, Any]) -> None:
+    job["eval"] = dict(config["evaluation"]["loader"])  # its loader: the evaluations'
     job["mask_ratio"] = config["mask_ratio"]  # the analysis masks as the pretraining did
     # and reconstructs at the pretraining's own input size
     job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
@@ -423,6 +424,10 @@ def materialize(config: dict[str, Any]) -> list[str]:
         if write_if_changed(path, spec) is not None:
             written.append(path)
         jobs |= spec_jobs(config, spec)
+    if config.get("rehearsal"):  # every job kind's representative (pixmim.workflow.rehearsal)
+        from pixmim.workflow.rehearsal import rehearsal_jobs
+
+        jobs |= rehearsal_jobs(config)
     for exp in sorted({e for e, _ in jobs}):
         if write_if_changed(tags_path(config, exp), job_tags(config, exp, exps)) is not None:
             written.append(tags_path(config, exp))

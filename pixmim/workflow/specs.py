@@ -12,6 +12,7 @@ from typing import Any
 
 from pixmim import registry
 from pixmim.config import ConfigError
+from pixmim.workflow import rehearsal
 from pixmim.workflow.catalogue import (
     SWEEP,
     buildable,
@@ -27,6 +28,7 @@ from pixmim.workflow.catalogue import (
     unavailable,
 )
 from pixmim.workflow.jobs import run_dir, upstream
+from pixmim.workflow.rehearsal import representative
 
 FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
                 "fig7": "fig7_epochs.png", "fig8": "fig8_shape_bias.png"}
@@ -42,7 +44,8 @@ def _cell(config: dict[str, Any], exps: list[str], col: str) -> dict[str, Any]:
     """One column of a row: the metrics file of each seed's run (in the order of
     ``seeds``), the key holding the value, the column's header."""
     c = registry.columns(plugins(config))[col]
-    return {"files": [f"{run_dir(config, exp, c.stage)}/metrics.json" for exp in exps],
+    return {"files": [f"{run_dir(config, representative(config, exp, c.stage), c.stage)}"
+                      "/metrics.json" for exp in exps],
             "key": c.key, "header": c.header}
 
 
@@ -65,7 +68,10 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     # the catalogue's note (about the paper's numbers), then the config's (about ours)
     note = " ".join(n for n in (table.get("note", ""), (config.get("notes") or {}).get(name, ""))
                     if n)
-    return {"table": name, "title": table["title"], "note": note, "seeds": seeds(config),
+    title = table["title"]
+    if rehearsal.enabled(config):  # said where a reader looks first
+        title, note = f"[REHEARSAL] {title}", f"{rehearsal.NOTE} {note}".strip()
+    return {"table": name, "title": title, "note": note, "seeds": seeds(config),
             "rows": out}
 
 
@@ -89,11 +95,14 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         entry = {"label": row["label"], "experiment": group_id(exps[0]), "experiments": exps,
                  "epochs": config["runs"][row["run"]].get("epochs")}
         if stage is not None:
-            entry["files"] = [f"{run_dir(config, exp, stage)}/metrics.json" for exp in exps]
+            entry["files"] = [f"{run_dir(config, representative(config, exp, stage), stage)}"
+                              "/metrics.json" for exp in exps]
         if fig.get("columns"):
             entry["cells"] = {col: _cell(config, exps, col) for col in fig["columns"]}
         out.append(entry)
     spec: dict[str, Any] = {"figure": name, "seeds": seeds(config), "rows": out}
+    if rehearsal.enabled(config):
+        spec["rehearsal"] = rehearsal.NOTE
     if name == "fig6":
         spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
     return spec
@@ -181,6 +190,9 @@ def default_targets(config: dict[str, Any]) -> list[str]:
             out += [f"{R}/figures/{t}_curves.png" for _ in curve_tables(config, [t])]
         else:
             out.append(f"{R}/figures/{FIGURE_FILES[t]}")
+    if rehearsal.enabled(config):  # a kind no cell reads (a crop variant's pretraining) too
+        out += sorted(f"{run_dir(config, exp, stage)}/metrics.json"
+                      for exp, stage in rehearsal.rehearsal_jobs(config))
     return out
 
 

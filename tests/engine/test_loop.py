@@ -116,3 +116,37 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatc
                   make_loader(Toy(), cfg, train=True), cfg, tmp_path)
     assert len(reads) == 12 // 5 + 1, reads
     assert history[0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("max_steps", [1, 2, 7])
+def test_max_steps_stops_the_loop_with_the_schedule_kept(tmp_path, max_steps):
+    """A dress rehearsal's cap: the loop makes exactly max_steps optimizer steps (accum 2:
+    two batches each), validates at the capped end (eval_every 100), and the lr follows
+    the uncapped run's schedule (800 epochs, 40 warm-up) up to that step."""
+    model = nn.Linear(6, 3)
+    cfg = TrainConfig(epochs=800, warmup_epochs=40, batch_size=8, accum_steps=2,
+                      base_lr=0.5, eval_every=100, max_steps=max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg))
+    seen, evals = [], []
+
+    def loss_fn(batch):
+        seen.append(len(batch[0]))
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    loader = make_loader(Toy(), cfg, train=True)
+    history = fit(model, loss_fn, opt, loader, cfg, tmp_path,
+                  evaluate=lambda: evals.append(1) or {"top1": 0.0})
+    assert len(seen) == 2 * max_steps
+    assert len(evals) == 1 and "top1" in history[-1]
+    steps_per_epoch = len(loader.sampler) // loader.batch_size // cfg.accum_steps
+    ref = build_scheduler(torch.optim.AdamW(nn.Linear(1, 1).parameters(), lr=scaled_lr(cfg)),
+                          cfg, steps_per_epoch)
+    ref.step_update(max_steps - 1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(ref.optimizer.param_groups[0]["lr"])
+
+
+def test_capped_reads_at_most_the_limit():
+    from pixmim.engine.loop import capped
+
+    assert list(capped(iter(range(10)), 3)) == [0, 1, 2]
+    assert list(capped(iter(range(4)), 0)) == [0, 1, 2, 3]

@@ -223,3 +223,22 @@ def test_shape_bias_stage_on_the_real_geirhos_stimuli(tmp_path, finetune_dir):
     assert len(rows) == 160 and {r["decision"] for r in rows} <= set(SB.CATEGORIES)
     print(f"random-weight tiny ViT on the real stimuli: shape bias {m['shape_bias']} "
           f"({m['n_shape_hits']} shape / {m['n_texture_hits']} texture hits)")
+
+
+def test_shape_bias_under_a_batch_cap_scores_the_stimuli_read(tmp_path, monkeypatch,
+                                                              finetune_dir):
+    """eval.max_batches (a dress rehearsal's cap): 1 batch of 2 reads the first two stimuli
+    in file order (airplane: shape hit, bear: texture hit), and scores only those."""
+    code = {c: k for k, c in enumerate(SB.CATEGORIES)}
+    for name, looks_like in [("airplane/airplane1-bear1.png", "airplane"),
+                             ("bear/bear1-airplane2.png", "airplane"),
+                             ("cat/cat1-dog1.png", "cat")]:
+        png(tmp_path / "cc" / name, code[looks_like])
+    stub(monkeypatch, ColourStub({k: SB.CATEGORY_INDICES[c] for c, k in code.items()},
+                                 dominant=True))
+    cfg = job(tmp_path, "shape_bias", finetune_dir, cue_conflict=str(tmp_path / "cc"))
+    data = yaml.safe_load(cfg.read_text())
+    data["eval"].update(batch_size=2, max_batches=1)
+    cfg.write_text(yaml.safe_dump(data))
+    m = shape_bias.run(load_job_config(cfg), tmp_path / "out")
+    assert m["n_images"] == 2 and m["shape_bias"] == pytest.approx(1 / 2)
