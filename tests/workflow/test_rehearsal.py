@@ -64,6 +64,10 @@ ALLOWED = {
     "*.max_batches": "evaluation batch cap",
     "*.max_iters": "iteration cap",
     "*.max_eval_images": "evaluation size cap",
+    # repetitions of one job (the paper averages two segmentation runs; the averaging is
+    # tested in tests/stages): the rehearsal runs the code path once
+    "segmentation.runs": "repetition count",
+    "dense.runs": "repetition count",
     # evaluation set size: coverage measured on the first N fixture images
     "analysis.coverage.limit": "evaluation size (images read)",
 }
@@ -166,12 +170,21 @@ def test_cells_read_representatives_and_tables_say_rehearsal() -> None:
     assert "rehearsal" not in W.table_spec(W.load_config(PAPER), "table2")["title"].lower()
 
 
-def test_dry_run_lists_exactly_the_representatives(tmp_path: Path) -> None:
+def _fixture_data(fixture_roots: Path) -> dict[str, Any]:
+    """The overlay's ``data`` roots moved to this session's generated fixtures (the DAG
+    build checks the roots the targets read)."""
+    data = yaml.safe_load(OVERLAY.read_text())["data"]
+    moved = yaml.safe_dump(data).replace("results/rehearsal/fixtures", str(fixture_roots))
+    return yaml.safe_load(moved)
+
+
+def test_dry_run_lists_exactly_the_representatives(tmp_path: Path, fixture_roots: Path) -> None:
     """`snakemake -n` with the overlay: the representatives, coverage, the tables and
     figures (and the tracking store), nothing else."""
     cfg = rehearsal_config()
     where = tmp_path / "where.yaml"
-    where.write_text(yaml.safe_dump({"results": str(tmp_path / "r")}))
+    where.write_text(yaml.safe_dump({"results": str(tmp_path / "r"),
+                                     "data": _fixture_data(fixture_roots)}))
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "profiles/ci",
          "--configfile", str(PAPER), str(OVERLAY), str(where)],
