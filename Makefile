@@ -52,8 +52,10 @@ REHEARSAL_DATA := $(REHEARSAL)/fixtures
 rehearsal-data: env
 	$(BIN)/python -m pixmim data fixtures --out $(REHEARSAL_DATA)
 
+# Extra snakemake arguments, before --configfile (CI: --omit-from dense, see .ci/run).
+REHEARSE_ARGS ?=
 rehearse: env rehearsal-data
-	$(BIN)/snakemake --workflow-profile profiles/ci --configfile config/paper.yaml config/rehearsal.yaml
+	$(BIN)/snakemake --workflow-profile profiles/ci $(REHEARSE_ARGS) --configfile config/paper.yaml config/rehearsal.yaml
 	$(BIN)/python -m pixmim rehearsal resources --out $(REHEARSAL)/rehearsal_resources
 	@echo; cat $(REHEARSAL)/rehearsal_resources.md
 
