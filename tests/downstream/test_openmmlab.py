@@ -110,14 +110,20 @@ def test_unsupported_ops_raise_only_when_called():
 
 
 def test_mmseg_registry_builds_our_backbones():
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
-    vit = MODELS.build(dict(type="PixMIMSegViT", method="mae", arch=ARCH["mae"], img_size=64))
+    # another test in the process may have left mmdet as the default scope (the fixtures'
+    # CocoDataset): build under mmseg's, as the segmentation stage's runner does
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        vit = MODELS.build(dict(type="PixMIMSegViT", method="mae", arch=ARCH["mae"],
+                                img_size=64))
     assert isinstance(vit, SegViT)
     with torch.no_grad():
         assert [tuple(o.shape) for o in vit.eval()(torch.randn(1, 3, 64, 64))] \
             == [(1, D, 8, 8)] * 4
-    conv = MODELS.build(dict(type="PixMIMConvViT", method="convmae", arch=ARCH["convmae"]))
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        conv = MODELS.build(dict(type="PixMIMConvViT", method="convmae", arch=ARCH["convmae"]))
     assert isinstance(conv, ConvViTPyramid)
 
 
