@@ -3,12 +3,23 @@
 A paper configuration's targets need a few hundred jobs, but far fewer kinds of job: the
 code a job runs is set by its stage and model, not by its radius or epochs. A pretraining
 job's kind is (method, arch, target, crop, dataset, filter mode); a downstream job's is
-(stage, method, arch). :func:`representatives` picks one job per kind from the jobs of every
-buildable table and figure, a downstream representative always on a pretraining that is
-itself a representative (so the rehearsal runs no job that is not one); under
-``rehearsal: true`` the table and figure specs read each cell from its kind's
-representative (:func:`representative`), so the ordinary table and figure rules run on every
-paper spec with a DAG of the representatives alone. Torch-free.
+(stage, method, arch), with two folds where the resolved job configs show the same code:
+
+- a stage that differs from another only in its schedule's length (Table 18's 2x
+  detection: ``stage_overrides`` of :data:`SCHEDULE_KEYS` alone) runs that stage's code,
+  so its kind is that stage's (:func:`code_stage`);
+- a dense job (UperNet, Mask R-CNN) builds its backbone from the method's encoder family
+  and arch, the method only naming the checkpoint it loads: its kind is (stage, family,
+  arch), so MFF's ViT-B dense jobs are MAE's. Loading each method's checkpoint into each
+  dense backbone is checked apart (tests/paper/test_paper_models.py).
+
+tests/workflow/test_rehearsal.py checks both against the job configs: the jobs of one kind
+differ only in their identity, schedule counts and (dense) method. :func:`representatives`
+picks one job per kind from the jobs of every buildable table and figure, a downstream
+representative always on a pretraining that is itself a representative (so the rehearsal
+runs no job that is not one); under ``rehearsal: true`` the table and figure specs read each
+cell from its kind's representative (:func:`rehearsed`), so the ordinary table and figure
+rules run on every paper spec with a DAG of the representatives alone. Torch-free.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from pixmim.workflow.catalogue import buildable, experiments, plugins
 # what a pretraining job's code path depends on (the radius and the epochs do not)
 PRETRAIN_KEY = ("method", "arch", "target", "crop", "dataset", "lowpass_mode")
 # the marking of a rehearsal's tables and figures
+# stage override keys that set only how long a job runs (the rehearsal caps the steps)
+SCHEDULE_KEYS = frozenset({"epochs", "iters", "val_interval", "warmup_epochs", "warmup_iters"})
 NOTE = ("DRESS REHEARSAL: every cell comes from its job kind's representative, trained for "
         "one or two optimizer steps on fixture data; these are not results.")
 
@@ -31,13 +44,39 @@ def enabled(config: dict[str, Any]) -> bool:
     return bool(config.get("rehearsal"))
 
 
+def _code(config: dict[str, Any], stage: str) -> str:
+    """A stage's declaration but its name, help and outputs to tables, with its
+    ``stage_overrides`` but the schedule's length."""
+    spec = registry.stage(stage, plugins(config))
+    decl = {k: v for k, v in vars(spec).items() if k not in ("name", "help", "columns",
+                                                               "figures", "cost")}
+    over = {sec: {k: v for k, v in body.items() if k not in SCHEDULE_KEYS}
+            for sec, body in ((config.get("stage_overrides") or {}).get(stage) or {}).items()}
+    return json.dumps([decl, {k: v for k, v in over.items() if v}], sort_keys=True,
+                      default=str)
+
+
+def code_stage(config: dict[str, Any], stage: str) -> str:
+    """The stage whose code ``stage`` runs: the first (by name) of the stages with its
+    declaration and overrides, the schedule's length aside (detect_coco_2x -> detect_coco)."""
+    code = _code(config, stage)
+    return min(s for s in registry.stages(plugins(config)) if _code(config, s) == code)
+
+
 def job_kind(config: dict[str, Any], exp: str, stage: str,
              exps: dict[str, dict[str, Any]] | None = None) -> tuple:
-    """The kind of job ``(exp, stage)``: what decides the code it runs."""
+    """The kind of job ``(exp, stage)``: what decides the code it runs (its first item is
+    the stage that runs it)."""
     knobs = (experiments(config) if exps is None else exps)[exp]
-    if registry.stage(stage, plugins(config)).consumes is None:
+    spec = registry.stage(stage, plugins(config))
+    if spec.consumes is None:
         return (stage, *(knobs.get(k) for k in PRETRAIN_KEY))
-    return (stage, knobs["method"], knobs["arch"])
+    if spec.rule == "dense" and config.get("rehearsal_dense_once"):
+        return (code_stage(config, stage), "*", "*")
+    if spec.rule == "dense":
+        family = registry.method(knobs["method"], plugins(config)).family
+        return (code_stage(config, stage), family, knobs["arch"])
+    return (code_stage(config, stage), knobs["method"], knobs["arch"])
 
 
 def paper_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
@@ -105,12 +144,13 @@ def representatives(config: dict[str, Any]) -> dict[tuple, str]:
     return _cached(json.dumps(config, sort_keys=True, default=str))
 
 
-def representative(config: dict[str, Any], exp: str, stage: str) -> str:
-    """The experiment whose ``stage`` job stands for ``(exp, stage)``: itself unless
+def rehearsed(config: dict[str, Any], exp: str, stage: str) -> tuple[str, str]:
+    """The job (experiment, stage) that stands for ``(exp, stage)``: itself unless
     ``rehearsal`` is on."""
     if not enabled(config):
-        return exp
-    return representatives(config)[job_kind(config, exp, stage)]
+        return exp, stage
+    kind = job_kind(config, exp, stage)
+    return representatives(config)[kind], kind[0]
 
 
 def rehearsal_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:

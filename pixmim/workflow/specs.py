@@ -28,7 +28,7 @@ from pixmim.workflow.catalogue import (
     unavailable,
 )
 from pixmim.workflow.jobs import run_dir, upstream
-from pixmim.workflow.rehearsal import representative
+from pixmim.workflow.rehearsal import rehearsed
 
 FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
                 "fig7": "fig7_epochs.png", "fig8": "fig8_shape_bias.png"}
@@ -44,8 +44,8 @@ def _cell(config: dict[str, Any], exps: list[str], col: str) -> dict[str, Any]:
     """One column of a row: the metrics file of each seed's run (in the order of
     ``seeds``), the key holding the value, the column's header."""
     c = registry.columns(plugins(config))[col]
-    return {"files": [f"{run_dir(config, representative(config, exp, c.stage), c.stage)}"
-                      "/metrics.json" for exp in exps],
+    return {"files": [f"{run_dir(config, *rehearsed(config, exp, c.stage))}/metrics.json"
+                      for exp in exps],
             "key": c.key, "header": c.header}
 
 
@@ -95,8 +95,8 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         entry = {"label": row["label"], "experiment": group_id(exps[0]), "experiments": exps,
                  "epochs": config["runs"][row["run"]].get("epochs")}
         if stage is not None:
-            entry["files"] = [f"{run_dir(config, representative(config, exp, stage), stage)}"
-                              "/metrics.json" for exp in exps]
+            entry["files"] = [f"{run_dir(config, *rehearsed(config, exp, stage))}/metrics.json"
+                              for exp in exps]
         if fig.get("columns"):
             entry["cells"] = {col: _cell(config, exps, col) for col in fig["columns"]}
         out.append(entry)

@@ -29,6 +29,7 @@ OVERLAY = ROOT / "config" / "rehearsal.yaml"
 ALLOWED = {
     # the switch itself: one representative job per kind, cells read from it
     "rehearsal": "the rehearsal switch",
+    "rehearsal_dense_once": "the rehearsal switch (CI: each dense stage once)",
     # where results go
     "results": "results root (results/rehearsal)",
     "mlflow.tracking_uri": "where results go",
@@ -144,8 +145,9 @@ def test_one_representative_per_job_kind_on_representative_pretrainings() -> Non
     # high-pass, the crops, Places365, dense at the paper's sizes, robustness and analyses
     stages = {k[0] for k in kinds}
     assert {"pretrain", "linear_probe", "finetune", "finetune_1pct", "finetune_10pct",
-            "segment_ade20k", "detect_coco", "detect_coco_2x", "robustness", "shape_bias",
-            "frequency"} <= stages
+            "segment_ade20k", "detect_coco", "robustness", "shape_bias", "frequency"} <= stages
+    # Table 18's 2x runs detect_coco's code (its schedule aside): detect_coco's kinds
+    assert "detect_coco_2x" not in stages
     pre = {k for k in kinds if k[0] == "pretrain"}
     assert {k[3] for k in pre} == {"pixel", "lowpass", "highpass", "adaptive"}
     assert {k[4] for k in pre} == {"rrc", "src", "cc", "bg", "resize"}
@@ -158,6 +160,45 @@ def test_one_representative_per_job_kind_on_representative_pretrainings() -> Non
             assert reps[RH.job_kind(cfg, exp, up, exps)] == exp, (exp, stage, up)
 
 
+# What may differ between two jobs of one kind (pixmim.workflow.rehearsal): who they are,
+# how long they run, the low-pass radius (a number of the same filter code) and, for a
+# dense job, the method (of one encoder family: the checkpoint the backbone loads).
+SAME_KIND = ("experiment", "pretrain_dir", "finetune_dir", "stage", "*.epochs", "*.iters",
+             "*.val_interval", "variant.radius")
+
+
+def test_jobs_of_one_kind_differ_only_in_identity_schedule_and_dense_method() -> None:
+    """The folds of the job kinds (detect_coco_2x into detect_coco, MFF's dense jobs into
+    MAE's) are checked against the resolved job configs of every paper job."""
+    paper = W.load_config(PAPER)
+    exps = W.experiments(paper)
+    by_kind: dict[tuple, list[tuple[str, str]]] = {}
+    for exp, stage in sorted(RH.paper_jobs(paper)):
+        by_kind.setdefault(RH.job_kind(paper, exp, stage, exps), []).append((exp, stage))
+    found, folded = [], set()
+    for kind, members in by_kind.items():
+        allowed = SAME_KIND + (("method",) if registry.stage(kind[0]).rule == "dense" else ())
+        first = flatten(W.job_config(paper, *members[0], exps))
+        for job in members[1:]:
+            other = flatten(W.job_config(paper, *job, exps))
+            found += [f"{kind}: {members[0]} vs {job}: {k}" for k in set(first) | set(other)
+                      if first.get(k) != other.get(k)
+                      and not any(fnmatch.fnmatchcase(k, p) for p in allowed)]
+            if job[1] != kind[0] or exps[job[0]]["method"] != kind[1]:
+                folded.add((job[1], exps[job[0]]["method"]))
+    assert found == []
+    # the two folds are there (the checks above then ran on them)
+    assert ("detect_coco_2x", "mae") in folded
+    assert {("segment_ade20k", "mff"), ("detect_coco", "mff")} <= folded
+
+
+def test_a_stage_override_beyond_the_schedule_is_a_kind_of_its_own() -> None:
+    paper = W.load_config(PAPER)
+    assert RH.code_stage(paper, "detect_coco_2x") == "detect_coco"
+    paper["stage_overrides"]["detect_coco_2x"]["detection"]["crop_size"] = 768
+    assert RH.code_stage(paper, "detect_coco_2x") == "detect_coco_2x"
+
+
 def test_cells_read_representatives_and_tables_say_rehearsal() -> None:
     cfg = rehearsal_config()
     need = set()
@@ -168,6 +209,23 @@ def test_cells_read_representatives_and_tables_say_rehearsal() -> None:
     spec = W.table_spec(cfg, "table2")
     assert spec["title"].startswith("[REHEARSAL]") and RH.NOTE in spec["note"]
     assert "rehearsal" not in W.table_spec(W.load_config(PAPER), "table2")["title"].lower()
+
+
+def test_dense_once_runs_each_dense_stage_once_and_fills_every_table() -> None:
+    """CI's rehearsal (rehearsal_dense_once): one job per dense stage, every other kind as
+    in the full rehearsal, and every table and figure still built from its jobs."""
+    full = rehearsal_config()
+    once = {**full, "rehearsal_dense_once": True}
+    jobs = RH.rehearsal_jobs(once)
+    dense = sorted(s for _, s in jobs if registry.stage(s).rule == "dense")
+    assert dense == ["detect_coco", "segment_ade20k"]
+    others = {j for j in RH.rehearsal_jobs(full) if registry.stage(j[1]).rule != "dense"}
+    assert {j for j in jobs if registry.stage(j[1]).rule != "dense"} == others
+    need = set()
+    for kind in ("tables", "figures"):
+        for name in W.buildable(once, kind):
+            need |= target_jobs(once, name)
+    assert need <= jobs
 
 
 def _fixture_data(fixture_roots: Path) -> dict[str, Any]:
