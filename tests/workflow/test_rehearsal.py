@@ -236,15 +236,24 @@ def _fixture_data(fixture_roots: Path) -> dict[str, Any]:
     return yaml.safe_load(moved)
 
 
-def test_dry_run_lists_exactly_the_representatives(tmp_path: Path, fixture_roots: Path) -> None:
-    """`snakemake -n` with the overlay: the representatives, coverage, the tables and
-    figures (and the tracking store), nothing else."""
+# CI's rehearsal: .ci/run's argument as written there (Snakemake parses "True", not "true")
+CI_ARGS = re.search(r'make rehearse REHEARSE_ARGS="([^"]*)"',
+                    (ROOT / ".ci" / "run").read_text()).group(1).split()
+
+
+@pytest.mark.parametrize("args", [[], CI_ARGS], ids=["full", "ci"])
+def test_dry_run_lists_exactly_the_representatives(tmp_path: Path, fixture_roots: Path,
+                                                   args: list[str]) -> None:
+    """`snakemake -n` with the overlay (and CI's arguments): the representatives, coverage,
+    the tables and figures (and the tracking store), nothing else."""
     cfg = rehearsal_config()
+    if "rehearsal_dense_once=True" in args:
+        cfg["rehearsal_dense_once"] = True
     where = tmp_path / "where.yaml"
     where.write_text(yaml.safe_dump({"results": str(tmp_path / "r"),
                                      "data": _fixture_data(fixture_roots)}))
     res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "profiles/ci",
+        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "profiles/ci", *args,
          "--configfile", str(PAPER), str(OVERLAY), str(where)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
