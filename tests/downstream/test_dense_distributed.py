@@ -212,3 +212,24 @@ def test_detection_trains_and_tests_with_two_processes(scenes, pretrained, tmp_p
     ranks = [json.loads((work / f"metrics_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] and "coco/bbox_mAP" in ranks[0]
     assert sorted(p.name for p in work.glob("*.pth")) == ["iter_2.pth"]
+
+
+def test_preemption_under_accumulation_waits_for_the_end_of_the_optimizer_step(tmp_path):
+    """The accumulated gradients are not in mmengine's checkpoint: a stop lands on an
+    optimizer step's last micro-batch (here: iterations 2 and 4 of accumulation 2)."""
+    from pixmim.engine.loop import Preempted
+
+    class FakeRunner:
+        work_dir = str(tmp_path)
+        iter = 0
+
+        def save_checkpoint(self, out_dir, filename, by_epoch=False):
+            (Path(out_dir) / filename).write_bytes(b"state")
+
+    hook = common.preempt_hook(lambda: "SIGTERM", "seed0", accum=2)
+    runner = FakeRunner()
+    hook.after_train_iter(runner, 0)  # first micro-batch of the step: goes on
+    runner.iter = 1
+    with pytest.raises(Preempted, match="SIGTERM at iteration 2 of seed0"):
+        hook.after_train_iter(runner, 1)
+    assert (tmp_path / "preempt_iter_2.pth").read_bytes() == b"state"
