@@ -306,9 +306,7 @@ def runner_class():
 def gloo_sync_batchnorm(module):
     """``module`` with each torch SyncBatchNorm replaced by a :class:`GlooSyncBatchNorm`
     holding the same parameters and buffers."""
-    import torch.nn as tnn
-
-    if isinstance(module, tnn.SyncBatchNorm):
+    if isinstance(module, nn.SyncBatchNorm):
         new = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum,
                                 module.affine, module.track_running_stats)
         if module.affine:
@@ -348,7 +346,7 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = all_reduce(x.sum(dims)) / count
         centred = x - mean.view(shape)
         var = all_reduce((centred * centred).sum(dims)) / count
-        if self.training and self.track_running_stats:
+        if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
