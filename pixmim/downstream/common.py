@@ -14,6 +14,17 @@
   run time (not in the written config): :func:`tracking_hook` sends the training curve to
   the job's MLflow run while it trains, :func:`preempt_hook` saves mmengine's state and
   raises :class:`~pixmim.engine.loop.Preempted` once a stop signal arrived.
+
+Data-parallel under ``torchrun`` (``WORLD_SIZE`` > 1): the Runner gets ``launcher="pytorch"``
+(the process group is already up: :func:`pixmim.engine.distributed.setup`), each process
+reads ``dense.batch_size / (world x dense.accum_steps)`` images per micro-batch from
+mmengine's samplers (which shard by rank), the optimizer wrapper accumulates
+``dense.accum_steps`` micro-batches per step, and the lr is the config's, for the effective
+batch (no auto-scaling). ``dense.iters`` and every interval count optimizer steps; mmengine's
+iterations are micro-batches (``iters x accum_steps``), the lr schedule steps once per
+optimizer step (:func:`register`'s ``PixMIMStepScheduler``). SyncBN (the UperNet recipe's)
+stays torch's on CUDA; torch's needs CUDA, so CPU processes (gloo, the tests) get
+:class:`GlooSyncBatchNorm`, the same statistics over all processes through gloo.
 """
 
 from __future__ import annotations
@@ -71,12 +82,25 @@ _NO_DECAY = ("pos_embed", "cls_token", "relative_position_bias_table", "rel_pos_
 
 
 def register() -> None:
-    """Register ``PixMIMLayerDecay`` in mmengine's registry (idempotent)."""
+    """Register ``PixMIMLayerDecay`` and ``PixMIMStepScheduler`` in mmengine's registries
+    (idempotent)."""
+    from mmengine.hooks import ParamSchedulerHook
     from mmengine.optim import DefaultOptimWrapperConstructor
-    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
     if "PixMIMLayerDecay" in OPTIM_WRAPPER_CONSTRUCTORS.module_dict:
         return
+
+    class PixMIMStepScheduler(ParamSchedulerHook):
+        """mmengine's ParamSchedulerHook, stepping the iteration-based schedules once per
+        optimizer step: under gradient accumulation an mmengine iteration is a micro-batch,
+        and the schedule counts optimizer steps (the paper's iterations)."""
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if runner.optim_wrapper.should_update():  # this iteration stepped the optimizer
+                super().after_train_iter(runner, batch_idx, data_batch, outputs)
+
+    HOOKS.register_module(name="PixMIMStepScheduler", module=PixMIMStepScheduler)
 
     class PixMIMLayerDecay(DefaultOptimWrapperConstructor):
         """AdamW groups with lr x decay^(num_layers + 1 - layer_id): the backbone gives
@@ -105,30 +129,62 @@ def register() -> None:
     OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="PixMIMLayerDecay", module=PixMIMLayerDecay)
 
 
+def world_size() -> int:
+    """Processes training together: the process group's size, else torchrun's
+    ``WORLD_SIZE`` (1 without torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accum_steps(d) -> int:
+    """``dense.accum_steps`` (1 where the config has none)."""
+    return int(getattr(d, "accum_steps", 1))
+
+
+def per_process_batch(d, world: int) -> int:
+    """Images one process reads per micro-batch: ``dense.batch_size`` (the effective batch,
+    the paper's) / (processes x ``dense.accum_steps``); one line if it does not divide."""
+    accum = accum_steps(d)
+    if d.batch_size % (world * accum):
+        raise ValueError(f"dense.batch_size {d.batch_size} does not divide into {world} "
+                         f"process(es) (WORLD_SIZE) x dense.accum_steps {accum}")
+    return d.batch_size // (world * accum)
+
+
 def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
     """The config keys both tasks share: AdamW with layer decay, the lr schedule, the
-    iteration loop with validation and checkpoints every ``val_interval``, logging, seed."""
+    iteration loop with validation and checkpoints every ``val_interval``, logging, seed.
+    Iteration counts of the config are optimizer steps; mmengine's loop, validation,
+    checkpoint and log intervals count micro-batches (x ``dense.accum_steps``)."""
+    accum = accum_steps(d)
     # a dress rehearsal's cap (dense.max_iters) stops the loop early, the schedule kept
     stop = min(d.iters, d.max_iters) if d.max_iters else d.iters
     every = min(d.val_interval, stop)
     interval = min(log_interval(d.iters), stop)
     # Validate every `val_interval` iterations; a run of at most one interval skips the
     # validation at its end, which would repeat the test that follows on the same split.
-    begin = stop + 1 if every == stop else 1
-    return {
+    begin = stop * accum + 1 if every == stop else 1
+    body = {
+        # the lr is for the effective batch (dense.batch_size): no auto-scaling by the
+        # per-process batch (mmengine scales only when `auto_scale_lr.enable`)
         "optim_wrapper": dict(
-            type="OptimWrapper", constructor="PixMIMLayerDecay",
+            type="OptimWrapper", constructor="PixMIMLayerDecay", accumulative_counts=accum,
             optimizer=dict(type={"adamw": "AdamW"}[d.optimizer], lr=d.lr, betas=tuple(d.betas),
                            weight_decay=d.weight_decay),
             paramwise_cfg=dict(layer_decay_rate=d.layer_decay)),
+        "auto_scale_lr": dict(enable=False, base_batch_size=d.batch_size),
         "param_scheduler": lr_schedule(d.schedule, d.iters, d.warmup_iters),
-        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=stop, val_interval=every,
-                          val_begin=begin),
+        "train_cfg": dict(type="IterBasedTrainLoop", max_iters=stop * accum,
+                          val_interval=every * accum, val_begin=begin),
         "val_cfg": dict(type="ValLoop"),
         "test_cfg": dict(type="TestLoop"),
         "default_hooks": dict(
-            logger=dict(type="LoggerHook", interval=interval, log_metric_by_epoch=False),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=every,
+            logger=dict(type="LoggerHook", interval=interval * accum,
+                        log_metric_by_epoch=False),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=every * accum,
                             max_keep_ckpts=1, save_last=True)),
         "log_processor": dict(by_epoch=False),
         "randomness": dict(seed=seed),
@@ -136,6 +192,9 @@ def schedule_body(d, seed: int, work_dir: Path) -> dict[str, Any]:
         # INFO: the job log shows loss, lr, time per iteration and ETA every `interval`
         "log_level": "INFO",
     }
+    if accum > 1:  # the schedule steps once per optimizer step, not per micro-batch
+        body["default_hooks"]["param_scheduler"] = dict(type="PixMIMStepScheduler")
+    return body
 
 
 def eval_indices(d) -> dict[str, int]:
@@ -158,7 +217,7 @@ def write_config(path: Path, base: list[str], imports: list[str], body: dict[str
     for key, value in body.items():
         lines.append(f"{key} = {pprint.pformat(value, sort_dicts=False, width=100)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.py")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.py")  # every process of a job writes it
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
@@ -194,21 +253,24 @@ def run(config: Path, work_dir: Path, name: str = "run",
     holds a checkpoint of this config (a killed job loses at most one checkpoint interval,
     a preempted one nothing). ``log``: where the live training curve goes
     (:func:`tracking_hook`, names prefixed ``<name>/``); ``stop``: the stop-signal check of
-    :func:`preempt_hook`. Returns the test metrics and the folder of the run's logs."""
+    :func:`preempt_hook`. Under torchrun every process calls it; mmengine saves checkpoints
+    and logs on rank 0 and gathers the evaluation over all ranks. Returns the test metrics
+    and the folder of the run's logs."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     trust(work_dir)
     # No yapf: mmengine re-formats the whole config at each of its ~6 dumps and logs
     # (~2 s each, measured: 14 of a 30 s CPU job); the text is the same, unformatted.
     mm_cfg = Config.fromfile(str(config), format_python_code=False)
     mm_cfg.resume = (Path(work_dir) / "last_checkpoint").is_file()
-    runner = Runner.from_cfg(mm_cfg)
-    preempt = preempt_hook(stop, name) if stop is not None else None
+    mm_cfg.launcher = "pytorch" if world_size() > 1 else "none"
+    runner = runner_class().from_cfg(mm_cfg)
+    accum = mm_cfg.optim_wrapper.get("accumulative_counts", 1)
+    preempt = preempt_hook(stop, name, accum) if stop is not None else None
     runner.register_hook(rng_hook(), priority="LOWEST")
     if log is not None:
         interval = mm_cfg.default_hooks.logger.interval
-        runner.register_hook(tracking_hook(log, f"{name}/", interval), priority="LOW")
+        runner.register_hook(tracking_hook(log, f"{name}/", interval, accum), priority="LOW")
     if preempt is not None:  # after the logger and the CheckpointHook
         runner.register_hook(preempt, priority="LOWEST")
     runner.train()
@@ -217,6 +279,85 @@ def run(config: Path, work_dir: Path, name: str = "run",
     metrics = runner.test()
     return {"metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, Real)},
             "log_dir": runner.log_dir, "config": str(config)}
+
+
+def runner_class():
+    """mmengine's Runner; on CPU processes under torchrun, one that wraps the model in
+    DDP without device ids (mmengine passes ``LOCAL_RANK`` as a CUDA id) and replaces
+    torch's SyncBatchNorm (CUDA only) with :class:`GlooSyncBatchNorm`."""
+    import torch
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.runner import Runner
+
+    class PixMIMRunner(Runner):
+        def wrap_model(self, model_wrapper_cfg, model):
+            if not self.distributed or torch.cuda.is_available():
+                return super().wrap_model(model_wrapper_cfg, model)
+            model = gloo_sync_batchnorm(model)
+            self.logger.info("CPU processes: SyncBN layers synchronise their statistics "
+                             "over gloo (GlooSyncBatchNorm)")
+            return MMDistributedDataParallel(
+                module=model, broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+
+    return PixMIMRunner
+
+
+def gloo_sync_batchnorm(module):
+    """``module`` with each torch SyncBatchNorm replaced by a :class:`GlooSyncBatchNorm`
+    holding the same parameters and buffers."""
+    if isinstance(module, nn.SyncBatchNorm):
+        new = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum,
+                                module.affine, module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for child_name, child in module.named_children():
+        module.add_module(child_name, gloo_sync_batchnorm(child))
+    return module
+
+
+class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation with the batch statistics of all processes of the group, through
+    autograd-aware all-reduces that gloo runs (torch's SyncBatchNorm needs CUDA): the mean
+    and biased variance over every process's batch normalise, the unbiased one updates the
+    running variance, as BatchNorm over the whole batch does. One process, or eval: plain
+    BatchNorm."""
+
+    def _check_input_dim(self, x) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D)")
+
+    def forward(self, x):
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        if not (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype))
+        mean = all_reduce(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                     else self.momentum)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                unbiased = var.detach() * count / (count - 1).clamp(min=1)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
 
 
 def rng_hook():
@@ -247,11 +388,13 @@ def rng_hook():
 _CURVE = re.compile(r"^(lr|.*loss.*|.*acc.*)$")
 
 
-def tracking_hook(log: Callable[[dict[str, float], int], None], prefix: str, interval: int):
+def tracking_hook(log: Callable[[dict[str, float], int], None], prefix: str, interval: int,
+                  accum: int = 1):
     """A Runner hook that calls ``log(scalars, step)`` while the Runner trains: every
     ``interval`` iterations the training losses, accuracies and lr (smoothed as mmengine's
-    log line smooths them) at step = iterations done, and each validation's metrics
-    (``val_<name>``) at the iteration they were measured. Names get ``prefix``."""
+    log line smooths them) at step = optimizer steps done (iterations / ``accum``), and each
+    validation's metrics (``val_<name>``) at the step they were measured. Names get
+    ``prefix``."""
     from mmengine.hooks import Hook
 
     class TrackingHook(Hook):
@@ -268,34 +411,49 @@ def tracking_hook(log: Callable[[dict[str, float], int], None], prefix: str, int
                     out[prefix + name.replace(".", "_")] = float(
                         buf.mean(window) if smooth else buf.current())
             if out:
-                log(out, runner.iter + 1)
+                log(out, (runner.iter + 1) // accum)
 
         def after_val_epoch(self, runner, metrics=None) -> None:
             scalars = {f"{prefix}val_{k.replace('/', '_')}": float(v)
                        for k, v in (metrics or {}).items() if isinstance(v, Real)}
             if scalars:
-                log(scalars, runner.iter)
+                log(scalars, runner.iter // accum)
 
     return TrackingHook()
 
 
-def preempt_hook(stop: Callable[[], str | None], label: str):
+def preempt_hook(stop: Callable[[], str | None], label: str, accum: int = 1):
     """A Runner hook that, once ``stop()`` names a signal, saves mmengine's full state (model,
     optimizer, schedulers, message hub) after the iteration in progress, points
     ``last_checkpoint`` at it and raises :class:`~pixmim.engine.loop.Preempted`; the next
     :func:`run` on the work dir resumes there. The save is atomic; an older save of this
-    hook is removed (the CheckpointHook keeps its own)."""
+    hook is removed (the CheckpointHook keeps its own). Under gradient accumulation it
+    stops at the end of an optimizer step (``accum`` micro-batches; the accumulated
+    gradients are not saved). Under torchrun the processes agree after each iteration
+    (a stop on any one stops all at the same iteration); rank 0 saves, every rank raises."""
+    import torch
+    import torch.distributed as dist
+    from mmengine.dist import is_main_process
     from mmengine.hooks import Hook
 
     from pixmim.engine.loop import Preempted
     from pixmim.io import write_text
 
+    def stopped() -> str | None:
+        sig = stop()
+        if world_size() == 1:
+            return sig
+        flag = torch.tensor([0.0 if sig is None else 1.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return (sig or "a stop signal (another process)") if flag.item() else None
+
     class PreemptHook(Hook):
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            self.check(runner, saved=False)
+            if (runner.iter + 1) % accum == 0:
+                self.check(runner, saved=False)
 
         def check(self, runner, saved: bool) -> None:
-            if (sig := stop()) is None:
+            if (sig := stopped()) is None:
                 return
             work = Path(runner.work_dir)
             if saved:  # training ended: its last checkpoint is there already
@@ -303,12 +461,15 @@ def preempt_hook(stop: Callable[[], str | None], label: str):
             else:
                 path = work / f"preempt_iter_{runner.iter + 1}.pth"
                 tmp = f".{path.name}.tmp"
-                runner.save_checkpoint(str(work), tmp, by_epoch=False)  # meta iter: done
-                os.replace(work / tmp, path)
-                write_text(work / "last_checkpoint", str(path))
-                for old in work.glob("preempt_iter_*.pth"):
-                    if old != path:
-                        old.unlink()
+                runner.save_checkpoint(str(work), tmp, by_epoch=False)  # rank 0 only
+                if is_main_process():
+                    os.replace(work / tmp, path)
+                    write_text(work / "last_checkpoint", str(path))
+                    for old in work.glob("preempt_iter_*.pth"):
+                        if old != path:
+                            old.unlink()
+                if world_size() > 1:
+                    dist.barrier()  # saved before any process leaves
             raise Preempted(f"{sig} at iteration {runner.iter + 1 - saved} of {label}: state "
                             f"saved to {path}; exit {Preempted.exit_code} so the job is "
                             "requeued and resumes there")

@@ -127,9 +127,11 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
         dict(type="PackSegInputs"),
     ]
 
+    batch = common.per_process_batch(d, common.world_size())  # per process, per micro-batch
+
     def loader(split: str, train: bool) -> dict:
         return dict(
-            batch_size=d.batch_size if train else 1, num_workers=d.num_workers,
+            batch_size=batch if train else 1, num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
             sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
             dataset=dict(type=ds_type, data_root=str(d.root),

@@ -10,10 +10,15 @@ The training curve (``seed<s>/loss``, ``seed<s>/lr``, ..., ``seed<s>/val_<metric
 MLflow while mmengine trains, at step = iteration; the test metrics of each seed
 (``<metric>_seed<s>``) and the job's summary at step 0. SIGTERM / SIGINT save mmengine's
 state after the iteration in progress and exit 75 (requeue), like the other stages.
+
+Under torchrun every process runs :func:`run_dense` (mmengine's Runner with
+``launcher="pytorch"``: :func:`pixmim.downstream.common.run`); rank 0 alone writes
+``metrics.json``, the MLflow run and the kept configs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import threading
@@ -53,6 +58,7 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
     pre_dir = Path(cfg.pretrain_dir)
     load_pretrain_checkpoint(cfg, pre_dir)  # exists, and is of this method and arch
     checkpoint = str((pre_dir / "checkpoint.pth").resolve())
+    check_world(cfg.dense, int(os.environ.get("WORLD_SIZE", "1")))
     dist = distributed.setup(cfg.train.device)
     pre_run, tags = parent_tags(pre_dir, "pretrain")
     t0 = time.perf_counter()
@@ -72,7 +78,8 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
             if tracker is not None:
                 tracker.log_metrics({f"{k}_seed{seed}": v for k, v in result["metrics"].items()},
                                     step=0)
-            shutil.copy2(result["config"], out / f"mm_config_seed{seed}.py")
+            if dist.is_main:
+                shutil.copy2(result["config"], out / f"mm_config_seed{seed}.py")
         metrics = {"stage": cfg.stage, "experiment": cfg.experiment,
                    "mlflow_run_id": tracker.run_id if tracker else None,
                    "pretrain_run_id": pre_run, "seeds": list(seeds),
@@ -87,6 +94,15 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
             for f in sorted(out.glob("mm_config_seed*.py")):
                 tracker.log_artifact(f)
         return complete(out, metrics, tracker, cfg, dist)
+
+
+def check_world(d, world: int) -> None:
+    """torchrun's ``WORLD_SIZE`` is ``dense.gpus x dense.nodes`` when ``dense.gpus`` >= 1
+    (0: one process, or as many as torchrun started); one line if not."""
+    gpus, nodes = int(getattr(d, "gpus", 0)), int(getattr(d, "nodes", 1))
+    if gpus >= 1 and world != gpus * nodes:
+        raise ValueError(f"dense.gpus {gpus} x dense.nodes {nodes} = {gpus * nodes} "
+                         f"processes, but torchrun started WORLD_SIZE={world}")
 
 
 @contextmanager

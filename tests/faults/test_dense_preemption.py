@@ -1,12 +1,16 @@
 """Preemption of a dense stage: SIGTERM saves mmengine's state after the iteration in
 progress and exits 75; the rerun resumes at that iteration in the same MLflow run, whose
 training curve was logged live, and ends where an uninterrupted run ends (CPU). The job log
-shows loss, lr and ETA."""
+shows loss, lr and ETA. With two processes under torchrun (gloo): the outputs are written
+once, by rank 0, and a SIGTERM to every process (as SLURM signals a job) stops all at the
+same iteration, saves once, and the two-process rerun resumes there."""
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -53,18 +57,29 @@ def trained_iters(out) -> int:
                for row in f.read_text().splitlines() if '"loss"' in row)
 
 
-def sigterm_after(cmd, out, iters: int) -> tuple[int, str]:
-    """Start ``cmd``; SIGTERM once it logged ``iters`` training iterations."""
+def sigterm_after(cmd, out, iters: int, group: bool = False) -> tuple[int, str]:
+    """Start ``cmd``; SIGTERM once it logged ``iters`` training iterations (``group``: to
+    every process of its session, as SLURM signals all processes of a job)."""
     log = out.parent / f"{out.name}.log"
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=group)
         deadline = time.time() + 300
         while trained_iters(out) < iters and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, f"ended before SIGTERM:\n{log.read_text()[-3000:]}"
-        proc.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=300)
     return rc, log.read_text()
+
+
+def torchrun_cmd(stage: str, cfg, out) -> list[str]:
+    """``stage_cmd`` as two CPU processes under torchrun (gloo)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2", "-m", "pixmim", stage, "--config", str(cfg), "--out", str(out)]
 
 
 @pytest.mark.slow
@@ -120,3 +135,57 @@ def test_dense_sigterm_saves_mmengine_state_and_the_rerun_resumes_there(tmp_path
     # summaries at step 0 (the step of each metric family: pixmim.engine.tracking.Tracker)
     assert history(client, run_id, "miou") == {0: pytest.approx(b["miou"])}
     assert sorted(history(client, run_id, f"mIoU_{seed}")) == [0]
+
+
+@pytest.mark.slow
+def test_dense_stage_with_two_processes_writes_once_and_resumes_after_sigterm(
+        tmp_path, dense_inputs, store):
+    job = dense_job(dense_inputs, store)
+    job["experiment"] = "mae-pixmim_faults2p"  # its own runs in the session's store
+    job["dense"]["batch_size"] = 2  # one image per process: the PPM's BN syncs over gloo
+    cfg = write(tmp_path / "config.yaml", job)
+    ref, out = tmp_path / "ref", tmp_path / "preempted"
+    done = run_ok(torchrun_cmd("segment_ade20k", cfg, ref))
+    log = done.stdout + done.stderr
+    assert "SyncBN layers synchronise their statistics over gloo" in log
+    a = json.loads((ref / "metrics.json").read_text())
+    assert sorted(p.name for p in ref.iterdir()) == ["config.resolved.yaml", "metrics.json",
+                                                     "mm_config_seed0.py"]
+    client = mlflow_client(store)
+    exp = client.get_experiment_by_name("faults")
+    runs = client.search_runs([exp.experiment_id],
+                              "tags.experiment = 'mae-pixmim_faults2p'")
+    assert [r.info.run_id for r in runs] == [a["mlflow_run_id"]]  # one run, rank 0's
+    assert runs[0].info.status == "FINISHED"
+    assert history(client, a["mlflow_run_id"], "miou") == {0: pytest.approx(a["miou"])}
+    # one curve point per iteration, logged once (rank 0)
+    assert sorted(history(client, a["mlflow_run_id"], "seed0/loss")) == \
+        list(range(1, ITERS + 1))
+
+    rc, log = sigterm_after(torchrun_cmd("segment_ade20k", cfg, out), out, 3, group=True)
+    # each process stops at the same iteration (one that has not seen the signal yet names
+    # the other's)
+    stops = [s for s in lines(log) if re.search(
+        r"^pixmim segment_ade20k: (SIGTERM|a stop signal \(another process\)) at iteration "
+        r"\d+ of seed0: state saved", s)]
+    assert len(stops) == 2 and "SIGTERM" in stops[0] + stops[1], log[-3000:]
+    at = {int(re.search(r"iteration (\d+)", s)[1]) for s in stops}
+    assert len(at) == 1, stops
+    (at,) = at
+    work = out / "_state" / "seed0"
+    assert sorted(p.name for p in work.glob("preempt_iter_*.pth")) == [f"preempt_iter_{at}.pth"]
+    assert not (out / "metrics.json").exists()
+    print(f"\nSIGTERM to every process after iteration {at} of {ITERS}; torchrun exit {rc}")
+
+    res = run_ok(torchrun_cmd("segment_ade20k", cfg, out))
+    resumed = [int(x) for x in re.findall(rf"Iter\(train\) \[\s*(\d+)/{ITERS}\]",
+                                          res.stdout + res.stderr)]
+    assert resumed == list(range(at + 1, ITERS + 1))  # no iteration trained twice
+    b = json.loads((out / "metrics.json").read_text())
+    run_id = b["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    curve, ref_curve = (history(client, r, "seed0/loss") for r in (run_id, a["mlflow_run_id"]))
+    assert sorted(curve) == list(range(1, ITERS + 1))
+    print(f"mIoU {b['miou']:.4f} resumed vs {a['miou']:.4f} uninterrupted")
+    assert curve == ref_curve  # every rank resumed from rank 0's state
+    assert b["per_seed"] == a["per_seed"]
