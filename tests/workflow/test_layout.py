@@ -3,6 +3,7 @@ paper scale, the divisibility check, the launch command and the SLURM request (t
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -77,7 +78,6 @@ def test_budget_prints_each_jobs_layout(paper):
                           "--json", "table2"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    import json
 
     rows = json.loads(out.stdout)["targets"]["table2"]
     det = next(r for r in rows if r["stage"] == "detect_coco" and r["experiment"].startswith(
@@ -229,3 +229,30 @@ def test_a_rules_resources_come_from_the_written_job_config(tmp_path):
     path.write_text(yaml.safe_dump(job))
     assert W.job_layout(cfg, exp, "detect_coco")["nodes"] == 2
     assert W.job_layout(cfg, exp, "segment_ade20k")["gpus"] == 8  # no file: resolved
+
+
+# ---------------------------------------------------------------- through Snakemake
+@pytest.mark.slow
+def test_a_finetune_and_its_pretraining_run_as_two_processes_through_snakemake(tmp_path):
+    """`gpus: 2` with `device: cpu`: the rules start two gloo processes per job (torchrun),
+    and each stage ran as a world of two."""
+    from tests.conftest import tiny_overrides
+
+    overlay = tiny_overrides(tmp_path)
+    overlay["pretrain"]["gpus"] = 2
+    overlay["finetune"].update(gpus=2)
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cfg = W.load_config(path)
+    exp = next(iter(W.experiments(cfg)))
+    target = Path(W.run_dir(cfg, exp, "finetune")) / "metrics.json"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
+                          "--configfile", str(path), str(target)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    for stage in ("pretrain", "finetune"):
+        metrics = json.loads((Path(W.run_dir(cfg, exp, stage)) / "metrics.json").read_text())
+        assert metrics["world_size"] == 2, (stage, metrics)
+        # the rule's command: torchrun with two processes on this one node
+        assert "-m torch.distributed.run --standalone --nproc_per_node 2 -m pixmim run" in \
+            res.stdout + res.stderr, stage
