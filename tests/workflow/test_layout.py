@@ -102,8 +102,16 @@ def test_a_batch_that_does_not_divide_is_one_config_error_line(tmp_path):
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert ("finetune.batch_size: 1024 does not divide into max(finetune.gpus, 1) x "
-            "finetune.nodes x finetune.accum_steps = 3 x 1 x 1 = 3") in lines[0], lines[0]
+    msg = ("finetune.batch_size: 1024 does not divide into max(finetune.gpus, 1) x "
+           "finetune.nodes x finetune.accum_steps = 3 x 1 x 1 = 3")
+    assert msg in lines[0], lines[0]
+    # the same at DAG build: resolving the job's config (W.materialize) stops on it
+    cfg = W.load_config(PAPER, site)
+    exps = W.experiments(cfg)
+    exp = next(e for e, k in exps.items() if k["method"] == "mae")
+    with pytest.raises(ConfigError, match=r"\(job mae-.*/finetune; ") as e:
+        W.job_config(cfg, exp, "finetune", exps)
+    assert msg in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_dense_and_train_configs_check_their_layout():
