@@ -114,6 +114,25 @@ def test_a_batch_that_does_not_divide_is_one_config_error_line(tmp_path):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
+def test_snakemake_stops_on_a_non_dividing_layout_with_one_line(tmp_path):
+    from tests.conftest import tiny_overrides
+
+    overlay = tiny_overrides(tmp_path)
+    overlay["segmentation"].update(gpus=3)  # batch 2 over 3 processes
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
+                          "-n", "--configfile", str(path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode != 0
+    err = [line for line in (res.stdout + res.stderr).splitlines() if "ConfigError" in line]
+    assert len(err) == 1 and ("segmentation.batch_size: 2 does not divide into "
+                              "max(segmentation.gpus, 1) x segmentation.nodes x "
+                              "segmentation.accum_steps = 3 x 1 x 1 = 3") in err[0], \
+        res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr
+
+
 def test_the_dense_and_train_configs_check_their_layout():
     with pytest.raises(ConfigError, match=r"^dense\.batch_size: 16 does not divide .* 8 x 1 x 4"):
         from_dict(DenseConfig, {"batch_size": 16, "gpus": 8, "accum_steps": 4}, "dense")
