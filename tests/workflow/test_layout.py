@@ -283,3 +283,30 @@ def test_a_finetune_and_its_pretraining_run_as_two_processes_through_snakemake(t
         # the rule's command: torchrun with two processes on this one node
         assert "-m torch.distributed.run --standalone --nproc_per_node 2 -m pixmim run" in \
             res.stdout + res.stderr, stage
+
+
+@pytest.mark.slow
+def test_the_multi_node_rendezvous_forms_one_world(tmp_path):
+    """The two-node command with srun faked as two local copies (two "nodes" on this
+    machine) and scontrol naming this host first: the torchruns meet at the c10d rendezvous
+    and their processes form one world of nodes x gpus, ranks 0-3."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name, body in (("scontrol", "echo 127.0.0.1; echo 127.0.0.2"),
+                       ("srun", 'while [ "${1#--}" != "$1" ]; do shift; done\n'
+                                '"$@" & "$@" & wait')):
+        f = bin_ / name
+        f.write_text(f"#!/bin/bash\n{body}\n")
+        f.chmod(f.stat().st_mode | stat.S_IEXEC)
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nprint('rank', os.environ['RANK'], 'of', "
+                     "os.environ['WORLD_SIZE'], flush=True)\n")
+    job_id = str(os.getpid() % 20000)  # the port: 29500 + this
+    cmd = launch_command(2, 2, 2, python=sys.executable) + f" {probe}"
+    env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_JOB_ID": job_id}
+    res = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = sorted(line for line in res.stdout.splitlines() if line.startswith("rank"))
+    assert lines == [f"rank {r} of 4" for r in range(4)], res.stdout + res.stderr[-2000:]
