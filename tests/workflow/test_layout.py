@@ -273,8 +273,8 @@ def test_a_finetune_and_its_pretraining_run_as_two_processes_through_snakemake(t
     cfg = W.load_config(path)
     exp = next(iter(W.experiments(cfg)))
     target = Path(W.run_dir(cfg, exp, "finetune")) / "metrics.json"
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
-                          "--configfile", str(path), str(target)], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "snakemake", str(target), "--workflow-profile",
+                          "profiles/ci", "--configfile", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     for stage in ("pretrain", "finetune"):
@@ -293,7 +293,8 @@ def test_the_multi_node_rendezvous_forms_one_world(tmp_path):
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     for name, body in (("scontrol", "echo 127.0.0.1; echo 127.0.0.2"),
-                       ("srun", 'while [ "${1#--}" != "$1" ]; do shift; done\n'
+                       # srun's own options dropped: the command starts at the interpreter
+                       ("srun", f'while [ "$1" != "{sys.executable}" ]; do shift; done\n'
                                 '"$@" & "$@" & wait')):
         f = bin_ / name
         f.write_text(f"#!/bin/bash\n{body}\n")
