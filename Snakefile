@@ -29,7 +29,7 @@ if workflow.is_main_process:
     W.check_targets(config, cli_targets(sys.argv[1:], get_argument_parser()))
 # Each job's config, MLflow tags and each table/figure spec, written where their content
 # changed: a config change reaches the DAG through file times, with or without .snakemake/.
-W.materialize(config)
+W.one_line_errors(W.materialize, config)  # a job's bad layout: one line, as a bad key
 
 
 include: "workflow/rules/common.smk"

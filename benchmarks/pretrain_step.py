@@ -5,7 +5,7 @@
     python benchmarks/pretrain_step.py --device cuda --batch paper --official --json out.json
 
 ``--batch paper``: each method at the paper's per-GPU batch (its paper-scale pretraining
-batch over the GPUs of a pretraining job: ``pixmim.workflow.budget.per_gpu_batch``; MAE
+batch over the layout of a pretraining job: ``pixmim.workflow.budget.job_layout``; MAE
 4096 / 8 = 512), the batch the budget looks for.
 
 Measures, on the current device, side by side in one run:
@@ -71,15 +71,15 @@ PEAK_TFLOPS = {"H100 80GB HBM3": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
 
 def paper_batch(method: str) -> int:
     """The paper's per-GPU pretraining batch of ``method`` (config/paper.yaml's batch over
-    the GPUs of a pretraining job), as the budget reads it."""
-    from pixmim.workflow.budget import per_gpu_batch
+    the layout of a pretraining job), as the budget reads it."""
+    from pixmim.workflow.budget import job_layout
     from pixmim.workflow.catalogue import ROOT, experiments, load_config
     from pixmim.workflow.jobs import job_config
 
     config = load_config(ROOT / "config" / "paper.yaml")
     exps = experiments(config)
     exp = next(e for e, k in exps.items() if k["method"] == method)
-    return per_gpu_batch(job_config(config, exp, "pretrain", exps)["train"]["batch_size"])
+    return job_layout(config, job_config(config, exp, "pretrain", exps))["per_gpu_batch"]
 
 
 def batch_of(args, method: str) -> int:

@@ -24,6 +24,8 @@ TOOLS = {
     "table": ("pixmim.report.tables", "Assemble a paper table from metrics.json files"),
     "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
     "budget": ("pixmim.workflow.budget", "GPU-hours each table / figure still needs"),
+    "launch": ("pixmim.workflow.launch",
+               "The command prefix that starts a job's nodes x GPUs processes"),
     "rehearsal": ("pixmim.workflow.rehearsal",
                   "Dress rehearsal: `rehearsal resources` writes memory per job kind"),
     "mlflow-sync": ("pixmim.stages.mlflow_sync", "Replay tracking logged while MLflow was down"),

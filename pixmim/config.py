@@ -50,6 +50,28 @@ Share = Annotated[float, Schema(exclusiveMinimum=0, maximum=1)]  # in (0, 1]
 Betas = Annotated[tuple[float, float], _BETAS]
 
 
+def per_gpu_batch(batch_size: int, gpus: int, nodes: int, accum_steps: int,
+                  section: str) -> int:
+    """Images one process reads per micro-step: ``batch_size`` (the effective batch) over
+    max(gpus, 1) x nodes x accum_steps; a ConfigError naming ``section``'s keys when it
+    does not divide."""
+    parts = max(gpus, 1) * nodes * accum_steps
+    if batch_size % parts:
+        raise ConfigError(
+            f"{section}.batch_size: {batch_size} does not divide into max({section}.gpus, 1) "
+            f"x {section}.nodes x {section}.accum_steps = {max(gpus, 1)} x {nodes} x "
+            f"{accum_steps} = {parts} equal micro-batches")
+    return batch_size // parts
+
+
+def check_world(world: int, gpus: int, nodes: int, section: str) -> None:
+    """A stage's world size (torchrun's WORLD_SIZE) against its config's layout: with
+    gpus >= 1 the launcher must have started gpus x nodes processes."""
+    if gpus >= 1 and world != gpus * nodes:
+        raise ConfigError(f"{section}.gpus x {section}.nodes = {gpus} x {nodes} = "
+                          f"{gpus * nodes} processes, but this job runs {world} (WORLD_SIZE)")
+
+
 @dataclass(frozen=True)
 class VariantConfig:
     """The two PixMIM knobs (PixMIM is a variant, not a method).
@@ -113,8 +135,13 @@ class TrainConfig:
 
     epochs: Count = 1
     warmup_epochs: NonNeg = 0.0
-    batch_size: Count = 64  # per optimizer step (after accumulation)
+    batch_size: Count = 64  # per optimizer step, all processes and accumulation together
     accum_steps: Count = 1
+    # The job's layout: `nodes` x `gpus` processes (one per GPU; gpus 0: one process on
+    # `device`), started by the workflow's launcher (pixmim.workflow.launch); each process
+    # reads batch_size / (max(gpus, 1) x nodes x accum_steps) images per micro-step.
+    nodes: Count = 1
+    gpus: Index = 0
     base_lr: Positive = 1.5e-4  # lr = base_lr * batch_size / 256: MAE Sec. A.1
     min_lr: NonNeg = 0.0
     weight_decay: NonNeg = 0.05
@@ -148,9 +175,7 @@ class TrainConfig:
         """Ranges (the workflow schema checks them too; this covers a job config given to
         ``python -m pixmim`` directly)."""
         check_ranges(self, "train")
-        if self.batch_size % self.accum_steps:
-            raise ConfigError(f"train.batch_size: {self.batch_size} is not a multiple of "
-                              f"train.accum_steps {self.accum_steps}")
+        per_gpu_batch(self.batch_size, self.gpus, self.nodes, self.accum_steps, "train")
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,9 @@ class DenseConfig:
     iters: Count = 160000  # training iterations (paper seg: 160k at batch 16)
     val_interval: Count = 16000  # iterations between validations (and checkpoints)
     batch_size: Count = 16  # images per iteration, all GPUs together
+    accum_steps: Count = 1  # micro-batches per iteration (mmengine's accumulative_counts)
+    nodes: Count = 1  # the job's layout, as TrainConfig's
+    gpus: Index = 0
     lr: Positive = 2e-4  # AdamW lr (paper seg 2e-4, ConvMAE 3e-4; det 8e-5 / 1e-4)
     layer_decay: Share = 0.75  # layer-wise lr decay (paper 0.75; ConvMAE det 0.85)
     weight_decay: NonNeg = 0.05  # AdamW weight decay (seg 0.05, det 0.1)
@@ -220,6 +248,7 @@ class DenseConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "dense")
+        per_gpu_batch(self.batch_size, self.gpus, self.nodes, self.accum_steps, "dense")
 
     def seeds(self, seed: int) -> tuple[int, ...]:
         """The seeds of the ``runs`` runs of the job of run seed ``seed`` (disjoint across

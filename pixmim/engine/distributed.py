@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pixmim.config import check_world
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,9 +32,12 @@ class DistInfo:
         return self.world > 1
 
 
-def setup(device: str) -> DistInfo:
-    """Join torchrun's process group if there is one, and pick this process's device."""
+def setup(device: str, gpus: int = 0, nodes: int = 1, section: str = "train") -> DistInfo:
+    """Join torchrun's process group if there is one, and pick this process's device. The
+    world size is torchrun's WORLD_SIZE; given the config's layout (``gpus`` >= 1, ``nodes``
+    of ``section``), a launch of another number of processes is a ConfigError."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_world(world, gpus, nodes, section)
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device)
     if dev.type == "cuda":

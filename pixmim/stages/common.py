@@ -107,7 +107,9 @@ def tracked(cfg: JobConfig, out: Path, dist: DistInfo, tags: dict[str, str] | No
 def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: JobConfig,
              dist: DistInfo) -> dict[str, Any]:
     """Main process writes the outputs (:func:`finish`); every process then leaves the group.
-    Returns the metrics as written (provenance included) on the main process."""
+    Returns the metrics as written (provenance included) on the main process, with the
+    number of processes the stage ran as (``world_size``)."""
+    metrics = {**metrics, "world_size": metrics.get("world_size", dist.world)}
     if tracker is not None:
         metrics = finish(out, metrics, tracker, cfg)
     barrier(dist)

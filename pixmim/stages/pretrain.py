@@ -63,7 +63,7 @@ def training_set(cfg: JobConfig):
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
-    dist = distributed.setup(cfg.train.device)
+    dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes)
     seed_everything(cfg.train.seed)
     model = build(cfg).to(dist.device)
     dataset = training_set(cfg)

@@ -22,6 +22,7 @@ from pixmim.workflow.catalogue import (
     mapped_arch,
     mapped_epochs,
     merge,
+    one_line_errors,
     plugins,
     resolve_run,
     run_id,
@@ -45,7 +46,9 @@ from pixmim.workflow.jobs import (
     image_root,
     job_config,
     job_dir,
+    job_layout,
     job_tags,
+    layout,
     masks_root,
     materialize,
     rule_families,
@@ -59,6 +62,7 @@ from pixmim.workflow.jobs import (
     write_if_changed,
     write_yaml,
 )
+from pixmim.workflow.launch import launch_command, slurm_resources
 from pixmim.workflow.roots import check_root, check_targets, job_roots
 from pixmim.workflow.schema import SCHEMA, build_schema
 from pixmim.workflow.specs import (
@@ -85,8 +89,10 @@ __all__ = [
     "coverage_patch_size", "curve_tables", "data_root", "default_targets", "dense_root",
     "dense_section", "eval_roots", "EVAL_SETS", "experiment_of", "experiments",
     "experiments_of", "FIGURE_FILES", "figure_inputs", "figure_spec", "figure_stage",
-    "generated_input", "group_id", "job_config", "job_dir", "job_tags", "load_config",
-    "mapped_arch", "mapped_epochs", "masks_root", "materialize", "merge", "plugins",
+    "generated_input", "group_id", "job_config", "job_dir", "job_layout", "job_tags",
+    "launch_command", "layout", "load_config", "slurm_resources",
+    "mapped_arch", "mapped_epochs", "one_line_errors", "masks_root", "materialize", "merge",
+    "plugins",
     "resolve_run", "ROOT", "rule_families", "run_dir", "run_id", "run_unavailable",
     "scenes_root", "SCHEMA", "seeds", "stage_inputs", "table_inputs", "table_spec",
     "target_jobs", "unavailable", "upstream", "validate_config", "views_root",

@@ -6,16 +6,21 @@ TARGET is a table or figure of the catalogue (``table5a``, ``fig7``) or its outp
 (``results/tables/table5a.csv``); none: the config's ``targets``. Jobs whose outputs exist
 count zero, and a job several targets share is counted once in the total.
 
+Every job is printed with its layout, from its resolved config (:func:`pixmim.workflow.jobs.
+layout`): nodes, GPUs per node, per-GPU batch, accumulation and effective batch. Its
+GPU-hours are its images over one GPU's throughput, i.e. nodes x GPUs x its wall hours
+(``wall_hours``: data-parallel scaling assumed linear).
+
 Pretraining hours come from the pretraining benchmark's images/s on one GPU
 (``benchmarks/results/*.json``, the config's precision) for the run's method and arch,
 times the catalogue's epochs and the dataset's size. Each figure says what it is
-(:class:`Figure`, listed by the CLI): *measured* when a result exists at the job's
-per-GPU batch (the job's ``train.batch_size`` over the GPUs the SLURM profile reserves for
-a pretraining job; MAE at paper scale: 4096 / 8 = 512, mmselfsup's ``8xb512`` configs),
-with its batch, GPU, torch version and source file; *assumed* when it was measured at
-another batch (taken as is) or for another arch (scaled from ViT-B by encoder FLOPs,
-depth x width^2). The other stages are estimated from the same throughput with the
-relative costs each stage declares (``pixmim.registry``: ``cost``), also assumptions.
+(:class:`Figure`, listed by the CLI): *measured* when a result exists at the pretraining
+job's per-GPU batch (its layout's; MAE at paper scale: 4096 / (1 node x 8 GPUs) = 512,
+mmselfsup's ``8xb512`` configs), with its batch, GPU, torch version and source file;
+*assumed* when it was measured at another batch (taken as is) or for another arch (scaled
+from ViT-B by encoder FLOPs, depth x width^2). The other stages are estimated from the
+same throughput with the relative costs each stage declares (``pixmim.registry``:
+``cost``), also assumptions.
 """
 
 from __future__ import annotations
@@ -28,8 +33,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pixmim import registry
 from pixmim.config import ConfigError
 from pixmim.workflow.catalogue import (
@@ -39,28 +42,22 @@ from pixmim.workflow.catalogue import (
     plugins,
     validate_config,
 )
-from pixmim.workflow.jobs import job_config, pretrain_size, run_dir
+from pixmim.workflow.jobs import job_config, layout, pretrain_size, run_dir
 from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
-# The SLURM profile reserves the GPUs of a pretraining job (set-resources: pretrain: gpu).
-SLURM_PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
 # The relative cost of an image through each stage (an assumption) is declared by the stage
 # (pixmim.registry: cost), beside what it reads.
 
 
-@cache
-def pretrain_gpus() -> int:
-    """GPUs of one pretraining job, as the SLURM profile reserves them (8: one node)."""
-    profile = yaml.safe_load(SLURM_PROFILE.read_text())
-    return int(profile["set-resources"]["pretrain"]["gpu"])
-
-
-def per_gpu_batch(batch_size: int) -> int:
-    """A pretraining job's images per GPU per step (its batch over the job's GPUs)."""
-    return max(1, batch_size // pretrain_gpus())
+def job_layout(config: dict[str, Any], job: dict[str, Any]) -> dict[str, int]:
+    """A resolved job's layout (nodes, gpus per node, per-GPU batch, accumulation, batch)
+    and the GPUs it holds (``gpus_total``: nodes x GPUs per node; one for a one-process
+    job, which runs on one GPU at paper scale)."""
+    lay = layout(job, registry.stage(job["stage"], plugins(config)))
+    return {**lay, "gpus_total": lay["processes"]}
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
     # the step the figures time is pretraining's, at its per-GPU batch, whatever the stage
     pre = job if stage == "pretrain" else job_config(config, exp, "pretrain", exps)
-    batch = per_gpu_batch(pre["train"]["batch_size"])
+    batch = job_layout(config, pre)["per_gpu_batch"]
     ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
     cost = spec.cost
@@ -197,15 +194,20 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
             done = _done(config, exp, stage)
             hours, how = (0.0, "done") if done else job_hours(config, exps, exp, stage)
             all_jobs[(exp, stage)] = hours
-            rows.append({"experiment": exp, "stage": stage, "gpu_hours": hours, "basis": how})
+            lay = job_layout(config, job_config(config, exp, stage, exps))
+            rows.append({"experiment": exp, "stage": stage, "nodes": lay["nodes"],
+                         "gpus_per_node": max(lay["gpus"], 1),
+                         "per_gpu_batch": lay["per_gpu_batch"],
+                         "accum_steps": lay["accum_steps"], "batch_size": lay["batch_size"],
+                         "gpu_hours": hours, "wall_hours": hours / lay["gpus_total"],
+                         "basis": how})
         per_target[t] = rows
     bases = sorted({r["basis"].split("; relative cost")[0] for rows in per_target.values()
                     for r in rows if r["basis"] != "done"})
     return {"targets": per_target, "total_gpu_hours": sum(all_jobs.values()),
             "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values()),
             "throughput": {"measured": [b for b in bases if b.startswith("measured")],
-                           "assumed": [b for b in bases if not b.startswith("measured")],
-                           "pretrain_gpus": pretrain_gpus()}}
+                           "assumed": [b for b in bases if not b.startswith("measured")]}}
 
 
 def _target_name(t: str) -> str:
@@ -237,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'total':<10} {result['jobs']:>5} {result['pending']:>8} "
           f"{result['total_gpu_hours']:>10.1f}   (shared jobs counted once)")
     tp = result["throughput"]
-    print(f"throughput figures (one GPU; per-GPU batch = train.batch_size / "
-          f"{tp['pretrain_gpus']} GPUs of a pretraining job):", file=sys.stderr)
+    print("throughput figures (one GPU, at the pretraining job's per-GPU batch; --json: "
+          "each job's nodes, GPUs, per-GPU batch and accumulation):", file=sys.stderr)
     for kind in ("measured", "assumed"):
         for basis in tp[kind]:
             print(f"  {basis}", file=sys.stderr)

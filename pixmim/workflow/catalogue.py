@@ -101,8 +101,15 @@ def validate_config(config: dict[str, Any]) -> None:
 def check_config(config: dict[str, Any]) -> None:
     """:func:`validate_config` for the Snakefile: a bad config stops snakemake with one line
     naming the key (a SystemExit; an exception would come with snakemake's traceback)."""
+    one_line_errors(validate_config, config)
+
+
+def one_line_errors(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` for the Snakefile, a ConfigError (or RegistryError) turned into a
+    SystemExit of one line (what :func:`check_config` does for the schema; the job configs'
+    own checks, such as a layout's batch, raise while they are written)."""
     try:
-        validate_config(config)
+        return fn(*args)
     except (ConfigError, registry.RegistryError) as err:
         raise SystemExit(f"ConfigError: {err}") from None
 

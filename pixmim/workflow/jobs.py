@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from pixmim import registry
-from pixmim.config import ConfigError, FinetuneConfig
+from pixmim.config import ConfigError, FinetuneConfig, per_gpu_batch
 from pixmim.io import write_text
 from pixmim.workflow.catalogue import (
     SWEEP,
@@ -296,11 +296,46 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
         job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
     JOB_KINDS[spec.job](config, spec, knobs, job)
     job["train"]["seed"] = knobs["seed"]  # the run's seed, through its whole chain
+    layout(job, spec)  # its batch divides over its processes (a ConfigError otherwise)
     own = [m for m in (registry.method(knobs["method"], plugins(config)).module, spec.module)
            if m in plugins(config)]
     if own:
         job["plugins"] = own
     return job
+
+
+# The job kinds whose stage runs as max(gpus, 1) x nodes processes (the others: one process)
+DISTRIBUTED = {"train": "train", "finetune": "train", "dense": "dense"}
+
+
+def layout(job: dict[str, Any], spec: registry.StageSpec) -> dict[str, int]:
+    """How a resolved job spreads over processes: ``nodes``, ``gpus`` (per node; 0: one
+    process on ``device``), ``processes``, ``per_gpu_batch`` (images per process per
+    micro-step), ``accum_steps`` and ``batch_size`` (the effective batch, the paper's). A
+    batch that does not divide is a ConfigError naming the config section's keys."""
+    key = DISTRIBUTED.get(spec.job)
+    sec = job.get(key) or {} if key else {}
+    nodes, gpus, accum = sec.get("nodes", 1), sec.get("gpus", 0), sec.get("accum_steps", 1)
+    batch = sec.get("batch_size")
+    out = {"nodes": nodes, "gpus": gpus, "processes": max(gpus, 1) * nodes,
+           "accum_steps": accum, "batch_size": batch, "per_gpu_batch": batch}
+    if key and batch is not None:
+        where = spec.section or key
+        try:
+            out["per_gpu_batch"] = per_gpu_batch(batch, gpus, nodes, accum, where)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (job {job['experiment']}/{spec.name}; a method, arch or "
+                              "stage override may set these keys)") from None
+    return out
+
+
+def job_layout(config: dict[str, Any], exp: str, stage: str) -> dict[str, int]:
+    """:func:`layout` of a job, read from its config as written at DAG build (resolved
+    again where that file is missing)."""
+    spec = registry.stage(stage, plugins(config))
+    path = Path(job_dir(config, exp, stage)) / "config.yaml"
+    job = yaml.safe_load(path.read_text()) if path.is_file() else job_config(config, exp, stage)
+    return layout(job, spec)
 
 
 def job_tags(config: dict[str, Any], exp: str,

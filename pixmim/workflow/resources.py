@@ -46,8 +46,6 @@ COUNTS = {"imagenet_train": 1_281_167, "imagenet_val": 50_000,
           "imagenet_c": 15 * 5 * 50_000, "imagenet_a": 7_500, "imagenet_r": 30_000,
           "imagenet_sketch": 50_889, "cue_conflict": 1_280,
           "places365_train": 1_803_460}
-# GPU processes of one job at paper scale (profiles/slurm: pretraining on 8 GPUs)
-PROCESSES = {"pretrain": 8}
 PREFETCH = 2  # torch DataLoader's prefetch_factor (batches per worker in flight)
 MB = 1 << 20
 FIELDS = ["kind", "rule", "stage", "method", "arch", "representative", "rehearsal_s",
@@ -115,11 +113,14 @@ def _dim(arch: str) -> int:
 def growth(paper: dict[str, Any], exp: str, stage: str,
            items: dict[str, float]) -> dict[str, float]:
     """MB of what grows with the real data for job ``(exp, stage)`` of the paper config."""
-    from pixmim.workflow.jobs import job_config
+    from pixmim.workflow.jobs import job_config, layout
 
     job = job_config(paper, exp, stage)
     spec = registry.stage(stage, plugins(paper))
-    procs = PROCESSES.get(spec.rule, 1)
+    # the processes of the job on one node (its layout, config/paper.yaml), each reading
+    # its share of the batch; memory is requested per node
+    lay = layout(job, spec)
+    procs = max(lay["gpus"], 1) if lay["processes"] > 1 else 1
     t = job.get("train", {})
     dense = job.get("dense")
     workers = (dense or t).get("num_workers", 0)
@@ -151,7 +152,7 @@ def growth(paper: dict[str, Any], exp: str, stage: str,
         if stage == "linear_probe" and t.get("feature_views", 0):
             out["features_mb"] = (t["feature_views"] * COUNTS["imagenet_train"]
                                   + COUNTS["imagenet_val"]) * _dim(job["arch"]) * 4 / MB
-    per_proc = max(batch // procs, 1)
+    per_proc = max(batch // lay["processes"] // lay["accum_steps"], 1)
     out["batches_mb"] = procs * workers * PREFETCH * per_proc * 3 * size * size * pixel / MB
     return out
 

@@ -63,7 +63,7 @@ def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str
         "layer_decay": json_schema(FinetuneConfig)["properties"]["layer_decay"]}}
     defs["dense_recipe"] = json_schema(DenseConfig, only=(
         "lr", "layer_decay", "weight_decay", "schedule", "drop_path", "batch_size",
-        "warmup_iters"))
+        "warmup_iters", "accum_steps", "nodes", "gpus"))
     for f in registry.families(plug):  # an encoder family's own values (ConvMAE's)
         defs["dense_recipe"]["properties"][f] = {"$ref": "#/$defs/dense_recipe"}
     v = json_schema(VariantConfig)["properties"]

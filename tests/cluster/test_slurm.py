@@ -1,11 +1,13 @@
 """profiles/slurm on a real SLURM: one node on 127.0.0.1 with two fake GPUs, started
 by this test (munged, slurmctld, slurmd; Debian's slurm-wlm, which .ci/run installs).
 
-A small part of the embedded DAG (the generated dataset and both pretraining runs of Table 2)
-runs through the profile; only its resource values are clamped to the node. Pretraining asks
-for the node's two GPUs, so it runs as two torchrun processes in one job (gloo on CPU: the
-config's device stays cpu). One pretraining job is requeued mid-run, as a preemption does,
-and must resume from its checkpoint. Then a second run has nothing to do.
+A small part of the embedded DAG (the generated dataset, both pretraining runs of Table 2 and
+the first one's fine-tune) runs through the profile; only its resource values are clamped to
+the node. Pretraining and fine-tune have the layout `gpus: 2` in the config, so each job asks
+for the node's two GPUs and runs as two torchrun processes (gloo on CPU: the config's device
+stays cpu). One pretraining job is requeued mid-run, as a preemption does, and must resume
+from its checkpoint. Then a second run has nothing to do. The cluster has one node, so a job
+across nodes is checked as its command and sbatch request (tests/workflow/test_layout.py).
 """
 
 import json
@@ -224,12 +226,16 @@ def test_profile_runs_dag_part_on_slurm_and_requeued_job_resumes(slurm_cluster, 
     monkeypatch.setenv("PIXMIM_SLURM_PARTITION", PARTITION)
     overlay = tiny_overrides(tmp_path)
     overlay["pretrain"]["ckpt_every_steps"] = 1  # a checkpoint to resume from, early on
+    overlay["pretrain"]["gpus"] = GPUS  # the layout: one process per (fake) GPU of the node
+    overlay["finetune"]["gpus"] = GPUS
     overlay_path = tmp_path / "overlay.yaml"
     overlay_path.write_text(yaml.safe_dump(overlay))
     cfg = W.load_config(overlay_path)
     exps = list(W.experiments(cfg))[:2]  # Table 2's pair: MAE and PixMIM-MAE
     runs = [Path(W.run_dir(cfg, exp, "pretrain")) for exp in exps]
-    targets = [W.data_root(cfg), *(str(run / "metrics.json") for run in runs)]
+    finetune = Path(W.run_dir(cfg, exps[0], "finetune"))
+    targets = [W.data_root(cfg), *(str(run / "metrics.json") for run in runs),
+               str(finetune / "metrics.json")]
     cmd = [sys.executable, "-m", "snakemake", *targets, "--profile", str(PROFILE),
            "--workflow-profile", str(node_profile(tmp_path, slurm_cluster)),
            "--configfile", str(overlay_path)]
@@ -264,7 +270,8 @@ def test_profile_runs_dag_part_on_slurm_and_requeued_job_resumes(slurm_cluster, 
     assert (Path(W.data_root(cfg)) / "train").is_dir()
     jobs = jobs_of(slurm_cluster)
     assert sorted(jobs.values()) == sorted(["rule_generate_data",
-                                            *(f"rule_pretrain_wildcards_{e}" for e in exps)])
+                                            *(f"rule_pretrain_wildcards_{e}" for e in exps),
+                                            f"rule_finetune_wildcards_{exps[0]}_finetune"])
     ctld = slurm_cluster.log("slurmctld")
     for jid, comment in jobs.items():
         assert f"JobId={jid}" in ctld
@@ -273,13 +280,14 @@ def test_profile_runs_dag_part_on_slurm_and_requeued_job_resumes(slurm_cluster, 
         assert logs, (jid, comment)
         info = slurm_cluster.run("scontrol", "show", "job", "--details", jid)
         assert "JobState=COMPLETED" in info and f"Partition={PARTITION}" in info, info
-        if comment.startswith("rule_pretrain"):
+        if comment.startswith(("rule_pretrain", "rule_finetune")):
             # both fake GPUs of the node, one torchrun process each (gloo DDP on the CPU)
             assert f"TresPerJob=gres:gpu:{GPUS}" in info, info
             assert f"JOB_GRES=gpu:{GPUS}" in info, info
-            metrics = json.loads((runs[exps.index(comment.split("_wildcards_")[1])]
-                                      / "metrics.json").read_text())
-            assert metrics["world_size"] == GPUS
+            out = finetune if comment.startswith("rule_finetune") else \
+                runs[exps.index(comment.split("_wildcards_")[1])]
+            metrics = json.loads((out / "metrics.json").read_text())
+            assert metrics["world_size"] == GPUS, comment
         # the preempted job ran twice under the same id and resumed from its checkpoint
         assert re.search(r"\bRestarts=(\d+)", info).group(1) == ("1" if jid == job_id else "0")
     assert "resumed from" in (Path(cfg["results"]) / "logs" / exps[0] / "pretrain.log").read_text()

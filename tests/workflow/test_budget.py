@@ -36,17 +36,17 @@ def _mae_job(config):
     return exps, exp
 
 
-def test_paper_per_gpu_batch_is_the_batch_over_the_profiles_gpus():
-    """MAE at paper scale: 4096 over the 8 GPUs the SLURM profile reserves = 512 per GPU
-    (mmselfsup's 8xb512 configs); LSMAE's 2048 (PixMIM Table 8) = 256."""
-    assert B.pretrain_gpus() == 8
+def test_paper_per_gpu_batch_is_the_batch_over_the_pretraining_layout():
+    """MAE at paper scale: 4096 over 1 node x 8 GPUs = 512 per GPU (mmselfsup's 8xb512
+    configs); LSMAE's 2048 (PixMIM Table 8) = 256."""
     config = load_config(ROOT / "config" / "paper.yaml")
     exps = experiments(config)
     from pixmim.workflow.jobs import job_config
 
-    per = {exps[e]["method"]: B.per_gpu_batch(job_config(config, e, "pretrain", exps)
-                                              ["train"]["batch_size"]) for e in exps}
-    assert per["mae"] == 512 and per["lsmae"] == 256
+    per = {exps[e]["method"]: B.job_layout(config, job_config(config, e, "pretrain", exps))
+           for e in exps}
+    assert (per["mae"]["nodes"], per["mae"]["gpus"], per["mae"]["per_gpu_batch"]) == (1, 8, 512)
+    assert per["lsmae"]["per_gpu_batch"] == 256
 
 
 def test_a_figure_at_another_batch_is_assumed_and_named(results):

@@ -210,8 +210,10 @@ def test_every_pixmim_rule_has_an_env_providing_its_imports(tmp_path):
 
     config = W.load_config()
     providers = md.packages_distributions()
+    # the training rules: `{params.launch} -m pixmim run` (python, or torchrun / srun + torchrun
+    # in the rule's env: pixmim.workflow.launch)
     pixmim_rules = [r for r in workflow_rules(str(tmp_path)) if "python -m pixmim" in r[1]
-                    or re.search(r'python "\$\{+launch', r[1])]
+                    or "{params.launch} -m pixmim" in r[1]]
     assert {r[0] for r in pixmim_rules} >= {"pretrain", "linear_probe", "dense", "make_table",
                                            "generate_data", "init_mlflow"}
     for rule, shellcmd, conda_env in pixmim_rules:

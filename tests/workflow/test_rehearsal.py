@@ -45,6 +45,10 @@ ALLOWED = {
     # at batch 2, 224 px, measured 175 s in bf16 against 11.7 s in fp32 (2-core AMD EPYC)
     "*.precision": "device: numeric precision (bf16 emulated on this CPU)",
     "method_overrides.*.*.num_workers": "device: loader worker processes",
+    # the job's layout over processes (the effective batch, checked above, carries the
+    # recipe): one process on the CPU
+    "*.nodes": "device: the job's layout (one process)",
+    "*.gpus": "device: the job's layout (one process)",
     # dataset roots (fixtures in the real layouts)
     "data.root": "dataset root",
     "data.masks_root": "dataset root",

@@ -49,7 +49,8 @@ def test_slurm_requests_cover_the_extrapolated_peak_with_margin() -> None:
 def test_growth_extrapolates_the_index_to_imagenet() -> None:
     """The index term of a paper pretraining job: per-entry bytes x ImageNet's 1,281,167
     training images in the main process and each of its 10 loader workers (paper.yaml),
-    in each of the 8 GPU processes (profiles/slurm), plus the 50,000 val images."""
+    in each of the 8 GPU processes of its node (config/paper.yaml's layout), plus the 50,000
+    val images."""
     paper = W.load_config(PAPER)
     exp = "mae-pixel-rrc_vit_base_patch16_224_1600e_s0"
     got = RES.growth(paper, exp, "pretrain", {"index_entry": 100.0})

@@ -7,6 +7,8 @@ from pixmim import registry
 from pixmim import workflow as W
 
 R = config["results"]
+# the SLURM resources a training job's layout sets (pixmim.workflow.launch.slurm_resources)
+LAYOUT_RESOURCES = ("nodes", "gpu", "gres", "tasks", "tasks_per_gpu", "mpi")
 STORE = f"{R}/mlflow/store.json"
 # The conda env of each rule family (snakemake --sdm conda); paths are relative to the
 # rule files. Any other family (a plugin stage's) runs in the training env.
@@ -72,3 +74,25 @@ def data_root(wildcards, input):
     """The images a job reads: its generated dataset (an input), or data.root for real
     data (read in place: no input, since no rule makes it)."""
     return input.data if input.data else W.data_root(config)
+
+
+def launch(stage=None):
+    """The command prefix that starts a job's processes (pixmim.workflow.launch): its
+    layout (nodes, gpus) from its config, its CPU threads from the rule."""
+
+    def prefix(wildcards, threads):
+        lay = W.job_layout(config, wildcards.exp, stage or wildcards.stage)
+        return W.launch_command(lay["nodes"], lay["gpus"], threads)
+
+    return prefix
+
+
+def layout_resource(name, stage=None):
+    """One SLURM resource of a job (gpu, nodes, gres, tasks, ...) from its config's layout
+    (pixmim.workflow.launch.slurm_resources); None leaves it unset."""
+
+    def value(wildcards):
+        lay = W.job_layout(config, wildcards.exp, stage or wildcards.stage)
+        return W.slurm_resources(lay["nodes"], lay["gpus"])[name]
+
+    return value

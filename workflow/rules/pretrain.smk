@@ -13,16 +13,14 @@ rule pretrain:
         family_env("pretrain")
     threads: config["threads"]["pretrain"]
     resources:
-        # GPUs of one node for this job (profiles/slurm sets 8); 0: CPU or one GPU
-        gpu=0,
+        # the job's layout (its config's pretrain.nodes / pretrain.gpus): GPUs, nodes and
+        # the multi-node keys of the SLURM executor (pixmim.workflow.launch.slurm_resources)
+        **{k: layout_resource(k, "pretrain") for k in LAYOUT_RESOURCES},
     params:
         out=out_dir,
+        launch=launch("pretrain"),
     shell:
-        # gpu > 1: torchrun starts one DDP process per GPU inside this one job, each with
-        # threads / gpu OpenMP threads; otherwise a single process.
-        "gpus={resources.gpu:q}; omp={threads}; launch=(); "
-        "if [ $gpus -gt 1 ]; then "
-        "launch=(-m torch.distributed.run --standalone --nproc_per_node=$gpus); "
-        "omp=$(( omp / gpus > 0 ? omp / gpus : 1 )); fi; "
-        'OMP_NUM_THREADS=$omp python "${{launch[@]}}" -m pixmim run '
+        # max(gpus, 1) x nodes processes: python, torchrun on one node, or srun + torchrun
+        # on several (pixmim.workflow.launch)
+        "{params.launch} -m pixmim run "
         "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"

@@ -25,10 +25,15 @@ for _name, _family in W.rule_families(config).items():
         conda:
             family_env(_name)
         threads: config["threads"].get(_name, 1)
+        resources:
+            # the job's layout from its config (one process for the evaluations)
+            **{k: layout_resource(k) for k in LAYOUT_RESOURCES},
         params:
             out=out_dir,
+            launch=launch(),
         shell:
-            "OMP_NUM_THREADS={threads} python -m pixmim run "
+            # max(gpus, 1) x nodes processes (pixmim.workflow.launch)
+            "{params.launch} -m pixmim run "
             "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"
 
 
