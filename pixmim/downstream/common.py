@@ -140,8 +140,8 @@ def world_size() -> int:
 
 
 def accum_steps(d) -> int:
-    """``dense.accum_steps`` (1 where the config has none)."""
-    return int(getattr(d, "accum_steps", 1))
+    """``dense.accum_steps``: micro-batches per optimizer step."""
+    return int(d.accum_steps)
 
 
 def per_process_batch(d, world: int) -> int:

@@ -18,7 +18,6 @@ Under torchrun every process runs :func:`run_dense` (mmengine's Runner with
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import threading
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pixmim import registry
 from pixmim.config import JobConfig
 from pixmim.engine import distributed
 from pixmim.engine.loop import Preempted, ResumeState
@@ -58,8 +58,9 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
     pre_dir = Path(cfg.pretrain_dir)
     load_pretrain_checkpoint(cfg, pre_dir)  # exists, and is of this method and arch
     checkpoint = str((pre_dir / "checkpoint.pth").resolve())
-    check_world(cfg.dense, int(os.environ.get("WORLD_SIZE", "1")))
-    dist = distributed.setup(cfg.train.device)
+    # torchrun's world against the layout of the stage's section (segmentation, detection)
+    dist = distributed.setup(cfg.train.device, cfg.dense.gpus, cfg.dense.nodes,
+                             registry.stage(cfg.stage).section or "dense")
     pre_run, tags = parent_tags(pre_dir, "pretrain")
     t0 = time.perf_counter()
     per_seed: list[dict[str, float]] = []
@@ -94,15 +95,6 @@ def run_dense(cfg: JobConfig, out: Path, task, seeds: tuple[int, ...],
             for f in sorted(out.glob("mm_config_seed*.py")):
                 tracker.log_artifact(f)
         return complete(out, metrics, tracker, cfg, dist)
-
-
-def check_world(d, world: int) -> None:
-    """torchrun's ``WORLD_SIZE`` is ``dense.gpus x dense.nodes`` when ``dense.gpus`` >= 1
-    (0: one process, or as many as torchrun started); one line if not."""
-    gpus, nodes = int(getattr(d, "gpus", 0)), int(getattr(d, "nodes", 1))
-    if gpus >= 1 and world != gpus * nodes:
-        raise ValueError(f"dense.gpus {gpus} x dense.nodes {nodes} = {gpus * nodes} "
-                         f"processes, but torchrun started WORLD_SIZE={world}")
 
 
 @contextmanager

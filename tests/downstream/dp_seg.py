@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 from pathlib import Path
 
 from pixmim.config import DenseConfig, JobConfig, from_dict
@@ -39,13 +38,7 @@ def job(root: str, batch: int, accum: int, iters: int) -> JobConfig:
              "warmup_iters": 2, "runs": 1, "drop_path": 0.0, "lr": 1e-3}
     cfg = from_dict(JobConfig, {"experiment": "mae-base_dp", "stage": "segment_ade20k",
                                 "method": "mae", "arch": "vit_cpu_patch8_64"})
-    if "accum_steps" in {f.name for f in dataclasses.fields(DenseConfig)}:
-        return dataclasses.replace(cfg, dense=from_dict(DenseConfig, {**dense,
-                                                                       "accum_steps": accum}))
-    # until the config has dense.accum_steps: the stage reads it with getattr
-    d = from_dict(DenseConfig, dense)
-    return dataclasses.replace(cfg, dense=types.SimpleNamespace(
-        **{f.name: getattr(d, f.name) for f in dataclasses.fields(d)}, accum_steps=accum))
+    return dataclasses.replace(cfg, dense=from_dict(DenseConfig, {**dense, "accum_steps": accum}))
 
 
 def main() -> None:

@@ -6,12 +6,10 @@ says what the driver pins for exactness and why)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -24,19 +22,14 @@ common.setup()
 
 from mmengine.config import Config  # noqa: E402
 
-from pixmim.config import DenseConfig, from_dict  # noqa: E402
+from pixmim.config import ConfigError, DenseConfig, check_world, from_dict  # noqa: E402
 from pixmim.downstream import seg  # noqa: E402
-from pixmim.stages.dense import check_world  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.downstream.dp_seg import job  # noqa: E402
 
 
-def _dense(**keys) -> types.SimpleNamespace:
-    """A dense section with keys the config may not have yet (accum_steps, gpus, nodes)."""
-    extra = {k: keys.pop(k) for k in ("accum_steps", "gpus", "nodes") if k in keys}
-    d = from_dict(DenseConfig, keys)
-    return types.SimpleNamespace(**{f.name: getattr(d, f.name) for f in dataclasses.fields(d)},
-                                 **extra)
+def _dense(**keys) -> DenseConfig:
+    return from_dict(DenseConfig, keys)
 
 
 # ------------------------------------------------------------------ fast: configs
@@ -58,11 +51,11 @@ def test_per_process_batch_is_the_effective_batch_over_processes_and_accumulatio
 
 
 def test_world_must_be_gpus_times_nodes():
-    check_world(_dense(gpus=0), 4)  # 0: as many processes as torchrun started
-    check_world(_dense(gpus=8, nodes=2), 16)
-    with pytest.raises(ValueError, match=r"^dense.gpus 8 x dense.nodes 2 = 16 processes, but "
-                                         r"torchrun started WORLD_SIZE=8$"):
-        check_world(_dense(gpus=8, nodes=2), 8)
+    check_world(4, 0, 1, "detection")  # 0: as many processes as torchrun started
+    check_world(16, 8, 2, "detection")
+    with pytest.raises(ConfigError, match=r"^detection.gpus x detection.nodes = 8 x 2 = 16 "
+                                          r"processes, but this job runs 8 \(WORLD_SIZE\)$"):
+        check_world(8, 8, 2, "detection")
 
 
 @pytest.fixture(scope="module")
