@@ -30,9 +30,16 @@ class DistInfo:
         return self.world > 1
 
 
-def setup(device: str) -> DistInfo:
-    """Join torchrun's process group if there is one, and pick this process's device."""
+def setup(device: str, gpus: int = 0, nodes: int = 1, section: str = "train") -> DistInfo:
+    """Join torchrun's process group if there is one, and pick this process's device.
+
+    The world size is torchrun's ``WORLD_SIZE``; a job that asks for ``gpus >= 1`` processes
+    per node on ``nodes`` nodes (keys ``<section>.gpus``, ``<section>.nodes``) must have
+    been started with ``gpus x nodes`` of them (0: whatever was started)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if gpus >= 1 and world != gpus * nodes:
+        raise ValueError(f"{section}.gpus x {section}.nodes = {gpus} x {nodes} asks for "
+                         f"{gpus * nodes} processes, but torchrun started WORLD_SIZE={world}")
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -57,6 +64,21 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def world_size() -> int:
+    """The size of the process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over every process of the group, differentiable (the backward
+    sums the gradients over the processes too); ``t`` itself without a process group."""
+    if world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
 
 
 def barrier(info: DistInfo) -> None:
