@@ -5,6 +5,11 @@ random erasing, warm-up + cosine (PixMIM Table 9 / MAE Table 11), all from timm.
 ``finetune.fraction < 1`` it trains on a deterministic class-balanced subset (few-shot,
 PixMIM Table 19). Writes ``model.pth`` (for the robustness and shape-bias stages) and
 ``metrics.json`` (best and last top-1).
+
+Any layout of the batch (processes x per-process batch x accumulation) trains what one
+process trains on the whole batch, but for Mixup/CutMix, which pair the images of each
+(micro-)batch: RandAugment and random erasing draw from each sample's seed, and so does
+drop path (:mod:`pixmim.models.drop_path`).
 """
 
 from __future__ import annotations

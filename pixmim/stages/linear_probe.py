@@ -9,6 +9,10 @@ image (view k drawn with epoch k's sample seeds) and of the validation set are c
 once, and epoch e trains on view e mod K. K >= epochs is exactly the per-epoch protocol;
 smaller K repeats augmentations (the embedded default: the probe then costs K encoder
 passes over the data instead of one per epoch).
+
+Several processes train the probe one process trains on the whole batch (the head's
+BatchNorm statistics are the whole batch's: :class:`GlobalBatchNorm1d`); accumulation
+(``train.accum_steps > 1``) does not: each micro-batch is normalised by its own statistics.
 """
 
 from __future__ import annotations
@@ -142,7 +146,9 @@ def cache_views(encoder: nn.Module, dataset, cfg: JobConfig, dist) -> CachedView
     views, labels = [], None
     for k in range(t.feature_views):
         keys = [(i, sample_seed(t.seed, k, i)) for i in range(len(dataset))]
-        loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=keys,
+        # the per-process batch: the effective one (16384 in the paper) is not one forward
+        per_process = max(1, t.batch_size // t.accum_steps // dist.world)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_process, sampler=keys,
                                              num_workers=t.num_workers)
         feats, labels = extract(encoder, loader, dist)
         views.append(feats)
