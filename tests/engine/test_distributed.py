@@ -1,6 +1,6 @@
-"""Process-group helpers: the world-size check against the job's gpus x nodes, and the
-probe's BatchNorm over several processes (two gloo processes against one on the whole
-batch)."""
+"""Process-group helpers: the world-size check against the job's gpus x nodes; the probe's
+BatchNorm and the probe's and fine-tune's validation counts over several processes (two
+gloo processes against one on the whole batch)."""
 
 import os
 
@@ -8,8 +8,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from pixmim.config import TrainConfig
 from pixmim.engine import distributed
-from pixmim.stages.linear_probe import GlobalBatchNorm1d
+from pixmim.engine.loop import make_loader
+from pixmim.stages import finetune
+from pixmim.stages.linear_probe import GlobalBatchNorm1d, accuracy
 
 
 @pytest.mark.parametrize("gpus,nodes,world", [(2, 1, 3), (4, 2, 4), (1, 1, 2)])
@@ -66,3 +69,43 @@ def test_probe_batchnorm_over_two_processes_is_batchnorm_of_the_whole_batch(tmp_
         torch.testing.assert_close(result[r]["mean"], ref.running_mean, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(result[r]["var"], ref.running_var, rtol=1e-5, atol=1e-6)
         assert int(result[r]["steps"]) == 3
+
+
+def _validation_set():
+    """31 samples of 8 classes whose scores are hits by construction: samples 0-9 top-1
+    hits, 10-19 top-5 (second best) but not top-1, 20-30 neither (the label scores
+    lowest)."""
+    labels = torch.arange(31) % 8
+    logits = torch.zeros(31, 8)
+    for i, y in enumerate(labels.tolist()):
+        if i < 10:
+            logits[i, y] = 2.0
+        else:
+            logits[i, (y + 1) % 8] = 2.0
+            logits[i, y] = 1.0 if i < 20 else -1.0
+    return torch.utils.data.TensorDataset(logits, labels)
+
+
+def _eval_rank(rank, world, init, result):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        info = distributed.DistInfo(rank, world)
+        loader = make_loader(_validation_set(), TrainConfig(batch_size=4), train=False,
+                             dist=info)
+        identity = torch.nn.Identity()
+        result[rank] = {"probe": accuracy(identity, identity, loader, info),
+                        **finetune.evaluate(identity, loader, info)}
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_validation_counts_every_image_once_over_uneven_shards(tmp_path):
+    """31 images over 2 processes (16 and 15): 10 top-1 and 20 top-5 hits of 31 on every
+    rank; a padded shard (as DistributedSampler pads) would count 32."""
+    result = mp.Manager().dict()
+    mp.spawn(_eval_rank, args=(2, f"file://{tmp_path / 'store'}", result), nprocs=2, join=True)
+    for r in (0, 1):
+        assert result[r]["probe"] == pytest.approx(100 * 10 / 31)
+        assert result[r]["top1"] == pytest.approx(100 * 10 / 31)
+        assert result[r]["top5"] == pytest.approx(100 * 20 / 31)

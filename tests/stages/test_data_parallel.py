@@ -104,14 +104,13 @@ PROBE = {"base_lr": 4.0, "weight_decay": 0.0, "optimizer": "lars", "feature_view
 def test_probe_two_processes_match_one(pretrained, tmp_path, views):
     """The probe's BatchNorm normalises by the whole batch's statistics on every process
     (GlobalBatchNorm1d): two processes of 4 images train the head one process of 8 does,
-    running statistics included, and the validation top-1 counts the 31 images once."""
+    running statistics included. (After 4 steps the probe's top-1 is 0 either way: the
+    validation count over uneven shards is checked in tests/engine/test_distributed.py.)"""
     job = _job(pretrained, "linear_probe", {**PROBE, "feature_views": views})
     one, m1, start = _run("linear_probe", job, tmp_path / "one")
     two, m2, _ = _run("linear_probe", job, tmp_path / "two", nproc=2)
     _assert_same(two, one, start, rtol=1e-4, atol=1e-6)
     assert m2["loss_curve"] == pytest.approx(m1["loss_curve"], rel=1e-5)
-    assert m1["val_images"] == 31
-    assert m2["top1_curve"] == m1["top1_curve"]
 
 
 # --------------------------------------------------------------------------- fine-tune
@@ -135,6 +134,7 @@ def test_finetune_two_processes_match_one(pretrained, finetune_one, tmp_path):
     job = _job(pretrained, "finetune", FT_TRAIN, **FINETUNE)
     two, m2, _ = _run("finetune", job, tmp_path / "two", nproc=2)
     _assert_same(two, one, start, rtol=1e-4, atol=2e-6)
+    # 3 of 31 validation images right (9.7%), counted once over shards of 16 and 15
     assert m1["val_images"] == 31 and m2["top1_curve"] == m1["top1_curve"]
 
 
