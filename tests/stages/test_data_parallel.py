@@ -135,7 +135,8 @@ def test_finetune_two_processes_match_one(pretrained, finetune_one, tmp_path):
     two, m2, _ = _run("finetune", job, tmp_path / "two", nproc=2)
     _assert_same(two, one, start, rtol=1e-4, atol=2e-6)
     # 3 of 31 validation images right (9.7%), counted once over shards of 16 and 15
-    assert m1["val_images"] == 31 and m2["top1_curve"] == m1["top1_curve"]
+    assert m1["val_images"] == 31 and m1["top1_curve"][-1] > 0
+    assert m2["top1_curve"] == m1["top1_curve"]
 
 
 def test_finetune_accumulation_matches_one_batch(pretrained, finetune_one, tmp_path):
