@@ -39,7 +39,8 @@ def setup(device: str, gpus: int = 0, nodes: int = 1, section: str = "train") ->
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if gpus >= 1 and world != gpus * nodes:
         raise ValueError(f"{section}.gpus x {section}.nodes = {gpus} x {nodes} asks for "
-                         f"{gpus * nodes} processes, but torchrun started WORLD_SIZE={world}")
+                         f"{gpus * nodes} processes, but the job runs as WORLD_SIZE={world} "
+                         "(torchrun's process count)")
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device)
     if dev.type == "cuda":

@@ -58,12 +58,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     MAE's probe (main_linprobe.py) and mmselfsup/mmpretrain's (ClsBatchNormNeck, configs
     ``8xb2048``) put a plain BatchNorm1d under DistributedDataParallel: each GPU normalises
     by its own shard (512 of MAE's 16384 images, 2048 of mmpretrain's), so their probe
-    depends on the GPU count. Here the mean and variance are summed over the processes
-    (SyncBatchNorm's semantics; torch.nn.SyncBatchNorm runs on GPUs only, this on gloo
-    too), so any number of processes trains the probe the single-process protocol trains
-    on the whole batch. Gradient accumulation cannot do the same: each micro-batch is
-    normalised by its own statistics (``train.accum_steps > 1`` changes the probe).
-    One process: exactly nn.BatchNorm1d."""
+    depends on the GPU count. Here the sums behind the mean and the variance are summed
+    over the processes (SyncBatchNorm's semantics; torch.nn.SyncBatchNorm runs on GPUs
+    only, this on gloo too), so any number of processes trains the probe that the
+    single-process protocol trains on the whole batch. Gradient accumulation cannot do
+    the same: each micro-batch is normalised by its own statistics (``train.accum_steps
+    > 1`` changes the probe). One process: exactly nn.BatchNorm1d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or distributed.world_size() == 1:

@@ -21,8 +21,9 @@ def test_a_world_other_than_gpus_times_nodes_is_one_line_naming_the_keys(
     monkeypatch.setenv("WORLD_SIZE", str(world))
     with pytest.raises(ValueError, match=rf"^linear_probe\.gpus x linear_probe\.nodes = "
                                          rf"{gpus} x {nodes} asks for {gpus * nodes} "
-                                         rf"processes, but torchrun started "
-                                         rf"WORLD_SIZE={world}$"):
+                                         rf"processes, but the job runs as "
+                                         rf"WORLD_SIZE={world} \(torchrun's process "
+                                         rf"count\)$"):
         distributed.setup("cpu", gpus, nodes, "linear_probe")
 
 
