@@ -64,6 +64,21 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     return t.tolist()
 
 
+def world_size() -> int:
+    """The size of the process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over every process of the group, differentiable (the backward
+    sums the gradients over the processes too); ``t`` itself without a process group."""
+    if world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -5,6 +5,11 @@ random erasing, warm-up + cosine (PixMIM Table 9 / MAE Table 11), all from timm.
 ``finetune.fraction < 1`` it trains on a deterministic class-balanced subset (few-shot,
 PixMIM Table 19). Writes ``model.pth`` (for the robustness and shape-bias stages) and
 ``metrics.json`` (best and last top-1).
+
+Any layout of the batch (processes x per-process batch x accumulation) trains what one
+process trains on the whole batch, but for Mixup/CutMix, which pair the images of each
+(micro-)batch: RandAugment and random erasing draw from each sample's seed, and so does
+drop path (:mod:`pixmim.models.drop_path`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
+from pixmim import registry
 from pixmim.config import JobConfig
 from pixmim.data.datasets import Subset, build_dataset, class_balanced_subset
 from pixmim.data.transforms import (
@@ -33,6 +39,7 @@ from pixmim.engine import distributed
 from pixmim.engine.loop import capped, fit, make_loader, scaled_lr, seed_everything
 from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import build_classifier, save_classifier
+from pixmim.models.drop_path import seed_drop_path
 from pixmim.models.export import load_pretrained
 from pixmim.stages.common import (
     binomial_se,
@@ -114,10 +121,13 @@ def build_optimizer(model: nn.Module, cfg: JobConfig) -> torch.optim.Optimizer:
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: fine-tuning needs a pretraining output folder")
-    dist = distributed.setup(cfg.train.device)
-    seed_everything(cfg.train.seed)
     pre_dir, f, t = Path(cfg.pretrain_dir), cfg.finetune, cfg.train
+    dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes,
+                             registry.stage(cfg.stage).section or "train")
+    seed_everything(t.seed)
     model = build_model(cfg, pre_dir).to(dist.device)
+    # stochastic depth from the samples' seeds: the same whatever the process layout
+    drop_draws = seed_drop_path(model)
     train_ds = training_set(cfg)
     val_ds = build_dataset(cfg.data.root, "val", build_eval_transform(cfg.data.img_size),
                            cfg.data.synth_index_map, bad_images=cfg.data.bad_images)
@@ -132,8 +142,13 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 
     def loss_fn(batch):
         x, y, seeds = batch[0].to(dist.device), batch[1].to(dist.device), batch[2]
+        if drop_draws is not None:
+            drop_draws.fill(seeds, dist.device)
         if mixup is not None:
-            np.random.seed(int(seeds[0]) % 2**32)  # timm Mixup draws from numpy: per batch
+            # timm Mixup draws from numpy, one lambda per batch, and pairs each image with
+            # its mirror in the batch (x.flip(0)): it depends on the per-process batch,
+            # the one part of the fine-tune that is not the same under any layout
+            np.random.seed(int(seeds[0]) % 2**32)
             x, y = mixup(x, y)
         return criterion(forward(x), y)
 

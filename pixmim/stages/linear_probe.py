@@ -9,6 +9,10 @@ image (view k drawn with epoch k's sample seeds) and of the validation set are c
 once, and epoch e trains on view e mod K. K >= epochs is exactly the per-epoch protocol;
 smaller K repeats augmentations (the embedded default: the probe then costs K encoder
 passes over the data instead of one per epoch).
+
+Several processes train the probe one process trains on the whole batch (the head's
+BatchNorm statistics are the whole batch's: :class:`GlobalBatchNorm1d`); accumulation
+(``train.accum_steps > 1``) does not: each micro-batch is normalised by its own statistics.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.optim import Lars
 
+from pixmim import registry
 from pixmim.config import JobConfig
 from pixmim.data.datasets import build_dataset, sample_seed
 from pixmim.data.transforms import build_eval_transform, build_probe_transform
@@ -48,8 +53,40 @@ STAGES = [dict(
 )]
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics are those of the whole batch across processes.
+
+    MAE's probe (main_linprobe.py) and mmselfsup/mmpretrain's (ClsBatchNormNeck, configs
+    ``8xb2048``) put a plain BatchNorm1d under DistributedDataParallel: each GPU normalises
+    by its own shard (512 of MAE's 16384 images, 2048 of mmpretrain's), so their probe
+    depends on the GPU count. Here the sums behind the mean and the variance are summed
+    over the processes (SyncBatchNorm's semantics; torch.nn.SyncBatchNorm runs on GPUs
+    only, this on gloo too), so any number of processes trains the probe that the
+    single-process protocol trains on the whole batch. Gradient accumulation cannot do
+    the same: each micro-batch is normalised by its own statistics (``train.accum_steps
+    > 1`` changes the probe). One process: exactly nn.BatchNorm1d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or distributed.world_size() == 1:
+            return super().forward(x)
+        # two passes (the mean, then the squared deviations from it), as BatchNorm's
+        count = torch.full((1,), x.shape[0], dtype=x.dtype, device=x.device)
+        sums = distributed.sum_over_ranks(torch.cat([x.sum(0), count]))
+        mean, n = sums[:-1] / sums[-1], sums[-1:]
+        var = distributed.sum_over_ranks(((x - mean) ** 2).sum(0)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None \
+                    else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BN
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
 def build_head(dim: int, num_classes: int) -> nn.Sequential:
-    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    head = nn.Sequential(GlobalBatchNorm1d(dim, affine=False, eps=1e-6),
+                         nn.Linear(dim, num_classes))
     trunc_normal_(head[1].weight, std=0.01)  # MAE main_linprobe.py: head init std 0.01
     nn.init.zeros_(head[1].bias)
     return head
@@ -110,7 +147,9 @@ def cache_views(encoder: nn.Module, dataset, cfg: JobConfig, dist) -> CachedView
     views, labels = [], None
     for k in range(t.feature_views):
         keys = [(i, sample_seed(t.seed, k, i)) for i in range(len(dataset))]
-        loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=keys,
+        # the per-process batch: the effective one (16384 in the paper) is not one forward
+        per_process = max(1, t.batch_size // t.accum_steps // dist.world)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_process, sampler=keys,
                                              num_workers=t.num_workers)
         feats, labels = extract(encoder, loader, dist)
         views.append(feats)
@@ -120,13 +159,12 @@ def cache_views(encoder: nn.Module, dataset, cfg: JobConfig, dist) -> CachedView
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: the linear probe needs a pretraining output folder")
-    dist = distributed.setup(cfg.train.device)
+    dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes,
+                             registry.stage(cfg.stage).section or "train")
     seed_everything(cfg.train.seed)
     pre_dir = Path(cfg.pretrain_dir)
     encoder = load_encoder(cfg, pre_dir).to(dist.device)
     head = build_head(encoder.embed_dim, cfg.data.num_classes).to(dist.device)
-    if dist.enabled:
-        head = nn.SyncBatchNorm.convert_sync_batchnorm(head)
     d = cfg.data
     train_ds = build_dataset(d.root, "train", build_probe_transform(d.img_size),
                              d.synth_index_map, bad_images=d.bad_images)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from timm.optim import create_optimizer_v2
 
+from pixmim import registry
 from pixmim.config import JobConfig, to_dict
 from pixmim.data.datasets import build_dataset
 from pixmim.data.loading import UInt8Crop, to_device
@@ -63,7 +64,8 @@ def training_set(cfg: JobConfig):
 
 
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
-    dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes)
+    dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes,
+                             registry.stage(cfg.stage).section or "train")
     seed_everything(cfg.train.seed)
     model = build(cfg).to(dist.device)
     dataset = training_set(cfg)
