@@ -260,24 +260,27 @@ def test_a_rules_resources_come_from_the_written_job_config(tmp_path):
 
 # ---------------------------------------------------------------- through Snakemake
 @pytest.mark.slow
-def test_a_finetune_and_its_pretraining_run_as_two_processes_through_snakemake(tmp_path):
-    """`gpus: 2` with `device: cpu`: the rules start two gloo processes per job (torchrun),
-    and each stage ran as a world of two."""
+def test_a_finetune_a_segmentation_and_their_pretraining_run_as_two_processes(tmp_path):
+    """`gpus: 2` with `device: cpu`: through Snakemake the rules start two gloo processes per
+    job (torchrun), and each stage ran as a world of two (the segmentation through mmengine's
+    pytorch launcher, one image per process, its BatchNorm synced over gloo)."""
     from tests.conftest import tiny_overrides
 
     overlay = tiny_overrides(tmp_path)
     overlay["pretrain"]["gpus"] = 2
     overlay["finetune"].update(gpus=2)
+    overlay["segmentation"].update(gpus=2, runs=1)
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay))
     cfg = W.load_config(path)
     exp = next(iter(W.experiments(cfg)))
-    target = Path(W.run_dir(cfg, exp, "finetune")) / "metrics.json"
-    res = subprocess.run([sys.executable, "-m", "snakemake", str(target), "--workflow-profile",
+    targets = [str(Path(W.run_dir(cfg, exp, s)) / "metrics.json")
+               for s in ("finetune", "segment_ade20k")]
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
                           "profiles/ci", "--configfile", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for stage in ("pretrain", "finetune"):
+    for stage in ("pretrain", "finetune", "segment_ade20k"):
         metrics = json.loads((Path(W.run_dir(cfg, exp, stage)) / "metrics.json").read_text())
         assert metrics["world_size"] == 2, (stage, metrics)
         # the rule's command: torchrun with two processes on this one node
