@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -329,12 +330,20 @@ def layout(job: dict[str, Any], spec: registry.StageSpec) -> dict[str, int]:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _written_job(path: str, mtime_ns: int) -> dict[str, Any]:
+    """A job config file, parsed once per version (a rule asks for each of its resources
+    and its launch command apart)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
 def job_layout(config: dict[str, Any], exp: str, stage: str) -> dict[str, int]:
     """:func:`layout` of a job, read from its config as written at DAG build (resolved
     again where that file is missing)."""
     spec = registry.stage(stage, plugins(config))
     path = Path(job_dir(config, exp, stage)) / "config.yaml"
-    job = yaml.safe_load(path.read_text()) if path.is_file() else job_config(config, exp, stage)
+    job = (_written_job(str(path), path.stat().st_mtime_ns) if path.is_file()
+           else job_config(config, exp, stage))
     return layout(job, spec)
 
 

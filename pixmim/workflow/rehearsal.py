@@ -33,9 +33,9 @@ from pixmim.workflow.catalogue import buildable, experiments, plugins
 
 # what a pretraining job's code path depends on (the radius and the epochs do not)
 PRETRAIN_KEY = ("method", "arch", "target", "crop", "dataset", "lowpass_mode")
-# the marking of a rehearsal's tables and figures
 # stage override keys that set only how long a job runs (the rehearsal caps the steps)
 SCHEDULE_KEYS = frozenset({"epochs", "iters", "val_interval", "warmup_epochs", "warmup_iters"})
+# the marking of a rehearsal's tables and figures
 NOTE = ("DRESS REHEARSAL: every cell comes from its job kind's representative, trained for "
         "one or two optimizer steps on fixture data; these are not results.")
 
