@@ -42,6 +42,9 @@ import torch.nn as nn
 
 from pixmim.downstream import mmcv_ext
 
+# torch's SyncBatchNorm on CUDA only; this one on gloo too (one implementation, the engine's)
+from pixmim.engine.distributed import GlobalBatchNorm as GlooSyncBatchNorm
+
 _TRUSTED: set[Path] = set()
 _READY = False
 
@@ -319,45 +322,6 @@ def gloo_sync_batchnorm(module):
     for child_name, child in module.named_children():
         module.add_module(child_name, gloo_sync_batchnorm(child))
     return module
-
-
-class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch normalisation with the batch statistics of all processes of the group, through
-    autograd-aware all-reduces that gloo runs (torch's SyncBatchNorm needs CUDA): the mean
-    and biased variance over every process's batch normalise, the unbiased one updates the
-    running variance, as BatchNorm over the whole batch does. One process, or eval: plain
-    BatchNorm."""
-
-    def _check_input_dim(self, x) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {x.dim()}D)")
-
-    def forward(self, x):
-        import torch
-        import torch.distributed as dist
-        from torch.distributed.nn.functional import all_reduce
-
-        if not (self.training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1):
-            return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype))
-        mean = all_reduce(x.sum(dims)) / count
-        centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                     else self.momentum)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                unbiased = var.detach() * count / (count - 1).clamp(min=1)
-                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
-        y = centred * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
 
 
 def rng_hook():

@@ -79,6 +79,41 @@ def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return all_reduce(t)
 
 
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation with the batch statistics of all processes of the group, through
+    autograd-aware all-reduces that gloo runs too (torch's SyncBatchNorm needs CUDA): the
+    mean and biased variance over every process's batch normalise, the unbiased one updates
+    the running variance, as BatchNorm over the whole batch does. One process, or eval:
+    plain BatchNorm. Inputs of 2 or more dimensions, channels second."""
+
+    def _check_input_dim(self, x) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        count = sum_over_ranks(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype,
+                                            device=x.device))
+        mean = sum_over_ranks(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = sum_over_ranks((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                     else self.momentum)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                unbiased = var.detach() * count / (count - 1).clamp(min=1)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

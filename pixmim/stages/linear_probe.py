@@ -53,7 +53,7 @@ STAGES = [dict(
 )]
 
 
-class GlobalBatchNorm1d(nn.BatchNorm1d):
+class GlobalBatchNorm1d(distributed.GlobalBatchNorm):
     """BatchNorm1d whose training statistics are those of the whole batch across processes.
 
     MAE's probe (main_linprobe.py) and mmselfsup/mmpretrain's (ClsBatchNormNeck, configs
@@ -66,22 +66,9 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     the same: each micro-batch is normalised by its own statistics (``train.accum_steps
     > 1`` changes the probe). One process: exactly nn.BatchNorm1d."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or distributed.world_size() == 1:
-            return super().forward(x)
-        # two passes (the mean, then the squared deviations from it), as BatchNorm's
-        count = torch.full((1,), x.shape[0], dtype=x.dtype, device=x.device)
-        sums = distributed.sum_over_ranks(torch.cat([x.sum(0), count]))
-        mean, n = sums[:-1] / sums[-1], sums[-1:]
-        var = distributed.sum_over_ranks(((x - mean) ** 2).sum(0)) / n
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None \
-                    else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BN
-        return (x - mean) / torch.sqrt(var + self.eps)
+    def _check_input_dim(self, x: torch.Tensor) -> None:  # as nn.BatchNorm1d
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {x.dim()}D)")
 
 
 def build_head(dim: int, num_classes: int) -> nn.Sequential:
