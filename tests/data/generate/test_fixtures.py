@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixmim.data.fixtures import ROOTS, uncompressed_rle, write_cue_conflict
+from pixmim.data.generate.fixtures import ROOTS, uncompressed_rle, write_cue_conflict
 from pixmim.workflow.roots import check_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("key", sorted(ROOTS))
