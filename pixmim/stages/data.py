@@ -12,13 +12,16 @@ import argparse
 import importlib
 import sys
 
-# generator -> one line for `data --help`; it runs the module pixmim.data.generate.<generator>
-GENERATORS = {
-    "synth": "the synthetic-shapes ImageFolder (train/, val/, masks/)",
-    "views": "its evaluation views: IN-C/-A/-R/-Sketch and cue-conflict",
-    "scenes": "multi-object scenes in ADE20K and COCO layouts",
-    "fixtures": "tiny datasets in the real datasets' own layouts "
-                "(ImageNet, masks, Places365, ADE20K, COCO, IN-C/A/R/Sketch, cue-conflict)",
+# generator -> (module, one line for `data --help`)
+VIEWS = {
+    "synth": ("pixmim.data.generate.synth",
+              "the synthetic-shapes ImageFolder (train/, val/, masks/)"),
+    "views": ("pixmim.data.generate.views",
+              "its evaluation views: IN-C/-A/-R/-Sketch and cue-conflict"),
+    "scenes": ("pixmim.data.generate.scenes", "multi-object scenes in ADE20K and COCO layouts"),
+    "fixtures": ("pixmim.data.generate.fixtures", "tiny datasets in the real datasets' own "
+                 "layouts (ImageNet, masks, Places365, ADE20K, COCO, IN-C/A/R/Sketch, "
+                 "cue-conflict)"),
 }
 
 
@@ -39,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "fingerprint":
         return fingerprint_main(argv[1:])
-    if argv and argv[0] in GENERATORS:  # the generator parses (and documents) its own options
-        rc = importlib.import_module(f"pixmim.data.generate.{argv[0]}").main(argv[1:])
+    if argv and argv[0] in VIEWS:  # the generator parses (and documents) its own options
+        rc = importlib.import_module(VIEWS[argv[0]][0]).main(argv[1:])
         if rc == 0:
             out = argparse.ArgumentParser(add_help=False)
             out.add_argument("--out", required=True)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="`python -m pixmim data <generator> --help` shows a generator's options.")
     sub = p.add_subparsers(dest="generator", required=True, metavar="<generator>",
                            help="the dataset to generate, or `fingerprint`")
-    for name, help_ in GENERATORS.items():
+    for name, (_, help_) in VIEWS.items():
         sub.add_parser(name, help=help_, add_help=False)
     sub.add_parser("fingerprint", add_help=False,
                    help="write a dataset folder's fingerprint.json (a paper dataset's, say)")
