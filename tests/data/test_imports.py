@@ -88,7 +88,7 @@ def test_every_way_of_importing_the_generators_is_seen(source, module, is_packag
 @pytest.mark.parametrize("source, module", [
     ('"""Readers; the generators live in pixmim.data.generate."""', "pixmim.data"),
     ("from pixmim.data.imagenet_meta import imagenet_wnids", "pixmim.data.generate.synth"),
-    ("from . import layouts", "pixmim.data.fixtures"),
+    ("from .. import layouts", "pixmim.data.generate.fixtures"),
     ("from pixmim.data import generator_notes", "pixmim.data.datasets"),
 ])  # fmt: skip
 def test_a_mention_or_a_reader_import_is_no_generator_import(source, module) -> None:
