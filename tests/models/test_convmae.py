@@ -1,4 +1,4 @@
-"""Contract and property tests of ConvMAE / ConvViT (pixmim.models.convmae, pixmim.families.convvit), CPU size."""
+"""Contract and property tests of ConvMAE and its family's ConvViT, CPU size."""
 
 import pytest
 import torch
