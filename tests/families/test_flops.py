@@ -67,6 +67,6 @@ def _check(method: str, arch: str, size: int) -> None:
         clf = _unfused(build_classifier(method, arch, num_classes=1000, img_size=px)).eval()
         x = torch.randn(1, 3, px, px)
         with torch.no_grad():
-            counted = _count(lambda: clf(x))
+            counted = _count(lambda clf=clf, x=x: clf(x))
         assert families.forward_flops(method, arch, px, 1000) == pytest.approx(
             counted, rel=TOLERANCE), px
