@@ -48,8 +48,8 @@ def tiny_overrides(tmp: Path) -> dict:
 @pytest.fixture(scope="session")
 def fixture_roots(tmp_path_factory) -> Path:
     """``python -m pixmim data fixtures`` once per session: the datasets in their real
-    on-disk layouts (pixmim.data.fixtures; a few seconds)."""
-    from pixmim.data.fixtures import generate
+    on-disk layouts (pixmim.data.generate.fixtures; a few seconds)."""
+    from pixmim.data.generate.fixtures import generate
 
     out = tmp_path_factory.mktemp("fixtures") / "datasets"
     generate(out)

@@ -2,7 +2,7 @@
 
 import io
 
-from pixmim.data import synth
+from pixmim.data.generate import synth
 from pixmim.progress import progress
 
 

@@ -1,7 +1,7 @@
 """The real datasets' on-disk layouts: folder and file names the project's loaders read.
 
 Declared once, for the root check at DAG build (:mod:`pixmim.workflow.roots`) and the
-fixture generator (:mod:`pixmim.data.fixtures`); imports nothing.
+fixture generator (:mod:`pixmim.data.generate.fixtures`); imports nothing.
 """
 
 from __future__ import annotations

@@ -16,11 +16,14 @@ from pixmim.report.provenance import SCHEME, write_fingerprint
 
 # generator -> (module, one line for `data --help`)
 VIEWS = {
-    "synth": ("pixmim.data.synth", "the synthetic-shapes ImageFolder (train/, val/, masks/)"),
-    "views": ("pixmim.data.views", "its evaluation views: IN-C/-A/-R/-Sketch and cue-conflict"),
-    "scenes": ("pixmim.data.scenes", "multi-object scenes in ADE20K and COCO layouts"),
-    "fixtures": ("pixmim.data.fixtures", "tiny datasets in the real datasets' own layouts "
-                 "(ImageNet, masks, Places365, ADE20K, COCO, IN-C/A/R/Sketch, cue-conflict)"),
+    "synth": ("pixmim.data.generate.synth",
+              "the synthetic-shapes ImageFolder (train/, val/, masks/)"),
+    "views": ("pixmim.data.generate.views",
+              "its evaluation views: IN-C/-A/-R/-Sketch and cue-conflict"),
+    "scenes": ("pixmim.data.generate.scenes", "multi-object scenes in ADE20K and COCO layouts"),
+    "fixtures": ("pixmim.data.generate.fixtures", "tiny datasets in the real datasets' own "
+                 "layouts (ImageNet, masks, Places365, ADE20K, COCO, IN-C/A/R/Sketch, "
+                 "cue-conflict)"),
 }
 
 

@@ -243,7 +243,7 @@ def all_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------- texture sweep
 # data.synth.texture_class_bound: the probability that an image's texture is its class's
-# (pixmim.data.synth). Each value is a dataset of its own, named by the value; the texture
+# (pixmim.data.generate.synth). Each value is a dataset of its own, named by the value; the texture
 # sweep pretrains and probes its two runs on each (`snakemake texture_sweep`).
 def texture_bound(config: dict[str, Any]) -> float:
     """The default dataset's ``data.synth.texture_class_bound`` (1: texture is the class's)."""

@@ -7,7 +7,7 @@ naming the config key and the path, e.g. ``data.coco_root: /datasets/coco: no
 annotations/instances_train2017.json``. The Snakefile calls :func:`check_targets` at DAG
 build with the requested targets (:func:`pixmim.workflow.targets.cli_targets`), so only the
 roots those targets' jobs read are checked (``data.check_roots: false`` turns it off). The
-fixture generator (:mod:`pixmim.data.fixtures`) writes these same layouts.
+fixture generator (:mod:`pixmim.data.generate.fixtures`) writes these same layouts.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pixmim.__main__ import main as cli
 from pixmim.analysis import coverage as cv
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from pixmim.data.transforms import CROPS, IMAGENET_MEAN, IMAGENET_STD
 
 S, P, RATIO = 64, 8, 0.75

@@ -10,7 +10,7 @@ import yaml
 
 from pixmim.__main__ import main as cli
 from pixmim.analysis import frequency as fq
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from pixmim.models import ARCHS, create_model
 from pixmim.models.targets import lowpass
 from pixmim.stages.common import save_model

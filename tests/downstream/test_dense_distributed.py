@@ -61,7 +61,7 @@ def test_world_must_be_gpus_times_nodes():
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     """The embedded scenes, with every pixel labelled ("other" a class)."""
-    from pixmim.data.scenes import SceneConfig, generate
+    from pixmim.data.generate.scenes import SceneConfig, generate
 
     out = tmp_path_factory.mktemp("dp") / "scenes"
     generate(SceneConfig(seed=0, train=8, val=2), out)

@@ -24,7 +24,7 @@ from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import PARAM_SCHEDULERS, DefaultScope  # noqa: E402
 
 from pixmim.config import JobConfig, from_dict  # noqa: E402
-from pixmim.data.scenes import SceneConfig, generate  # noqa: E402
+from pixmim.data.generate.scenes import SceneConfig, generate  # noqa: E402
 from pixmim.downstream import det, seg  # noqa: E402
 from pixmim.downstream.backbones import ConvViTPyramid, SegViT, SimpleFPN, ViTDet  # noqa: E402
 from pixmim.models import create_model  # noqa: E402

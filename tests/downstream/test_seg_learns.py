@@ -16,7 +16,7 @@ from pixmim.downstream import common
 common.setup()  # before anything imports mmcv.ops
 
 from pixmim.config import JobConfig, from_dict  # noqa: E402
-from pixmim.data.scenes import SceneConfig, generate  # noqa: E402
+from pixmim.data.generate.scenes import SceneConfig, generate  # noqa: E402
 from pixmim.downstream import seg  # noqa: E402
 from pixmim.evaluation.chance import segmentation_chance  # noqa: E402
 from pixmim.models import create_model  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixmim.data import synth
+from pixmim.data.generate import synth
 from pixmim.data.imagenet_meta import imagenet_names
 from pixmim.evaluation import shape_bias as SB
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from tests.faults.jobs import pretrain_job, run_watched, stage_cmd, write
 
 

@@ -27,7 +27,7 @@ ITERS = 16
 @pytest.fixture(scope="module")
 def dense_inputs(tmp_path_factory):
     """Generated ADE20K-like scenes and an (untrained) pretraining checkpoint."""
-    from pixmim.data.scenes import SceneConfig, generate
+    from pixmim.data.generate.scenes import SceneConfig, generate
     from pixmim.models import create_model
 
     tmp = tmp_path_factory.mktemp("dense_faults")

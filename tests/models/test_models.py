@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixmim.data.synth import SynthConfig, render
+from pixmim.data.generate.synth import SynthConfig, render
 from pixmim.data.transforms import CROPS
 from pixmim.models import METHODS, archs, create_model
 from pixmim.models.base import TARGETS

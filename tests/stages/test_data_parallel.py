@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from pixmim.config import load_job_config
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from pixmim.stages import pretrain
 from pixmim.stages.common import save_model
 from tests.conftest import ROOT

@@ -8,7 +8,7 @@ import yaml
 
 from pixmim.config import load_job_config
 from pixmim.data.datasets import class_balanced_subset
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from pixmim.models.classifier import load_classifier
 from pixmim.stages import finetune, pretrain
 from pixmim.stages.common import save_model

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from pixmim.config import load_job_config
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from pixmim.stages import linear_probe, pretrain
 from pixmim.stages.common import save_model
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pixmim.data.synth import SynthConfig, generate
+from pixmim.data.generate.synth import SynthConfig, generate
 from tests.conftest import ROOT
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from snakemake.cli import get_argument_parser
 
-from pixmim.data.fixtures import ROOTS
+from pixmim.data.generate.fixtures import ROOTS
 from pixmim.workflow import load_config
 from pixmim.workflow.roots import check_root, target_problems
 from pixmim.workflow.targets import cli_targets

@@ -1,4 +1,4 @@
-"""Tests of the multi-object scenes dataset (pixmim.data.scenes): ADE20K + COCO layouts."""
+"""Tests of the multi-object scenes dataset (pixmim.data.generate.scenes): ADE20K + COCO layouts."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pixmim.data import scenes
-from pixmim.data.synth import CATEGORIES
+from pixmim.data.generate import scenes
+from pixmim.data.generate.synth import CATEGORIES
 from pixmim.stages import data as data_stage
 
 TINY = scenes.SceneConfig(seed=5, train=6, val=3)
@@ -175,7 +175,7 @@ def test_cli_via_data_stage(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
 
 
 def test_module_is_torch_free() -> None:
-    code = "import sys, pixmim.data.scenes; sys.exit('torch' in sys.modules)"
-    root = Path(__file__).resolve().parents[2]
+    code = "import sys, pixmim.data.generate.scenes; sys.exit('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
     assert subprocess.run([sys.executable, "-c", code], env=env, cwd=root).returncode == 0

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixmim.data.fixtures import ROOTS, uncompressed_rle, write_cue_conflict
+from pixmim.data.generate.fixtures import ROOTS, uncompressed_rle, write_cue_conflict
 from pixmim.workflow.roots import check_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("key", sorted(ROOTS))
@@ -201,7 +201,9 @@ def test_mmseg_reads_ade20k_as_the_segmentation_stage_builds_it(fixture_roots, o
     seg, _ = openmmlab
     root = fixture_roots / "ade20k" / "ADEChallengeData2016"
     assert seg.dataset_type(str(root)) == ("ADE20KDataset", 150)
-    path = seg.build_config(_job(root, crop_size=512), tmp_path, 0, None)
+    # ratio fixed at 1: the short side is resized to the scale's 512, so the crop is the full
+    # 512 x 512 (a drawn ratio below 1 leaves it smaller; mmseg pads in the data preprocessor)
+    path = seg.build_config(_job(root, crop_size=512, ratio_range=[1.0, 1.0]), tmp_path, 0, None)
     train, val = _dataset(path, "train", "mmseg"), _dataset(path, "val", "mmseg")
     assert (len(train), len(val)) == (4, 2)
     assert type(train).__name__ == "ADE20KDataset"

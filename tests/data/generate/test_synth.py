@@ -1,4 +1,4 @@
-"""Tests of the synthetic-shapes dataset (pixmim.data.synth) and pixmim.data.imagenet_meta.
+"""Tests of the synthetic-shapes dataset (pixmim.data.generate.synth).
 
 Thresholds were measured on the generator (40 seeds x 16 categories, plus all 256
 shape x texture pairs, short side 48 and 80): per-image foreground fraction 0.11-0.50
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from pixmim.data import synth
+from pixmim.data.generate import synth
 from pixmim.data.imagenet_meta import imagenet_names, imagenet_wnids
 
 TINY = synth.SynthConfig(seed=3, train_per_class=2, val_per_class=1, short_side=48)
@@ -286,15 +286,7 @@ def test_main_writes_dataset_and_prints_summary(
     assert synth.main([*argv[:3], "5", *argv[4:]]) == 1  # different seed, same folder
 
 
-# ------------------------------------------------------------------ imagenet_meta
-def test_imagenet_wnids_are_1000_unique() -> None:
-    wnids = imagenet_wnids()
-    assert len(wnids) == 1000 == len(set(wnids))
-    assert all(re.fullmatch(r"n\d{8}", w) for w in wnids)
-    assert wnids[0] == "n01440764"  # tench: index 0 in every ImageNet-1k ordering
-    assert len(imagenet_names()) == 1000 and imagenet_names()[0].startswith("tench")
-
-
+# ------------------------------------------------------- categories in ImageNet-1k
 @pytest.mark.parametrize("cat", synth.CATEGORIES)
 def test_bound_indices_match_lemmas(cat: str) -> None:
     index = synth.IMAGENET_INDEX[cat]
@@ -309,24 +301,11 @@ def test_categories_are_the_sorted_geirhos_sixteen() -> None:
 
 
 def test_modules_are_torch_free() -> None:
-    code = (
-        "import sys, pixmim.data.synth; sys.exit('torch' in sys.modules or 'timm' in sys.modules)"
-    )
-    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, pixmim.data.generate.synth; "
+            "sys.exit('torch' in sys.modules or 'timm' in sys.modules)")
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
     assert subprocess.run([sys.executable, "-c", code], env=env, cwd=root).returncode == 0
-
-
-def test_missing_timm_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixmim.data import imagenet_meta
-
-    monkeypatch.setattr(imagenet_meta.importlib.util, "find_spec", lambda name: None)
-    imagenet_meta.imagenet_info_dir.cache_clear()
-    try:
-        with pytest.raises(FileNotFoundError, match="timm"):
-            imagenet_meta.imagenet_info_dir()
-    finally:
-        imagenet_meta.imagenet_info_dir.cache_clear()
 
 
 # ------------------------------------------------------------ texture_class_bound

@@ -22,7 +22,7 @@ and every root passes that check. Under ``DIR``:
   ``data.eval_roots`` keys.
 * ``cue-conflict/<category>/<shape><i>-<texture><j>.png``: the real Geirhos stimuli when
   ``--stimuli`` names a folder of them (CC-BY-4.0: its licence file is copied along), else
-  generated stand-ins (:func:`pixmim.data.views.cue_conflict_image`).
+  generated stand-ins (:func:`pixmim.data.generate.views.cue_conflict_image`).
 
 Each root gets a ``meta.json`` (generator, root) and a ``fingerprint.json``, so the runs
 that read it record where their numbers came from.
@@ -48,7 +48,7 @@ GENERATOR_VERSION = "pixmim-fixtures/1"
 # what a table note says of data made by this generator (meta.json "description")
 DESCRIPTION = ("fixture datasets in the real layouts (one image per class: they check that the "
                "pipeline runs; their numbers mean nothing)")
-GEIRHOS = Path(__file__).resolve().parents[2].parent / "shared/data/geirhos-stimuli"
+GEIRHOS = Path(__file__).resolve().parents[3].parent / "shared/data/geirhos-stimuli"
 # config key -> folder under DIR (the rehearsal's overlay points each key at its folder)
 ROOTS = {
     "data.root": "imagenet", "data.masks_root": "imagenet-masks",
@@ -253,7 +253,7 @@ def write_coco(out: Path, rng: np.random.Generator) -> dict:
 
 
 def write_imagenet_c(out: Path, rng: np.random.Generator) -> dict:
-    from pixmim.data.corruptions import CORRUPTIONS, SEVERITIES
+    from pixmim.data.generate.corruptions import CORRUPTIONS, SEVERITIES
 
     wnids = imagenet_wnids()[:IN_C_WNIDS]
     for c in CORRUPTIONS:
@@ -281,8 +281,8 @@ def write_cue_conflict(out: Path, stimuli: Path | None) -> dict:
             if (stimuli / name).is_file():
                 shutil.copy2(stimuli / name, out / name)
         return {"source": "geirhos", "images": sum(1 for _ in out.glob("*/*.png"))}
-    from pixmim.data.synth import CATEGORIES, SynthConfig
-    from pixmim.data.views import ViewsConfig, cue_conflict_image, cue_conflict_name
+    from pixmim.data.generate.synth import CATEGORIES, SynthConfig
+    from pixmim.data.generate.views import ViewsConfig, cue_conflict_image, cue_conflict_name
 
     cfg, synth = ViewsConfig(), SynthConfig()
     for k, shape in enumerate(CATEGORIES):

@@ -14,7 +14,7 @@ cue-conflict       ``cue-conflict/<shape>/<shape><i>-<texture><j>.png``     all 
 =================  =======================================================  ===========
 
 * ImageNet-C (Hendrycks & Dietterich 2019): the 15 corruptions x 5 severities of
-  :mod:`pixmim.data.corruptions` applied to the first ``c_per_class`` val images per class.
+  :mod:`pixmim.data.generate.corruptions` applied to the first ``c_per_class`` val images per class.
 * ImageNet-A (Hendrycks et al. 2021, "natural adversarial examples"): the object small, cut
   by the frame, occluded, in unusual colours, over clutter and silhouettes of other classes.
 * ImageNet-R (Hendrycks et al. 2021, renditions): the silhouette kept, the texture replaced
@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pixmim.data import corruptions
-from pixmim.data.imagenet_meta import imagenet_info_dir
-from pixmim.data.synth import (
+from pixmim.data.generate import corruptions
+from pixmim.data.generate.synth import (
     CATEGORIES,
     IMAGENET_INDEX,
     SynthConfig,
@@ -54,6 +53,7 @@ from pixmim.data.synth import (
     config_json,
     render,
 )
+from pixmim.data.imagenet_meta import imagenet_info_dir
 from pixmim.io import atomic_dir, existing_meta
 from pixmim.progress import progress
 

@@ -1,7 +1,7 @@
 """Synthetic scenes: several synth-shapes objects per image, in ADE20K and COCO layouts.
 
 Each scene is a class-independent background with 2-4 objects drawn from the SAME
-silhouette and texture families as :mod:`pixmim.data.synth` (so a backbone pretrained on
+silhouette and texture families as :mod:`pixmim.data.generate.synth` (so a backbone pretrained on
 synth transfers), composited in order so that later objects occlude earlier ones. One
 render per scene is written twice, in the on-disk layouts that the OpenMMLab dataset
 classes read, so downstream configs change their ``data_root`` and the class metainfo:
@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pixmim.data.synth import (
+from pixmim.data.generate.synth import (
     _BRIGHT_BAND,
     _DARK_BAND,
     _SHAPES,

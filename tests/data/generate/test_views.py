@@ -1,4 +1,4 @@
-"""Tests of the evaluation views (pixmim.data.views) and the corruptions (pixmim.data.corruptions).
+"""Tests of the evaluation views and their corruptions (pixmim.data.generate.{views,corruptions}).
 
 Thresholds were measured on the generator (seeds 0-3, short sides 48-80): gradient energy
 (mean |finite difference| of luma) is strictly monotone in severity for the noise, blur and
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixmim.data import corruptions as C
-from pixmim.data import synth, views
+from pixmim.data.generate import corruptions as C
+from pixmim.data.generate import synth, views
 from pixmim.data.imagenet_meta import imagenet_info_dir
 from pixmim.stages import data as data_stage
 
@@ -33,7 +33,7 @@ TINY = views.ViewsConfig(
     size=32, corruptions=("gaussian_noise", "contrast"),
 )  # fmt: skip
 LUMA = np.array([0.299, 0.587, 0.114])
-GEIRHOS = Path(__file__).resolve().parents[3] / "shared/data/geirhos-stimuli/cue-conflict"
+GEIRHOS = Path(__file__).resolve().parents[4] / "shared/data/geirhos-stimuli/cue-conflict"
 CUE_NAME = re.compile(r"^([a-z]+)(\d+)-([a-z]+)(\d+)\.png$")
 
 
