@@ -112,7 +112,7 @@ PENDING = {
     "pixmim/models/export.py": 1,
     "pixmim/downstream/backbones.py": 3,
     "pixmim/downstream/common.py": 2,
-    "pixmim/data/fixtures.py": 6,
+    "pixmim/data/generate/fixtures.py": 5,
     "pixmim/data/loading.py": 1,
 }
 
