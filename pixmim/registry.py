@@ -45,10 +45,12 @@ class MethodSpec:
         name: the method's key in configs and job ids (``mae``).
         module: the module holding the class (``pixmim.models.mae``).
         model: the class name in that module (``MAE``).
-        family: the encoder family (``vit``: a plain ViT, exported to timm's
-            ``VisionTransformer``; ``convvit``: ConvMAE's hybrid encoder). Export, the
-            classifier, the dense backbones, the dense recipes and the budget choose by it.
+        family: the encoder family: a package of :mod:`pixmim.families` (or a plugin's
+            dotted path) holding everything the family means; the classifier, the key
+            maps, the dense backbones and recipes and the budget choose by it.
         archs: architecture name -> model kwargs.
+        pretrain_only: key prefixes of the parameters only pretraining uses (decoder, mask
+            token, ...): every downstream model drops them (``pixmim.families``).
     """
 
     name: str
@@ -56,6 +58,7 @@ class MethodSpec:
     model: str
     family: str
     archs: dict[str, dict[str, Any]]
+    pretrain_only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ class _Reader:
         if isinstance(node, ast.Name):
             return self.get(node.id, at)
         if isinstance(node, ast.Tuple | ast.List):
-            items = [self.eval(e, at) for e in node.elts]
+            items = [x for e in node.elts for x in (
+                self.eval(e.value, at) if isinstance(e, ast.Starred) else [self.eval(e, at)])]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Dict):
             out: dict[Any, Any] = {}
@@ -240,6 +244,7 @@ def _methods(plugins: tuple[str, ...]) -> dict[str, MethodSpec]:
     out: dict[str, MethodSpec] = {}
     for module in _modules("METHOD", plugins):
         d = dict(_reader(module).get("METHOD"))
+        d["pretrain_only"] = tuple(d.get("pretrain_only", ()))
         try:
             spec = MethodSpec(module=module, **d)
         except TypeError as err:

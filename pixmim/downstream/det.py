@@ -2,10 +2,10 @@
 
 Importing this module registers, in mmdet's registries:
 
-* ``PixMIMViTDet`` (:class:`~pixmim.downstream.backbones.ViTDet`) and ``PixMIMSimpleFPN``
-  (:class:`~pixmim.downstream.backbones.SimpleFPN`): the plain-ViT detector of ViTDet
-  (Li et al. 2022), which mmdet's wheel does not ship (its ``projects/ViTDet`` is source-only);
-* ``PixMIMConvViT``: ConvMAE's stages into mmdet's ``FPN``;
+* the dense classes of every encoder family (``MODULES`` of ``pixmim/families/<family>/
+  nets.py``: the plain ViT's ViTDet (Li et al. 2022) and simple feature pyramid, which
+  mmdet's wheel does not ship, ConvViT's pyramid into mmdet's ``FPN``); a job's backbone
+  and neck are its family's ``detection``;
 * ``LN2d``: timm's ``LayerNorm2d`` as a norm layer for the heads (ViTDet's 4conv1fc box head
   and mask head use LayerNorm).
 
@@ -30,22 +30,24 @@ common.setup()
 from mmdet.registry import MODELS  # noqa: E402
 from timm.layers import LayerNorm2d  # noqa: E402
 
-from pixmim.downstream.backbones import (  # noqa: E402
-    ConvViTPyramid,
-    SimpleFPN,
-    ViTDet,
-    pyramid_channels,
-    vit_dims,
-)
-from pixmim.models import by_family  # noqa: E402
+from pixmim import families, registry  # noqa: E402
 
 common.register()
-if "PixMIMViTDet" not in MODELS.module_dict:
-    MODELS.register_module(name="PixMIMViTDet", module=ViTDet)
-    MODELS.register_module(name="PixMIMSimpleFPN", module=SimpleFPN)
-    MODELS.register_module(name="PixMIMConvViT", module=ConvViTPyramid)
-    if "LN2d" not in MODELS.module_dict:
-        MODELS.register_module(name="LN2d", module=LayerNorm2d)
+if "LN2d" not in MODELS.module_dict:
+    MODELS.register_module(name="LN2d", module=LayerNorm2d)
+
+
+def register(family: str) -> None:
+    """Register the dense classes of an encoder family (``MODULES`` of its ``nets``) in
+    mmdet's registry (once)."""
+    for name, cls in families.nets(family).MODULES.items():
+        if name not in MODELS.module_dict:
+            MODELS.register_module(name=name, module=cls)
+
+
+for _family in registry.families():  # the built-in ones and this process's plugins'
+    register(_family)
+
 
 BASE = ["mmdet::_base_/models/mask-rcnn_r50_fpn.py", "mmdet::_base_/datasets/coco_instance.py",
         "mmdet::_base_/default_runtime.py"]
@@ -62,33 +64,9 @@ def classes_of(root: str, split: str = "val") -> tuple[str, ...]:
 
 
 def _backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
-    """(backbone, neck), by the method's encoder family."""
-    build = by_family(cfg.method, {"vit": _vit_backbone, "convvit": _convvit_backbone},
-                      "detection backbone")
-    return build(cfg, pretrained, fpn_channels)
-
-
-def _convvit_backbone(cfg: JobConfig, pretrained: str | None,
-                      fpn_channels: int) -> tuple[dict, dict]:
-    """ConvMAE-style stages into mmdet's FPN."""
-    bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
-              drop_path_rate=cfg.dense.drop_path, pretrained=pretrained)
-    chans = list(pyramid_channels(cfg.method, cfg.arch))
-    neck = dict(_delete_=True, type="FPN", in_channels=chans, out_channels=fpn_channels,
-                num_outs=5, norm_cfg=dict(type="LN2d"))
-    return bb, neck
-
-
-def _vit_backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
-    """ViTDet: the plain ViT's stride-p map through the simple feature pyramid."""
-    d = cfg.dense
-    embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
-    bb = dict(type="PixMIMViTDet", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
-              window_size=d.window_size, drop_path_rate=d.drop_path, use_rel_pos=True,
-              pretrained=pretrained)
-    neck = dict(_delete_=True, type="PixMIMSimpleFPN", in_channels=embed_dim,
-                out_channels=fpn_channels, patch_size=patch_size, num_outs=5)
-    return bb, neck
+    """(backbone, neck): the method's encoder family's."""
+    register(families.of(cfg.method))
+    return families.nets_of(cfg.method).detection(cfg, cfg.arch, pretrained, fpn_channels)
 
 
 def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> Path:

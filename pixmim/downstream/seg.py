@@ -2,11 +2,10 @@
 
 Importing this module registers, in mmseg's registries:
 
-* ``PixMIMSegViT`` (:class:`~pixmim.downstream.backbones.SegViT`): our ViT encoders (MAE,
-  MFF, LSMAE) with zero-initialised relative position bias, features of four blocks,
-  through mmseg's ``Feature2Pyramid`` (rescales 4, 2, 1, 0.5 of the stride-16 map);
-* ``PixMIMConvViT`` (:class:`~pixmim.downstream.backbones.ConvViTPyramid`): ConvMAE's
-  stages straight into the UperNet head;
+* the dense classes of every encoder family (``MODULES`` of ``pixmim/families/<family>/
+  nets.py``: the plain ViT's ``PixMIMSegViT`` through mmseg's ``Feature2Pyramid``, ConvViT's
+  pyramid straight into the UperNet head); a job's backbone and neck are its family's
+  ``segmentation``;
 * ``PixMIMScenes``: the embedded ADE20K-layout scenes with their own class list
   (``classes.json`` in the data root); a root without it is read as ``ADE20KDataset``,
   so the same config reads the real dataset by changing the root only.
@@ -29,18 +28,22 @@ common.setup()
 from mmseg.datasets import BaseSegDataset  # noqa: E402
 from mmseg.registry import DATASETS, MODELS  # noqa: E402
 
-from pixmim.downstream.backbones import (  # noqa: E402
-    ConvViTPyramid,
-    SegViT,
-    pyramid_channels,
-    vit_dims,
-)
-from pixmim.models import by_family  # noqa: E402
+from pixmim import families, registry  # noqa: E402
 
 common.register()
-if "PixMIMSegViT" not in MODELS.module_dict:
-    MODELS.register_module(name="PixMIMSegViT", module=SegViT)
-    MODELS.register_module(name="PixMIMConvViT", module=ConvViTPyramid)
+
+
+def register(family: str) -> None:
+    """Register the dense classes of an encoder family (``MODULES`` of its ``nets``) in
+    mmseg's registry (once)."""
+    for name, cls in families.nets(family).MODULES.items():
+        if name not in MODELS.module_dict:
+            MODELS.register_module(name=name, module=cls)
+
+
+for _family in registry.families():  # the built-in ones and this process's plugins'
+    register(_family)
+
 
 EMBEDDED_MARKER = "classes.json"
 
@@ -74,31 +77,9 @@ def dataset_type(root: str) -> tuple[str, int]:
 
 
 def _backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
-    """(backbone, neck, channels per pyramid level), by the method's encoder family."""
-    build = by_family(cfg.method, {"vit": _vit_backbone, "convvit": _convvit_backbone},
-                      "segmentation backbone")
-    return build(cfg, pretrained)
-
-
-def _convvit_backbone(cfg: JobConfig, pretrained: str | None
-                      ) -> tuple[dict, dict | None, list[int]]:
-    """ConvMAE-style stages straight into the UperNet head (no neck)."""
-    bb = dict(type="PixMIMConvViT", method=cfg.method, arch=cfg.arch,
-              drop_path_rate=cfg.dense.drop_path, pretrained=pretrained)
-    return bb, None, list(pyramid_channels(cfg.method, cfg.arch))
-
-
-def _vit_backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
-    """The plain ViT's four block outputs through Feature2Pyramid."""
-    d = cfg.dense
-    embed_dim, patch_size = vit_dims(cfg.method, cfg.arch)
-    bb = dict(type="PixMIMSegViT", method=cfg.method, arch=cfg.arch, img_size=d.crop_size,
-              drop_path_rate=d.drop_path, use_rel_pos_bias=True, pretrained=pretrained)
-    # Feature2Pyramid turns the stride-p map into strides 4, 8, 16, 32.
-    rescales = [patch_size / s for s in (4, 8, 16, 32)]
-    neck = dict(_delete_=True, type="Feature2Pyramid", embed_dim=embed_dim,
-                rescales=rescales, norm_cfg=dict(type="SyncBN", requires_grad=True))
-    return bb, neck, [embed_dim] * 4
+    """(backbone, neck, channels per pyramid level): the method's encoder family's."""
+    register(families.of(cfg.method))
+    return families.nets_of(cfg.method).segmentation(cfg, cfg.arch, pretrained)
 
 
 def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | None) -> Path:

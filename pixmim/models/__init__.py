@@ -1,24 +1,21 @@
 """Model registry: ``create_model(method, arch, **kwargs)``.
 
 Each method is one module of this package (or a plugin module named in the config key
-``plugins``) holding its class and a ``METHOD`` declaration: name, class, encoder family and
-arch table (:mod:`pixmim.registry` reads it without importing torch). ``METHODS`` and
-``ARCHS`` below are derived from those declarations. PixMIM is not a method: it is the
-target/crop variant of any method, passed as keyword arguments
-(``target="lowpass", radius=40``).
+``plugins``) holding its class and a ``METHOD`` declaration: name, class, encoder family
+(:mod:`pixmim.families`), arch table and pretraining-only parameters
+(:mod:`pixmim.registry` reads it without importing torch). ``METHODS`` and ``ARCHS`` below
+are derived from those declarations. PixMIM is not a method: it is the target/crop variant
+of any method, passed as keyword arguments (``target="lowpass", radius=40``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pixmim import registry
 
 if TYPE_CHECKING:  # the registry itself imports no torch (the workflow reads the archs)
     import torch.nn as nn
-
-T = TypeVar("T")
-
 
 def __getattr__(name: str) -> Any:
     """``METHODS`` (name -> declaration) and ``ARCHS`` (name -> arch table), derived from
@@ -37,31 +34,6 @@ def method_class(method: str) -> type[nn.Module]:
 def archs(method: str) -> dict[str, dict[str, Any]]:
     """The architectures registered for ``method``."""
     return registry.method(method).archs
-
-
-def family(method: str) -> str:
-    """The encoder family of ``method`` (``vit``, ``convvit``)."""
-    return registry.method(method).family
-
-
-def by_family(method: str, table: dict[str, T], what: str) -> T:
-    """``table[family(method)]``: behaviour chosen by the method's declared encoder family,
-    never by its name.
-
-    Args:
-        method: a registered method.
-        table: encoder family -> what to use for it (a function, a class, ...).
-        what: the caller, named in the error (``build_classifier``).
-
-    Raises:
-        ValueError: the method's family is not in ``table`` (names the method, its family
-            and the families ``what`` handles).
-    """
-    fam = family(method)
-    if fam not in table:
-        raise ValueError(f"{what}: method {method!r} declares encoder family {fam!r}, which "
-                         f"it does not handle (it handles {sorted(table)})")
-    return table[fam]
 
 
 def create_model(method: str, arch: str, **kwargs: Any) -> nn.Module:

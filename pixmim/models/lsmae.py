@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from pixmim.models.mae import ARCHS as VIT_ARCHS
-from pixmim.models.mae import MAE
+from pixmim.models.mae import MAE, PRETRAIN_ONLY
 
 # 448 px, 32-px mask units (2x2 patches), decoder 384 x 12 heads x 8 (long_seq_mae).
 ARCHS = {
@@ -22,7 +22,8 @@ ARCHS = {
                                  decoder_embed_dim=384, decoder_depth=8, decoder_num_heads=12,
                                  mask_unit=2),
 }
-METHOD = dict(name="lsmae", model="LSMAE", family="vit", archs=ARCHS)
+METHOD = dict(name="lsmae", model="LSMAE", family="vit", archs=ARCHS,
+              pretrain_only=PRETRAIN_ONLY)
 
 
 class LSMAE(MAE):

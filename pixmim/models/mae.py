@@ -33,7 +33,9 @@ ARCHS = {
     "vit_large_patch16_224": dict(img_size=224, embed_dim=1024, depth=24, num_heads=16, **_DEC),
 }
 # The registry's declaration (pixmim.registry reads it without importing this module).
-METHOD = dict(name="mae", model="MAE", family="vit", archs=ARCHS)
+# Its pretraining-only parameters (no downstream model takes them): the decoder, the mask token.
+PRETRAIN_ONLY = ("decoder_", "mask_token")
+METHOD = dict(name="mae", model="MAE", family="vit", archs=ARCHS, pretrain_only=PRETRAIN_ONLY)
 
 
 def sincos_pos_embed(grid: int, dim: int, cls_token: bool = True) -> torch.Tensor:

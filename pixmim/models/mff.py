@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from pixmim.models.mae import ARCHS as VIT_ARCHS
-from pixmim.models.mae import MAE
+from pixmim.models.mae import MAE, PRETRAIN_ONLY
 
 # MFF fuses blocks [0, 2, 4, 6, 8, 11] of ViT-B (Liu et al. 2023; mmpretrain mff.py).
 ARCHS = {
@@ -23,7 +23,9 @@ ARCHS = {
     "vit_base_patch16_224": dict(VIT_ARCHS["vit_base_patch16_224"],
                                  fusion_layers=(0, 2, 4, 6, 8, 11)),
 }
-METHOD = dict(name="mff", model="MFF", family="vit", archs=ARCHS)
+# MAE's pretraining-only parameters and the fusion projections and weights.
+METHOD = dict(name="mff", model="MFF", family="vit", archs=ARCHS,
+              pretrain_only=(*PRETRAIN_ONLY, "fusion_"))
 
 
 class MFF(MAE):

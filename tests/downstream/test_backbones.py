@@ -8,15 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixmim.downstream.backbones import (
-    ConvViTPyramid,
+from pixmim.downstream.backbones import load_encoder, read_checkpoint
+from pixmim.families.convvit.nets import ConvViTPyramid
+from pixmim.families.vit.nets import (
     SegViT,
     SimpleFPN,
     ViTDet,
     default_global_blocks,
     default_out_indices,
-    load_encoder,
-    read_checkpoint,
 )
 from pixmim.models import create_model
 from pixmim.models.mae import ARCHS
@@ -247,7 +246,7 @@ def test_a_convmae_checkpoint_is_refused(tmp_path, cls, kw):
 
 
 def test_convvit_pyramid_refuses_a_vit_method():
-    with pytest.raises(ValueError, match=r"convvit-family checkpoints, not mae \(family vit\)"):
+    with pytest.raises(ValueError, match=r"method mae has no ConvViT \(encoder family vit\)"):
         ConvViTPyramid("mae", ARCH)
 
 

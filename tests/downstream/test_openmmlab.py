@@ -26,7 +26,8 @@ from mmengine.registry import PARAM_SCHEDULERS, DefaultScope  # noqa: E402
 from pixmim.config import JobConfig, from_dict  # noqa: E402
 from pixmim.data.generate.scenes import SceneConfig, generate  # noqa: E402
 from pixmim.downstream import det, seg  # noqa: E402
-from pixmim.downstream.backbones import ConvViTPyramid, SegViT, SimpleFPN, ViTDet  # noqa: E402
+from pixmim.families.convvit.nets import ConvViTPyramid  # noqa: E402
+from pixmim.families.vit.nets import SegViT, SimpleFPN, ViTDet  # noqa: E402
 from pixmim.models import create_model  # noqa: E402
 
 ARCH = {"mae": "vit_cpu_patch8_64", "convmae": "convvit_cpu_64"}

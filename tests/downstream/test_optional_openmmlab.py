@@ -26,7 +26,7 @@ def test_package_without_openmmlab():
     res = child("""
 import pixmim, pixmim.workflow, pixmim.config, pixmim.downstream.backbones
 import pixmim.stages.segment_ade20k, pixmim.stages.detect_coco, pixmim.stages.pretrain
-from pixmim.downstream.backbones import SegViT
+from pixmim.families.vit.nets import SegViT
 SegViT("mae", "vit_cpu_patch8_64", img_size=64)
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("mmengine", "mmcv", "mmseg", "mmdet")))
 """)

@@ -1,16 +1,22 @@
-"""Contract and property tests of ConvMAE / ConvViT (pixmim.models.convmae), CPU size."""
+"""Contract and property tests of ConvMAE and its family's ConvViT, CPU size."""
 
 import pytest
 import torch
 
-from pixmim.models.convmae import (
-    ARCHS,
-    ConvMAE,
-    ConvViT,
-    convmae_to_convvit,
-    convvit_kwargs,
-    load_convmae_encoder,
-)
+from pixmim import families
+from pixmim.families.convvit.nets import ConvViT, checkpoint_filter, encoder_kwargs
+from pixmim.families.convvit.nets import load_pretrained as load_into
+from pixmim.models.convmae import ARCHS, ConvMAE
+
+DROP = families.pretrain_only("convmae")
+
+
+def convvit_kwargs(arch: str) -> dict:
+    return encoder_kwargs(ARCHS[arch])
+
+
+def load_convmae_encoder(model, state):
+    return load_into(model, state, DROP, "convmae")
 
 CPU = "convvit_cpu_64"
 L16 = 16  # 64 px / 16 = 4 x 4 tokens
@@ -140,12 +146,12 @@ def test_convvit_without_fusion_is_the_released_finetune_model():
                                       ("add", "cls_token"), ("add", "head.weight")])
 def test_load_names_the_offending_key(edit, key):
     state = build().state_dict()
-    assert "decoder_embed.weight" not in convmae_to_convvit(state, convvit())
+    assert "decoder_embed.weight" not in checkpoint_filter(state, convvit(), DROP)
     if edit == "drop":
         del state[key]
     else:
         state[key] = torch.zeros(10, 96)
-    with pytest.raises(RuntimeError, match=key.replace(".", r"\.")):
+    with pytest.raises(KeyError, match=key.replace(".", r"\.")):
         load_convmae_encoder(convvit(), state)
 
 

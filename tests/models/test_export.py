@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pixmim.models import create_model
-from pixmim.models.export import load_pretrained, vit_for
+from pixmim.models.classifier import build_classifier as vit_for
+from pixmim.models.export import load_pretrained
 
 
 @pytest.mark.parametrize("method", ["mae", "mff", "lsmae"])

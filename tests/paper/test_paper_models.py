@@ -118,9 +118,8 @@ def test_paper_checkpoint_loads_into_every_downstream_model_on_meta(job):
     """The pretraining state dict (meta tensors) loads, with the exact key checks the stages
     use, into the fine-tune classifier, the probe's encoder at the evaluation size, and the
     dense backbones at the paper's crops (512 ADE20K, 1024 COCO)."""
-    from pixmim.downstream.backbones import ConvViTPyramid, SegViT, ViTDet
+    from pixmim import families
     from pixmim.downstream.backbones import load_encoder as load_dense
-    from pixmim.models import family
 
     cfg = from_dict(JobConfig, job)
     meta = {"method": cfg.method, "arch": cfg.arch, "model_kwargs": model_kwargs(cfg)}
@@ -140,14 +139,11 @@ def test_paper_checkpoint_loads_into_every_downstream_model_on_meta(job):
                     torch.empty(2, 3, djob["data"]["img_size"], djob["data"]["img_size"])
                 ).shape[0] == 2
             elif "dense" in djob:
-                d = djob["dense"]
-                if family(cfg.method) == "convvit":
-                    bb = ConvViTPyramid(cfg.method, cfg.arch)
-                elif stage == "segment_ade20k":
-                    bb = SegViT(cfg.method, cfg.arch, img_size=d["crop_size"])
-                else:
-                    bb = ViTDet(cfg.method, cfg.arch, img_size=d["crop_size"],
-                                window_size=d["window_size"])
+                # the backbone as the job's config names it (its family's dense config)
+                nets, dcfg = families.nets_of(cfg.method), from_dict(JobConfig, djob)
+                kw = dict(nets.segmentation(dcfg, cfg.arch, None)[0] if stage == "segment_ade20k"
+                          else nets.detection(dcfg, cfg.arch, None, 256)[0])
+                bb = nets.MODULES[kw.pop("type")](**kw)
                 load_dense(bb, state, cfg.method, cfg.arch)
     assert {"finetune", "linear_probe"} <= set(stages) or cfg.arch != "vit_base_patch16_224"
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from pixmim.models.mae import ARCHS as VIT_ARCHS
-from pixmim.models.mae import MAE
+from pixmim.models.mae import MAE, PRETRAIN_ONLY
 
 ARCHS = {"vit_cpu_patch8_64": VIT_ARCHS["vit_cpu_patch8_64"]}
-METHOD = dict(name="toymae", model="ToyMAE", family="vit", archs=ARCHS)
+METHOD = dict(name="toymae", model="ToyMAE", family="vit", archs=ARCHS,
+              pretrain_only=PRETRAIN_ONLY)
 
 VISIBLE_WEIGHT = 0.1
 

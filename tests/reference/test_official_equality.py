@@ -248,7 +248,7 @@ def test_layer_decay_groups_and_adamw_step_equal_mmpretrains():
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-    from pixmim.models.export import vit_for
+    from pixmim.models.classifier import build_classifier as vit_for
     from pixmim.stages.finetune import build_optimizer
 
     torch.manual_seed(0)
