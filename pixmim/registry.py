@@ -94,7 +94,9 @@ class StageSpec:
             ``scenes`` or None.
         columns: table column -> (metrics key, header).
         figures: figures its metrics feed (``fig5``).
-        cost: budget model: ``{"kind": "epochs" | "iters" | "images", "relative": x, ...}``.
+        cost: budget model: ``{"kind": "pretrain" | "epochs" | "iters" | "images",
+            "passes": "forward" | "train", "images": n (kind images), "heads": x (the dense
+            heads' FLOPs share, an assumption)}``: FLOPs per image from the encoder family.
     """
 
     name: str

@@ -52,10 +52,10 @@ from pixmim.stages.common import (
 )
 
 # The registry's declaration: full fine-tuning and the few-shot subsets of Table 19 (1% and
-# 10% class-balanced). Cost: a training step on all tokens, ~4 pretraining images (assumed).
+# 10% class-balanced). Cost: a training step (forward + backward) on all tokens.
 _FT = dict(help="End-to-end fine-tuning", rule="finetune", outputs=("model.pth", "metrics.json"),
            job="finetune", section="finetune", data="images",
-           cost=dict(kind="epochs", relative=4.0))
+           cost=dict(kind="epochs", passes="train"))
 STAGES = [
     dict(_FT, name="finetune", columns={"ft": ("top1_best", "ft (%)")}),
     dict(_FT, name="finetune_1pct", help="Fine-tuning on 1% of the labels (Table 19)",

@@ -48,7 +48,7 @@ N_BANDS = 16
 STAGES = [dict(
     name="frequency", help="Reconstruction PSNR per frequency band (Fig. 5)", rule="evaluate",
     job="frequency", data="images", figures=("fig5",),
-    cost=dict(kind="images", images=50000, relative=0.3),
+    cost=dict(kind="images", images=50000, passes="forward"),
 )]
 # Reconstructions measured: name -> (de-normalisation, keep the prediction). ``patch_stats``
 # zeroes the prediction: masked patches then show only the original's patch means, the part

@@ -44,12 +44,12 @@ from pixmim.stages.common import (
     tracked,
 )
 
-# The registry's declaration. Cost: the frozen encoder forward on all tokens, ~1/3 of a
-# pretraining step per image (an assumption, pixmim.workflow.budget).
+# The registry's declaration. Cost: the frozen encoder's forward on all tokens per image
+# and epoch (pixmim.workflow.budget).
 STAGES = [dict(
     name="linear_probe", help="Linear probe on frozen features", rule="linear_probe",
     job="train", section="linear_probe", data="images",
-    columns={"lin": ("top1_best", "lin (%)")}, cost=dict(kind="epochs", relative=1.3),
+    columns={"lin": ("top1_best", "lin (%)")}, cost=dict(kind="epochs", passes="forward"),
 )]
 
 

@@ -45,7 +45,7 @@ STAGES = [dict(
     columns={"in_c": ("mce", "IN-C mCE (lower better)"), "in_a": ("imagenet_a_top1", "IN-A (%)"),
              "in_r": ("imagenet_r_top1", "IN-R (%)"),
              "in_s": ("imagenet_sketch_top1", "IN-S (%)")},
-    cost=dict(kind="images", images=3838389, relative=1.3),
+    cost=dict(kind="images", images=3838389, passes="forward"),
 )]
 
 SETS = STAGES[0]["params"]["eval_sets"]

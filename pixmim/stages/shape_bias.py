@@ -125,5 +125,5 @@ STAGES = [dict(
     name="shape_bias", help="Shape bias on the cue-conflict stimuli", rule="evaluate",
     consumes="finetune", job="evaluate", data="views", figures=("fig8",),
     params=dict(eval_sets=("cue_conflict",)),
-    cost=dict(kind="images", images=1280, relative=1.3),
+    cost=dict(kind="images", images=1280, passes="forward"),
 )]

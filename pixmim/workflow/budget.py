@@ -18,9 +18,11 @@ times the catalogue's epochs and the dataset's size. Each figure says what it is
 job's per-GPU batch (its layout's; MAE at paper scale: 4096 / (1 node x 8 GPUs) = 512,
 mmselfsup's ``8xb512`` configs), with its batch, GPU, torch version and source file;
 *assumed* when it was measured at another batch (taken as is) or for another arch (scaled
-from ViT-B by encoder FLOPs, depth x width^2). The other stages are estimated from the
-same throughput with the relative costs each stage declares (``pixmim.registry``:
-``cost``), also assumptions.
+from ViT-B by the FLOPs of a pretraining step, counted by each encoder family:
+:mod:`pixmim.families`). The other stages run at the same FLOP rate on their own FLOPs per
+image: the encoder's forward at the stage's input size, three times for a training stage
+(``cost``: ``passes``), times the task heads' share for the dense stages (``heads``, an
+assumption each stage states).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pixmim import registry
+from pixmim import families, registry
 from pixmim.config import ConfigError
 from pixmim.workflow.catalogue import (
     ROOT,
@@ -42,14 +44,14 @@ from pixmim.workflow.catalogue import (
     plugins,
     validate_config,
 )
-from pixmim.workflow.jobs import job_config, layout, pretrain_size, run_dir
+from pixmim.workflow.jobs import job_config, layout, run_dir
 from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
-# The relative cost of an image through each stage (an assumption) is declared by the stage
-# (pixmim.registry: cost), beside what it reads.
+# How a stage's images are counted and whether it trains (forward + backward) is declared
+# by the stage (pixmim.registry: cost), beside what it reads.
 
 
 def job_layout(config: dict[str, Any], job: dict[str, Any]) -> dict[str, int]:
@@ -100,14 +102,11 @@ def _at_batch(figures: tuple[Figure, ...], batch: int) -> tuple[Figure, bool]:
     return best, best.batch == batch
 
 
-def flops_vs_vit_b(method: str, arch: str, size: int | None = None) -> float:
-    """Encoder FLOPs of ``method``'s ``arch`` at ``size`` px (default: the arch's own)
-    relative to MAE ViT-B/16 at 224: depth x width^2 x (size / 224)^2."""
-    a = registry.method(method).archs.get(arch, {})
-    b = registry.method("mae").archs["vit_base_patch16_224"]
-    size = a.get("img_size", 224) if size is None else size
-    return (a.get("depth", 12) * a.get("embed_dim", 768) ** 2 * (size / 224) ** 2
-            / (b["depth"] * b["embed_dim"] ** 2))
+def flops_vs_vit_b(method: str, arch: str) -> float:
+    """FLOPs of one image's pretraining step of ``method``'s ``arch`` relative to MAE
+    ViT-B/16's, each counted by its encoder family (:mod:`pixmim.families`)."""
+    return (families.pretrain_flops(method, arch)
+            / families.pretrain_flops("mae", "vit_base_patch16_224"))
 
 
 def throughput(method: str, arch: str, precision: str, ref_arch: str,
@@ -133,7 +132,8 @@ def throughput(method: str, arch: str, precision: str, ref_arch: str,
     flops = flops_vs_vit_b(method, arch)
     at = "" if exact or batch is None else f" (per-GPU batch {batch} not measured)"
     return fig.images_per_s / flops, (f"assumed: {method} {arch} {precision}: scaled by "
-                                      f"encoder FLOPs x{flops:.2f} from {fig.describe()}{at}")
+                                      f"pretraining-step FLOPs x{flops:.2f} from "
+                                      f"{fig.describe()}{at}")
 
 
 def _done(config: dict[str, Any], exp: str, stage: str) -> bool:
@@ -149,8 +149,8 @@ def jobs_of(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
 def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
               stage: str) -> tuple[float, str]:
     """GPU-hours of one job: its images (read from its resolved job config: epochs,
-    fraction, iterations, seeds) times the stage's declared relative cost, over the
-    measured pretraining throughput of its method and arch."""
+    fraction, iterations, seeds) over its throughput: the pretraining throughput of its
+    method and arch, scaled by FLOPs per image (pretraining step / the stage's)."""
     spec, knobs = registry.stage(stage, plugins(config)), exps[exp]
     job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
@@ -161,28 +161,33 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
     cost = spec.cost
-    kind, relative = cost.get("kind", "images"), cost.get("relative", 1.0)
+    kind = cost.get("kind", "images")
     if kind == "pretrain":
         return images * job["train"]["epochs"] / ips / 3600, how
-    # An evaluation at another size than the pretraining's (LSMAE: pretrained at 448,
-    # evaluated at 224) is costed as MAE's ViT-B step at 224 scaled by the encoder's FLOPs
-    # at that size: the long-sequence pretraining step says nothing of a 224-px encoder.
-    size = job.get("data", {}).get("img_size", 224)
-    if size != pretrain_size(config, knobs["method"], knobs["arch"]):
-        ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224",
-                              batch)
-        ips /= flops_vs_vit_b(knobs["method"], knobs["arch"], size)
-        how = f"{how}; MAE ViT-B at {size} px scaled by encoder FLOPs"
+    # Another stage runs at the pretraining step's FLOP rate on its own FLOPs per image:
+    # the encoder's forward at the stage's input size (the family counts it), three times
+    # for a training step (forward + backward), times the task heads' share (dense).
+    size = job["dense"]["crop_size"] if "dense" in job else job.get("data", {}).get("img_size")
+    step = families.pretrain_flops(knobs["method"], knobs["arch"], job_mask_ratio(pre))
+    per_image = (families.forward_flops(knobs["method"], knobs["arch"], size)
+                 * (3 if cost.get("passes") == "train" else 1) * cost.get("heads", 1.0))
+    ips *= step / per_image
     if kind == "epochs":
         frac = job.get("finetune", {}).get("fraction", 1.0)
-        n = images * frac * job["train"]["epochs"] * relative
+        n = images * frac * job["train"]["epochs"]
     elif kind == "iters":
         d = job["dense"]
-        runs = d.get("runs", 1)
-        n = d["iters"] * d["batch_size"] * runs * relative
+        n = d["iters"] * d["batch_size"] * d.get("runs", 1)
     else:
-        n = cost.get("images", 50_000) * relative
-    return n / ips / 3600, f"{how}; relative cost assumed"
+        n = cost.get("images", 50_000)
+    return n / ips / 3600, (f"{how} | {spec.name}: {cost.get('passes', 'forward')} FLOPs at "
+                            f"{size} px x{per_image / step:.2f} a pretraining image's"
+                            + (f", heads x{cost['heads']} assumed" if "heads" in cost else ""))
+
+
+def job_mask_ratio(pre: dict[str, Any]) -> float:
+    """The mask ratio of a resolved pretraining job (MAE's 0.75 when it names none)."""
+    return float(pre.get("mask_ratio", 0.75))
 
 
 def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
@@ -202,7 +207,7 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
                          "gpu_hours": hours, "wall_hours": hours / lay["gpus_total"],
                          "basis": how})
         per_target[t] = rows
-    bases = sorted({r["basis"].split("; relative cost")[0] for rows in per_target.values()
+    bases = sorted({r["basis"].split(" | ")[0] for rows in per_target.values()
                     for r in rows if r["basis"] != "done"})
     return {"targets": per_target, "total_gpu_hours": sum(all_jobs.values()),
             "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values()),
@@ -244,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("measured", "assumed"):
         for basis in tp[kind]:
             print(f"  {basis}", file=sys.stderr)
-    print("other stages: relative costs assumed (pixmim.registry: cost)", file=sys.stderr)
+    print("other stages: their encoder FLOPs per image (pixmim.families) at the pretraining "
+          "step's FLOP rate; dense heads' share assumed (pixmim.registry: cost)",
+          file=sys.stderr)
     return 0
 
 

@@ -27,7 +27,7 @@ STAGES = [dict(
     job="options", section="knn_probe", data="images", columns={"knn": ("top1", "k-NN (%)")},
     params={"schema": {"required": ["k"],
                        "properties": {"k": {"type": "integer", "minimum": 1}}}},
-    cost=dict(kind="images", images=1_331_167, relative=0.3),
+    cost=dict(kind="images", images=1_331_167, passes="forward"),
 )]
 
 
