@@ -1,7 +1,7 @@
 # PixMIM Bench. Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, then run the main job (the embedded default DAG)
 #   make test   create .venv, then run the test suite (fast + slow end-to-end tests)
-#   make lint   snakemake --lint, snakefmt --check, ruff check (CI runs it before the tests)
+#   make lint   snakemake --lint, snakefmt --check, ruff check, lint-imports (CI runs it first)
 #   make rehearse  the dress rehearsal of config/paper.yaml on CPU (README "Dress rehearsal")
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -62,12 +62,14 @@ rehearse: env rehearsal-data
 	$(BIN)/python -m pixmim rehearsal resources --out $(REHEARSAL)/rehearsal_resources
 	@echo; cat $(REHEARSAL)/rehearsal_resources.md
 
-# All three checks run; the target fails if any of them found something.
+# All four checks run; the target fails if any of them found something. lint-imports checks
+# the package's layers (pyproject.toml [tool.importlinter]); --no-cache: it writes nothing.
 lint: env
 	@status=0; \
 	echo "== snakemake --lint"; $(BIN)/snakemake --lint || status=1; \
 	echo "== snakefmt --check ."; $(BIN)/snakefmt --check . || status=1; \
 	echo "== ruff check $(RUFF_PATHS)"; $(BIN)/ruff check $(RUFF_PATHS) || status=1; \
+	echo "== lint-imports"; $(BIN)/lint-imports --no-cache || status=1; \
 	exit $$status
 
 ui: env

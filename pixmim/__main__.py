@@ -16,6 +16,11 @@ import os
 import sys
 from pathlib import Path
 
+from pixmim import __version__, registry
+from pixmim.config import ConfigError
+from pixmim.io import WriteError
+from pixmim.registry import RegistryError
+
 # commands that are not per-experiment stages: module, help
 TOOLS = {
     "run": ("pixmim.__main__", "Run the stage a job config names: run --config F --out D"),
@@ -40,8 +45,6 @@ def cli_name(name: str) -> str:
 
 def commands() -> dict[str, tuple[str, str]]:
     """Command (hyphenated) -> (module, help): the registry's stages, then the tools."""
-    from pixmim import registry
-
     stages = {cli_name(n): (s.module, s.help) for n, s in registry.stages().items()}
     return {**stages, **TOOLS}
 
@@ -62,8 +65,6 @@ def run_job(argv: list[str]) -> int:
     import argparse
 
     import yaml
-
-    from pixmim import registry
 
     p = argparse.ArgumentParser(
         prog="python -m pixmim run", description="Run the stage that a job config names.",
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from pixmim import __version__
-
         print(f"pixmim {__version__}")
         return 0
     name, rest = cli_name(argv[0]), argv[1:]
@@ -95,14 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in table:
         print(f"unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    from pixmim.config import ConfigError
-    from pixmim.io import WriteError
-    from pixmim.registry import RegistryError
-
     try:
         if name == "run":
             rc = run_job(rest)
         else:
+            # the command's module is imported here, by name, on purpose: a stage's torch
+            # (and OpenMMLab) loads only for that stage; --help and the tools stay torch-free
             rc = importlib.import_module(table[name][0]).main(rest) or 0
         sys.stdout.flush()  # a reader gone away shows here, not in the exit's flush
         return rc

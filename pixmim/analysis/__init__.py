@@ -5,5 +5,6 @@
 * :mod:`pixmim.analysis.coverage`: object coverage J(F), the share of the foreground that a
   crop keeps, with and without MAE's random masking (PixMIM Fig. 3 and Fig. 6).
 
-Each has a stage (``python -m pixmim frequency`` / ``coverage``) and a figure helper.
+Each has a stage (``python -m pixmim frequency`` / ``coverage``); their figures are drawn
+from the stages' files by :mod:`pixmim.report.plots`.
 """

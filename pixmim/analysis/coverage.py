@@ -27,11 +27,7 @@ the crop that the transform applies to the image (checked against the transform 
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +35,6 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from pixmim.data.transforms import BG_MAX_COVERAGE, BG_TRIES, RRC_SCALE, BackgroundCrop, Crop
-
-PAPER = {  # PixMIM Fig. 6 (%): (without masking, with 75 % masking)
-    "rrc": (68.3, 17.1), "cc": (82.7, 20.7), "src": (88.2, 22.1)}
 
 
 @dataclass
@@ -254,66 +247,3 @@ def summarise(values: dict[tuple[str, bool], list[float]]) -> list[dict]:
         rows.append({"crop": name, "masking": masked, "J_mean": float(a.mean()),
                      "J_std": float(a.std()), "n": int(a.size)})
     return rows
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, ["crop", "masking", "J_mean", "J_std", "n"],
-                            lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({**r, "masking": str(r["masking"]).lower(),
-                         "J_mean": f"{r['J_mean']:.6f}", "J_std": f"{r['J_std']:.6f}"})
-    return buf.getvalue()
-
-
-def read_csv(path: str | Path) -> list[dict]:
-    with Path(path).open() as f:
-        return [{"crop": r["crop"], "masking": r["masking"] == "true",
-                 "J_mean": float(r["J_mean"]), "J_std": float(r["J_std"]), "n": int(r["n"])}
-                for r in csv.DictReader(f)]
-
-
-def plot_coverage(csv_path: str | Path, out_png: str | Path, upper_bound: float | None = 0.25,
-                  paper: bool = True) -> Path:
-    """Horizontal bars of J(F) (%) per crop, without and with masking (PixMIM Fig. 6).
-
-    Args:
-        csv_path: a ``coverage.csv`` of the coverage stage.
-        upper_bound: the with-masking bound ``1 - mask_ratio`` (dashed line); None: none.
-        paper: mark the paper's values (Fig. 6) for the crops it reports.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pixmim.io import atomic_write
-
-    rows = read_csv(csv_path)
-    crops = list(dict.fromkeys(r["crop"] for r in rows))
-    value = {(r["crop"], r["masking"]): 100 * r["J_mean"] for r in rows}
-    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.75 * len(crops)))
-    height = 0.38
-    for k, (masked, colour, label) in enumerate(
-            [(False, "tab:blue", "w/o mask"), (True, "tab:orange", "w/ mask")]):
-        ys = [i + (k - 0.5) * height for i in range(len(crops))]
-        vals = [value.get((c, masked), math.nan) for c in crops]
-        bars = ax.barh(ys, vals, height=height, color=colour, label=label)
-        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
-        if paper:
-            ref = [(y, PAPER[c][k]) for y, c in zip(ys, crops, strict=True) if c in PAPER]
-            if ref:
-                ax.scatter([v for _, v in ref], [y for y, _ in ref], marker="|", s=160,
-                           color="black", zorder=3, label="paper" if k == 0 else None)
-    if upper_bound is not None:
-        ax.axvline(100 * upper_bound, color="grey", ls="--", lw=1,
-                   label=f"upper bound w/ mask ({100 * upper_bound:.0f}%)")
-    ax.set_yticks(range(len(crops)), [c.upper() for c in crops])
-    ax.set(xlabel="object coverage J(F) (%)", xlim=(0, 112), title="Object coverage")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    out_png = Path(out_png)
-    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    return out_png

@@ -33,7 +33,6 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
@@ -234,84 +233,3 @@ def _fmt(v: float | None) -> str:
 def finite(values) -> list[float | None]:
     """Floats for JSON: non-finite values (an exact band: ``inf``) become ``None``."""
     return [float(v) if math.isfinite(float(v)) else None for v in values]
-
-
-def plot_frequency(rows: list[tuple[str, list[str | Path]]], out_png: str | Path,
-                   out_csv: str | Path, key: str = "band_psnr",
-                   title: str = "Reconstruction PSNR per frequency band") -> Path:
-    """PSNR per frequency band, one line per model (PixMIM Fig. 5), and its data as CSV.
-
-    Args:
-        rows: ``(label, paths of a frequency stage's metrics.json, one per seed)`` pairs
-            (a single path is one seed); a line is the mean over seeds, its band the 95%
-            interval.
-        out_png: figure to write; out_csv: ``model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds``.
-        key: the metrics entry drawn: ``band_psnr`` (mean over images, Fig. 5),
-            ``example_band_psnr`` (the first image, Fig. 1), ``band_psnr_patch_stats``, ...
-    """
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pixmim.io import atomic_write, write_text
-    from pixmim.report.stats import estimate, paired
-
-    loaded = []
-    for label, paths in rows:
-        paths = [paths] if isinstance(paths, str | Path) else list(paths)
-        loaded.append((label, [json.loads(Path(p).read_text()) for p in paths]))
-    diff = len(loaded) > 1 and all(len(ms) == len(loaded[0][1]) for _, ms in loaded)
-    fig, axes = plt.subplots(1, 2 if diff else 1, figsize=(11 if diff else 5.5, 3.8),
-                             squeeze=False)
-    ax = axes[0][0]
-    lines = ["model,band,r_lo,r_hi,r_mid,psnr_db,ci95,seeds"]
-
-    def bands(ms: list[dict], k: str) -> list[list[float]]:
-        return [[float("nan") if m[k][b] is None else m[k][b] for m in ms]
-                for b in range(ms[0]["n_bands"])]
-
-    e = loaded[0][1][0]["band_edges"]
-    mids = [(e[b] + e[b + 1]) / 2 for b in range(loaded[0][1][0]["n_bands"])]
-    for label, ms in loaded:
-        est = [estimate(v) for v in bands(ms, key)]
-        line, = ax.plot(mids, [x.mean for x in est], marker="o", ms=3, label=label)
-        if len(ms) > 1:
-            ax.fill_between(mids, [x.low for x in est], [x.high for x in est],
-                            color=line.get_color(), alpha=0.2, lw=0)
-        lines += [f"{label},{b},{e[b]:.4f},{e[b + 1]:.4f},{mids[b]:.4f},{_fmt(x.mean)},"
-                  f"{_fmt(x.half_width)},{x.n}" for b, x in enumerate(est)]
-        control = key.replace("band_psnr", "band_psnr_untrained")
-        if key.startswith("band_psnr") and control in ms[0]:
-            est = [estimate(v) for v in bands(ms, control)]
-            ax.plot(mids, [x.mean for x in est], ls=":", color=line.get_color(),
-                    label=f"{label}, untrained (control)")
-            lines += [f"{label} untrained,{b},{e[b]:.4f},{e[b + 1]:.4f},{mids[b]:.4f},"
-                      f"{_fmt(x.mean)},{_fmt(x.half_width)},{x.n}" for b, x in enumerate(est)]
-    if diff:  # each model minus the first, paired by seed, with its interval
-        dx = axes[0][1]
-        base_label, base = loaded[0]
-        for label, ms in loaded[1:]:
-            est = [paired(v, b) for v, b in zip(bands(ms, key), bands(base, key), strict=True)]
-            line, = dx.plot(mids, [x.mean for x in est], marker="o", ms=3,
-                            label=f"{label} - {base_label}")
-            if len(ms) > 1:
-                dx.fill_between(mids, [x.low for x in est], [x.high for x in est],
-                                color=line.get_color(), alpha=0.2, lw=0)
-        dx.axhline(0, color="k", lw=0.8)
-        dx.set(xlabel="frequency (radius of the band, bins)", ylabel="PSNR difference (dB)",
-               title=f"Paired difference over {len(base)} seed(s), 95% interval")
-        dx.grid(alpha=0.3)
-        dx.legend(fontsize=8)
-    ax.set(xlabel="frequency (radius of the band, bins; last band holds the corners)",
-           ylabel="PSNR (dB)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    write_text(out_csv, "\n".join(lines) + "\n")
-    return out_png

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
+from pixmim.data.datasets import _seeded
 from pixmim.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Crop
 
 
@@ -100,8 +101,6 @@ class DeviceDecode:
         self.crop, self.device = crop, torch.device(device)
 
     def __call__(self, data: list[torch.Tensor], seeds: torch.Tensor) -> torch.Tensor:
-        from pixmim.data.datasets import _seeded
-
         imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
         out = []
         for img, seed in zip(imgs, seeds.tolist(), strict=True):

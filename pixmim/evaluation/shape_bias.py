@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from pixmim.io import atomic_write
+
 # ImageNet-1k indices of the 16 categories, as data: bethgelab/model-vs-human
 # `modelvshuman/helper/human_categories.py` (HumanCategories.<category>_indices).
 CATEGORY_INDICES: dict[str, list[int]] = {
@@ -179,8 +181,6 @@ def plot_shape_bias(results: Mapping[str, Mapping[str, float]], out_png: str | P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pixmim.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(6, 7))
     rows = {c: i for i, c in enumerate(reversed(CATEGORIES))}

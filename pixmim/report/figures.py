@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
 from pixmim.io import atomic_write, read_json
+from pixmim.report.plots import plot_coverage, plot_frequency
 from pixmim.report.stats import estimate, paired
 
 
@@ -68,8 +70,6 @@ def shape_bias(spec: dict, out: Path) -> Path:
     """Figure 8 from the shape_bias stages' metrics; its data also as ``<out>.csv``."""
     import pandas as pd
 
-    from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
-
     results = {}
     for row in spec["rows"]:  # per category: the mean over seeds
         per_seed = [figure_input(read_json(f)) for f in files_of(row)]
@@ -85,8 +85,6 @@ def shape_bias(spec: dict, out: Path) -> Path:
 
 def frequency(spec: dict, out: Path) -> Path:
     """Figure 5 (band PSNR, one line per model) and Figure 1 (the first image's bands)."""
-    from pixmim.analysis.frequency import plot_frequency
-
     rows = [(row["label"], files_of(row)) for row in spec["rows"]]
     plot_frequency(rows, out, out.with_suffix(".csv"))
     example = out.parent / "fig1_frequency_example.png"
@@ -97,8 +95,6 @@ def frequency(spec: dict, out: Path) -> Path:
 
 def coverage(spec: dict, out: Path) -> Path:
     """Figure 6 from the coverage stage's CSV (copied beside the PNG)."""
-    from pixmim.analysis.coverage import plot_coverage
-
     plot_coverage(spec["file"], out)
     text = Path(spec["file"]).read_text()
     atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(text))

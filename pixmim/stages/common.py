@@ -25,9 +25,12 @@ from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for, capped
 from pixmim.engine.tracking import OFFLINE_LOG, Tracker, fail_open_runs, git_sha
 from pixmim.io import atomic_write, read_json, write_json, write_text
+from pixmim.models import create_model
 from pixmim.models.classifier import load_classifier
+from pixmim.models.export import fit_pos_embeds
 from pixmim.progress import progress
 from pixmim.report.provenance import GIT_COMMIT_TAG, git_dirty, job_data
+from pixmim.workflow.jobs import EVAL_SETS
 
 
 def parse_args(argv: list[str] | None, stage: str) -> tuple[JobConfig, Path]:
@@ -142,8 +145,6 @@ def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, st
 def data_roots(cfg: JobConfig) -> list[str]:
     """The dataset folders the job reads, by its stage's declared data (``images``: the
     image root and masks; ``views``: the evaluation sets; ``scenes``: the dense root)."""
-    from pixmim.workflow.jobs import EVAL_SETS
-
     kind = registry.stage(cfg.stage).data
     found = {"images": [cfg.data.root, cfg.data.masks_root],
              "views": [getattr(cfg.eval, k) for k in EVAL_SETS],
@@ -220,8 +221,6 @@ def build_pretrained(meta: dict[str, Any], img_size: int | None = None) -> torch
     """The pretraining model described by a checkpoint's ``meta`` (method, arch and the
     exact model keywords it was trained with: variant, masking, input size), at
     ``img_size`` px when given (None: the size it was trained at)."""
-    from pixmim.models import create_model
-
     if "model_kwargs" not in meta:
         raise ValueError(f"checkpoint of {meta.get('experiment', meta.get('method'))}: its meta "
                          "has no model_kwargs (an older pixmim wrote it): rerun its pretraining")
@@ -252,8 +251,6 @@ def load_encoder(cfg: JobConfig, pretrain_dir: Path,
     size is the job's (``data.img_size``), the position grid resampled when it differs
     from the pretraining's (LSMAE: 448 -> 224). ``ckpt``: the checkpoint when the caller has
     already loaded it."""
-    from pixmim.models.export import fit_pos_embeds
-
     ckpt = ckpt or load_pretrain_checkpoint(cfg, pretrain_dir)
     model = build_pretrained(ckpt["meta"], cfg.data.img_size)
     model.load_state_dict(fit_pos_embeds(ckpt["model"], model))

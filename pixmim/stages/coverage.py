@@ -24,6 +24,7 @@ from pixmim.analysis import coverage as cv
 from pixmim.data.transforms import CROPS
 from pixmim.io import write_json, write_text
 from pixmim.progress import progress
+from pixmim.report import plots
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 values[(name, True)].append(masked)
     rows = cv.summarise(values)
     out = Path(args.out)
-    write_text(out / "coverage.csv", cv.to_csv(rows))
-    cv.plot_coverage(out / "coverage.csv", out / "coverage.png", 1 - args.mask_ratio)
+    write_text(out / "coverage.csv", plots.to_csv(rows))
+    plots.plot_coverage(out / "coverage.csv", out / "coverage.png", 1 - args.mask_ratio)
     metrics = {
         "stage": "coverage", "rows": rows, "n_images": len(pairs) - skipped,
         "n_skipped_empty": skipped, "split": args.split, "img_size": args.img_size,
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed, "root": str(args.root), "masks": str(args.masks),
         "upper_bound_masked": int(((args.img_size // args.patch_size) ** 2) * (
             1 - args.mask_ratio)) / (args.img_size // args.patch_size) ** 2,
-        "paper": {k: {"no_mask": a / 100, "mask": b / 100} for k, (a, b) in cv.PAPER.items()},
+        "paper": {k: {"no_mask": a / 100, "mask": b / 100} for k, (a, b) in plots.PAPER.items()},
         "wall_s": time.perf_counter() - t0,
     }
     write_json(out / "metrics.json", metrics)

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from pixmim.report.provenance import SCHEME, write_fingerprint
+
 # generator -> (module, one line for `data --help`)
 VIEWS = {
     "synth": ("pixmim.data.generate.synth",
@@ -26,8 +28,6 @@ VIEWS = {
 
 
 def fingerprint_main(argv: list[str], stream=None) -> int:
-    from pixmim.report.provenance import SCHEME, write_fingerprint
-
     p = argparse.ArgumentParser(prog="python -m pixmim data fingerprint",
                                 description=f"Write ROOT/fingerprint.json: {SCHEME}.")
     p.add_argument("--root", required=True, help="dataset folder (must be writable)")

@@ -123,17 +123,6 @@ def test_stage_on_embedded_dataset(synth, tmp_path):
     assert (out / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_coverage(tmp_path):
-    rows = cv.summarise({("rrc", False): [0.7, 0.6], ("rrc", True): [0.2, 0.1],
-                         ("src", False): [0.9], ("src", True): [0.22]})
-    (tmp_path / "c.csv").write_text(cv.to_csv(rows))
-    assert cv.read_csv(tmp_path / "c.csv")[0] == {"crop": "rrc", "masking": False,
-                                                  "J_mean": pytest.approx(0.65),
-                                                  "J_std": pytest.approx(0.05), "n": 2}
-    png = cv.plot_coverage(tmp_path / "c.csv", tmp_path / "c.png")
-    assert png.stat().st_size > 1000
-
-
 def test_stage_rejects_bad_arguments(tmp_path):
     with pytest.raises(SystemExit):
         cli(["coverage", "--root", str(tmp_path), "--masks", str(tmp_path), "--img-size", "64",

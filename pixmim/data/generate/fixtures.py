@@ -41,8 +41,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pixmim.data import layouts as L
-from pixmim.data.imagenet_meta import imagenet_wnids
+from pixmim.data.generate.corruptions import CORRUPTIONS, SEVERITIES
+from pixmim.data.generate.synth import CATEGORIES, SynthConfig
+from pixmim.data.generate.views import ViewsConfig, cue_conflict_image, cue_conflict_name
+from pixmim.data.imagenet_meta import imagenet_wnids, subset_wnids
 from pixmim.io import atomic_dir, existing_meta
+from pixmim.report.provenance import write_fingerprint
 
 GENERATOR_VERSION = "pixmim-fixtures/1"
 # what a table note says of data made by this generator (meta.json "description")
@@ -253,8 +257,6 @@ def write_coco(out: Path, rng: np.random.Generator) -> dict:
 
 
 def write_imagenet_c(out: Path, rng: np.random.Generator) -> dict:
-    from pixmim.data.generate.corruptions import CORRUPTIONS, SEVERITIES
-
     wnids = imagenet_wnids()[:IN_C_WNIDS]
     for c in CORRUPTIONS:
         for s in SEVERITIES:
@@ -281,9 +283,6 @@ def write_cue_conflict(out: Path, stimuli: Path | None) -> dict:
             if (stimuli / name).is_file():
                 shutil.copy2(stimuli / name, out / name)
         return {"source": "geirhos", "images": sum(1 for _ in out.glob("*/*.png"))}
-    from pixmim.data.generate.synth import CATEGORIES, SynthConfig
-    from pixmim.data.generate.views import ViewsConfig, cue_conflict_image, cue_conflict_name
-
     cfg, synth = ViewsConfig(), SynthConfig()
     for k, shape in enumerate(CATEGORIES):
         texture = CATEGORIES[(k + 1) % len(CATEGORIES)]
@@ -293,9 +292,6 @@ def write_cue_conflict(out: Path, stimuli: Path | None) -> dict:
 
 
 def _build(tmp: Path, seed: int, stimuli: Path | None) -> dict:
-    from pixmim.data.imagenet_meta import subset_wnids
-    from pixmim.report.provenance import write_fingerprint
-
     rng = np.random.default_rng(seed)
     folders = {k: tmp / v for k, v in ROOTS.items()}
     wnids = imagenet_wnids()
