@@ -108,8 +108,6 @@ PENDING = {
     "pixmim/workflow/resources.py": 3,
     "pixmim/workflow/roots.py": 11,
     "pixmim/workflow/specs.py": 1,
-    "pixmim/models/classifier.py": 1,
-    "pixmim/downstream/common.py": 2,
 }
 
 

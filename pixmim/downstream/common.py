@@ -44,6 +44,8 @@ from pixmim.downstream import mmcv_ext
 
 # torch's SyncBatchNorm on CUDA only; this one on gloo too (one implementation, the engine's)
 from pixmim.engine.distributed import GlobalBatchNorm as GlooSyncBatchNorm
+from pixmim.engine.loop import Preempted
+from pixmim.io import write_text
 
 _TRUSTED: set[Path] = set()
 _READY = False
@@ -399,9 +401,6 @@ def preempt_hook(stop: Callable[[], str | None], label: str, accum: int = 1):
     import torch.distributed as dist
     from mmengine.dist import is_main_process
     from mmengine.hooks import Hook
-
-    from pixmim.engine.loop import Preempted
-    from pixmim.io import write_text
 
     def stopped() -> str | None:
         sig = stop()

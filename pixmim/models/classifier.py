@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from pixmim import families
+from pixmim.io import atomic_write
 
 
 def build_classifier(method: str, arch: str, num_classes: int = 1000,
@@ -27,8 +28,6 @@ def build_classifier(method: str, arch: str, num_classes: int = 1000,
 
 
 def save_classifier(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    from pixmim.io import atomic_write
-
     state = {"model": model.state_dict(), "meta": meta}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
