@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pixmim import registry
 from pixmim.downstream.backbones import load_encoder, read_checkpoint
 from pixmim.families.convvit.nets import ConvViTPyramid
 from pixmim.families.vit.nets import (
@@ -22,7 +23,9 @@ from pixmim.models.mae import ARCHS
 
 ARCH = "vit_cpu_patch8_64"  # depth 4, patch 8, 64 px
 CONV_ARCH = "convvit_cpu_64"
-VIT_METHODS = ("mae", "mff", "lsmae")
+# every registered method of MAE's (the plain ViT's) family
+VIT_METHODS = tuple(m for m, spec in registry.methods().items()
+                    if spec.family == registry.method("mae").family)
 D, DEPTH = ARCHS[ARCH]["embed_dim"], ARCHS[ARCH]["depth"]
 
 

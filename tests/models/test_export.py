@@ -3,12 +3,15 @@
 import pytest
 import torch
 
+from pixmim import registry
 from pixmim.models import create_model
 from pixmim.models.classifier import build_classifier as vit_for
 from pixmim.models.export import load_pretrained
 
 
-@pytest.mark.parametrize("method", ["mae", "mff", "lsmae"])
+# every registered method of MAE's (the plain ViT's) family
+@pytest.mark.parametrize("method", [m for m, spec in registry.methods().items()
+                                    if spec.family == registry.method("mae").family])
 @pytest.mark.parametrize("pool", ["avg", "token"])
 def test_vit_methods_load_into_timm_with_exact_keys(method, pool):
     torch.manual_seed(0)
