@@ -90,7 +90,6 @@ class StageSpec:
         data: the generated data it reads on the embedded default: ``images``, ``views``,
             ``scenes`` or None.
         columns: table column -> (metrics key, header).
-        figures: figures its metrics feed (``fig5``).
         cost: budget model: ``{"kind": "epochs" | "iters" | "images", "relative": x, ...}``.
     """
 
@@ -105,7 +104,6 @@ class StageSpec:
     params: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
-    figures: tuple[str, ...] = ()
     cost: dict[str, Any] = field(default_factory=dict)
 
 
@@ -258,7 +256,6 @@ def _stages(plugins: tuple[str, ...]) -> dict[str, StageSpec]:
         for d in _reader(module).get("STAGES"):
             d = dict(d)
             d["outputs"] = tuple(d.get("outputs", ("metrics.json",)))
-            d["figures"] = tuple(d.get("figures", ()))
             d["columns"] = {k: tuple(v) for k, v in d.get("columns", {}).items()}
             try:
                 spec = StageSpec(module=d.pop("module", module), **d)
