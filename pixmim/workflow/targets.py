@@ -24,7 +24,6 @@ from pixmim import registry
 from pixmim.config import ConfigError
 from pixmim.workflow.catalogue import (
     SWEEP,
-    buildable,
     experiments,
     figure_files,
     plugins,
@@ -41,6 +40,7 @@ from pixmim.workflow.jobs import (
     write_job_config,
 )
 from pixmim.workflow.specs import (
+    all_targets,
     default_targets,
     figure_spec,
     spec_jobs,
@@ -98,11 +98,9 @@ def requested(config: dict[str, Any], targets: list[str] | set[str] | tuple = ()
 
 
 def _add_target(config: dict[str, Any], req: Request, target: str) -> None:
-    if target == "all":
-        for path in default_targets(config):
+    if target in ("all", "everything"):  # the rules' input files
+        for path in (default_targets if target == "all" else all_targets)(config):
             _add_target(config, req, path)
-    elif target == "everything":
-        req.names |= set(buildable(config, "tables") + buildable(config, "figures"))
     elif target == SWEEP:
         req.names.add(SWEEP)
     elif target in ANALYSES:
