@@ -95,7 +95,8 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"no figure {name!r} in the catalogue (figures: "
                           f"{', '.join(sorted(config['figures']))})")
     _check_buildable(config, name)
-    fig, stage = config["figures"][name], config["figures"][name].get("stage")
+    fig = config["figures"][name]
+    stage = fig.get("stage")
     out = []
     for row in rows(config, fig):
         exps = experiments_of(config, row["run"])

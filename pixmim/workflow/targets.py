@@ -126,7 +126,7 @@ def _add_path(config: dict[str, Any], req: Request, target: str, parts: tuple) -
         req.names.add(_figure_of(config, target, parts[1]))
     elif top == "runs":
         req.jobs |= _run_job(config, target, parts[1:])
-    elif top == "jobs" and len(parts) >= 3:
+    elif top == "jobs" and len(parts) >= 4:  # a job config (tags.yaml: no job of its own)
         req.jobs |= _run_job(config, target, parts[1:3], need_file=False)
     elif top in ("logs", "benchmarks") and len(parts) == 3 \
             and parts[1] in experiments(config):
