@@ -23,13 +23,16 @@ report: "workflow/report/workflow.rst"
 
 
 W.check_config(config)  # one line naming a bad key (exit 1), before any job starts
-# The dataset roots the requested targets read, against their layouts: one line per
-# problem naming the config key and the path (exit 1); data.check_roots: false skips it.
-if workflow.is_main_process:
-    W.check_targets(config, cli_targets(sys.argv[1:], get_argument_parser()))
-# Each job's config, MLflow tags and each table/figure spec, written where their content
-# changed: a config change reaches the DAG through file times, with or without .snakemake/.
-W.one_line_errors(W.materialize, config)  # a job's bad layout: one line, as a bad key
+if workflow.is_main_process:  # (a job's own process finds its inputs written)
+    TARGETS = cli_targets(sys.argv[1:], get_argument_parser())
+    # The dataset roots the requested targets read, against their layouts: one line per
+    # problem naming the config key and the path (exit 1); data.check_roots: false skips it.
+    # A target that no table, figure or job of the config writes: one line too.
+    W.one_line_errors(W.check_targets, config, TARGETS)
+    # The specs, job configs and MLflow tags the requested targets need (nothing else),
+    # written where their content changed: a config change reaches the DAG through file
+    # times, with or without .snakemake/. A job's bad layout: one line, as a bad key.
+    W.one_line_errors(W.materialize, config, TARGETS)
 
 
 include: "workflow/rules/common.smk"

@@ -31,7 +31,7 @@ TOOLS = {
     "budget": ("pixmim.workflow.budget", "GPU-hours each table / figure still needs"),
     "launch": ("pixmim.workflow.launch",
                "The command prefix that starts a job's nodes x GPUs processes"),
-    "rehearsal": ("pixmim.workflow.rehearsal",
+    "rehearsal": ("pixmim.workflow.resources",
                   "Dress rehearsal: `rehearsal resources` writes memory per job kind"),
     "mlflow-sync": ("pixmim.stages.mlflow_sync", "Replay tracking logged while MLflow was down"),
     "mlflow-init": ("pixmim.stages.mlflow_init", "Create the MLflow store and experiment"),

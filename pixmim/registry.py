@@ -93,7 +93,6 @@ class StageSpec:
         data: the generated data it reads on the embedded default: ``images``, ``views``,
             ``scenes`` or None.
         columns: table column -> (metrics key, header).
-        figures: figures its metrics feed (``fig5``).
         cost: budget model: ``{"kind": "pretrain" | "epochs" | "iters" | "images",
             "passes": "forward" | "train", "images": n (kind images), "heads": x (the dense
             heads' FLOPs share, an assumption)}``: FLOPs per image from the encoder family.
@@ -110,7 +109,6 @@ class StageSpec:
     params: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
-    figures: tuple[str, ...] = ()
     cost: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,7 +263,6 @@ def _stages(plugins: tuple[str, ...]) -> dict[str, StageSpec]:
         for d in _reader(module).get("STAGES"):
             d = dict(d)
             d["outputs"] = tuple(d.get("outputs", ("metrics.json",)))
-            d["figures"] = tuple(d.get("figures", ()))
             d["columns"] = {k: tuple(v) for k, v in d.get("columns", {}).items()}
             try:
                 spec = StageSpec(module=d.pop("module", module), **d)

@@ -2,6 +2,8 @@
 
 ``python -m pixmim figure curves --spec SPEC.yaml --out FILE.png`` draws, for each row of
 a table spec, the pretraining loss curve and the linear-probe top-1 curve side by side.
+A catalogue figure names its function as ``module:function`` (``draw``), called with its
+spec and the first of its files; these here are the paper's.
 With several seeds each line is the mean over seeds with its 95% interval as a band or
 error bar (:mod:`pixmim.report.stats`).
 """
@@ -9,6 +11,8 @@ error bar (:mod:`pixmim.report.stats`).
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -94,9 +98,10 @@ def frequency(spec: dict, out: Path) -> Path:
 
 
 def coverage(spec: dict, out: Path) -> Path:
-    """Figure 6 from the coverage stage's CSV (copied beside the PNG)."""
-    plot_coverage(spec["file"], out)
-    text = Path(spec["file"]).read_text()
+    """Figure 6 from the coverage analysis' CSV (its one input; copied beside the PNG)."""
+    (csv,) = spec["inputs"]
+    plot_coverage(csv, out)
+    text = Path(csv).read_text()
     atomic_write(out.with_suffix(".csv"), lambda tmp: tmp.write_text(text))
     return out
 
@@ -198,12 +203,29 @@ FIGURES = {"curves": curves, "shape_bias": shape_bias, "frequency": frequency,
            "coverage": coverage, "epochs": epochs, "texture_sweep": texture_sweep}
 
 
+def drawing_function(kind: str) -> Callable[[dict, Path], Path]:
+    """A key of :data:`FIGURES`, or ``module:function`` (a figure's ``draw`` in the
+    catalogue: any importable module, a plugin's or a test's included)."""
+    if ":" not in kind:
+        if kind not in FIGURES:
+            raise SystemExit(f"figure {kind!r}: not one of {', '.join(sorted(FIGURES))} "
+                             "(or module:function)")
+        return FIGURES[kind]
+    module, _, name = kind.partition(":")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise SystemExit(f"figure {kind!r}: module {module} has no function {name!r}")
+    return fn
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pixmim figure")
-    p.add_argument("kind", choices=sorted(FIGURES), help="the figure to draw")
-    p.add_argument("--spec", required=True, help="table spec YAML written by the workflow")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("kind", help=f"the figure to draw: {', '.join(sorted(FIGURES))}, or "
+                   "module:function (a catalogue figure's draw)")
+    p.add_argument("--spec", required=True, help="spec YAML written by the workflow")
+    p.add_argument("--out", required=True, help="the first file to write (PNG)")
     args = p.parse_args(argv)
-    FIGURES[args.kind](yaml.safe_load(Path(args.spec).read_text()), Path(args.out))
+    draw = drawing_function(args.kind)
+    draw(yaml.safe_load(Path(args.spec).read_text()), Path(args.out))
     print(f"wrote {args.out}")
     return 0

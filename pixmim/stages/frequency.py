@@ -47,7 +47,7 @@ N_BANDS = 16
 # The registry's declaration (Figures 1 and 5; ImageNet val, 50k images).
 STAGES = [dict(
     name="frequency", help="Reconstruction PSNR per frequency band (Fig. 5)", rule="evaluate",
-    job="frequency", data="images", figures=("fig5",),
+    job="frequency", data="images",
     cost=dict(kind="images", images=50000, passes="forward"),
 )]
 # Reconstructions measured: name -> (de-normalisation, keep the prediction). ``patch_stats``

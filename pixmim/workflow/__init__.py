@@ -1,10 +1,15 @@
 """Torch-free helpers the Snakefile calls: validate the config, resolve jobs and tables.
 
 Data flows one way: config -> :mod:`~pixmim.workflow.catalogue` (runs resolved to job ids)
--> :mod:`~pixmim.workflow.jobs` (each job's config, written at DAG build when it changed)
--> ``python -m pixmim run`` -> ``metrics.json`` -> :mod:`~pixmim.workflow.specs` (which
-file and key fill each table cell). :mod:`~pixmim.workflow.schema` builds the config's
-schema, :mod:`~pixmim.workflow.budget` the GPU-hours of targets.
+-> :mod:`~pixmim.workflow.jobs` (each job's config) -> ``python -m pixmim run`` ->
+``metrics.json`` -> :mod:`~pixmim.workflow.specs` (which file and key fill each table cell
+and figure). :mod:`~pixmim.workflow.targets` reads the requested targets and writes what
+they need at DAG build (specs, job configs, tags) where it changed.
+:mod:`~pixmim.workflow.schema` builds and checks the config's schema,
+:mod:`~pixmim.workflow.budget` the GPU-hours of targets.
+
+The modules import each other one way (each only those listed before it): catalogue;
+schema; jobs; rehearsal; specs; targets; roots, resources, budget.
 """
 
 from pixmim.workflow.catalogue import (
@@ -13,10 +18,12 @@ from pixmim.workflow.catalogue import (
     SWEEP,
     all_runs,
     buildable,
-    check_config,
+    check_figure,
+    dense_task,
     experiment_of,
     experiments,
     experiments_of,
+    figure_files,
     group_id,
     load_config,
     mapped_arch,
@@ -24,6 +31,7 @@ from pixmim.workflow.catalogue import (
     merge,
     one_line_errors,
     plugins,
+    read_jobs,
     resolve_run,
     run_id,
     run_unavailable,
@@ -34,7 +42,6 @@ from pixmim.workflow.catalogue import (
     texture_dataset,
     texture_datasets,
     unavailable,
-    validate_config,
 )
 from pixmim.workflow.jobs import (
     EVAL_SETS,
@@ -50,7 +57,6 @@ from pixmim.workflow.jobs import (
     job_tags,
     layout,
     masks_root,
-    materialize,
     rule_families,
     run_dir,
     scenes_root,
@@ -64,31 +70,32 @@ from pixmim.workflow.jobs import (
 )
 from pixmim.workflow.launch import launch_command, slurm_resources
 from pixmim.workflow.roots import check_root, check_targets, job_roots
-from pixmim.workflow.schema import SCHEMA, build_schema
+from pixmim.workflow.schema import SCHEMA, build_schema, check_config, validate_config
 from pixmim.workflow.specs import (
-    FIGURE_FILES,
     all_targets,
     coverage_patch_size,
     curve_tables,
     default_targets,
     figure_inputs,
     figure_spec,
-    figure_stage,
+    spec_path,
     sweep_inputs,
     sweep_spec,
     table_inputs,
     table_spec,
     target_jobs,
 )
+from pixmim.workflow.targets import cli_targets, materialize, requested
 
 __all__ = [
     "all_runs", "all_targets", "image_root", "SWEEP", "sweep_inputs", "sweep_runs",
     "sweep_spec", "sweep_unavailable", "synth_dir", "synth_settings", "texture_bound",
     "texture_dataset", "texture_datasets", "BASE_CONFIGS", "build_schema", "buildable",
-    "check_config", "check_root", "check_targets", "job_roots",
+    "check_config", "check_figure", "check_root", "check_targets", "cli_targets",
+    "dense_task", "figure_files", "job_roots", "read_jobs", "requested", "spec_path",
     "coverage_patch_size", "curve_tables", "data_root", "default_targets", "dense_root",
     "dense_section", "eval_roots", "EVAL_SETS", "experiment_of", "experiments",
-    "experiments_of", "FIGURE_FILES", "figure_inputs", "figure_spec", "figure_stage",
+    "experiments_of", "figure_inputs", "figure_spec",
     "generated_input", "group_id", "job_config", "job_dir", "job_layout", "job_tags",
     "launch_command", "layout", "load_config", "slurm_resources",
     "mapped_arch", "mapped_epochs", "one_line_errors", "masks_root", "materialize", "merge",

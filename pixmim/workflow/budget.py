@@ -37,14 +37,9 @@ from typing import Any
 
 from pixmim import families, registry
 from pixmim.config import ConfigError
-from pixmim.workflow.catalogue import (
-    ROOT,
-    experiments,
-    load_config,
-    plugins,
-    validate_config,
-)
+from pixmim.workflow.catalogue import ROOT, experiments, load_config, plugins
 from pixmim.workflow.jobs import job_config, layout, run_dir
+from pixmim.workflow.schema import validate_config
 from pixmim.workflow.specs import target_jobs
 
 BENCHMARKS = ROOT / "benchmarks" / "results"

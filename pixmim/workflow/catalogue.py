@@ -9,6 +9,7 @@ once per seed of the config key ``seeds``: the tables average over them.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,9 @@ def load_config(*configfiles: str | Path) -> dict[str, Any]:
     return config
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    """Validate against the JSON schema and cross-check references; raise ConfigError."""
-    from pixmim.workflow.schema import check_schema
-
-    check_schema(config)
+def check_references(config: dict[str, Any]) -> None:
+    """Cross-check what the schema cannot see (a run's method, variant and arch, each row's
+    run, each figure's stage and drawing function, each target); raise ConfigError."""
     table = registry.methods(plugins(config))
     for name, run in config["runs"].items():
         where = f"config key runs.{name}"
@@ -85,6 +84,8 @@ def validate_config(config: dict[str, Any]) -> None:
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    for name, fig in config["figures"].items():
+        check_figure(config, name, fig)
     sweep = config.get(SWEEP)
     for role in ("baseline", "variant"):
         if sweep and sweep[role] not in config["runs"]:
@@ -98,15 +99,9 @@ def validate_config(config: dict[str, Any]) -> None:
                               f"config: {reason}")
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """:func:`validate_config` for the Snakefile: a bad config stops snakemake with one line
-    naming the key (a SystemExit; an exception would come with snakemake's traceback)."""
-    one_line_errors(validate_config, config)
-
-
 def one_line_errors(fn: Any, *args: Any) -> Any:
     """``fn(*args)`` for the Snakefile, a ConfigError (or RegistryError) turned into a
-    SystemExit of one line (what :func:`check_config` does for the schema; the job configs'
+    SystemExit of one line (what ``check_config`` does for the schema; the job configs'
     own checks, such as a layout's batch, raise while they are written)."""
     try:
         return fn(*args)
@@ -191,10 +186,63 @@ def rows(config: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
             if only is None or config["runs"][r["run"]]["method"] in only]
 
 
+def dense_task(config: dict[str, Any], stage: str) -> str:
+    """The dataset a dense stage reads: ``ade20k`` (a segmentation section) or ``coco``."""
+    return ("ade20k" if registry.stage(stage, plugins(config)).section == "segmentation"
+            else "coco")
+
+
+# ---------------------------------------------------------------- figures
+# A figure is one declaration in ``figures`` (config/catalogue.yaml): its rows (runs), what
+# each row reads (``stage``: that stage's metrics.json; ``columns``: table cells), files
+# other rules write (``inputs``, under ``results``), the function that draws it (``draw``,
+# ``module:function``, called as ``draw(spec, out)`` by ``python -m pixmim figure``), the
+# files it writes into ``results/figures/`` (``files``, the first passed as ``out``) and
+# the report captions of some of them (``captions``, files of workflow/report/).
+def check_figure(config: dict[str, Any], name: str, fig: dict[str, Any]) -> None:
+    """A figure's declaration names a registered stage, an importable drawing module and
+    captions of its own files; raise ConfigError naming the key otherwise."""
+    where = f"config key figures.{name}"
+    stages = registry.stages(plugins(config))
+    if fig.get("stage") is not None and fig["stage"] not in stages:
+        raise ConfigError(f"{where}.stage: unknown stage {fig['stage']!r} "
+                          f"(registered: {', '.join(sorted(stages))})")
+    module = fig["draw"].partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        found = False
+    if not found:
+        raise ConfigError(f"{where}.draw: no module {module!r} (draw is module:function, "
+                          "importable from the working directory)")
+    extra = sorted(set(fig.get("captions") or {}) - set(fig["files"]))
+    if extra:
+        raise ConfigError(f"{where}.captions: {extra[0]!r} is not one of its files "
+                          f"({', '.join(fig['files'])})")
+
+
+def figure_files(config: dict[str, Any], name: str) -> list[tuple[str, str | None]]:
+    """The files a figure writes (paths) with their report caption (None: not in the
+    report), the file the drawing function is given first."""
+    fig = config["figures"][name]
+    captions = fig.get("captions") or {}
+    return [(f"{config['results']}/figures/{f}", captions.get(f)) for f in fig["files"]]
+
+
+def read_jobs(config: dict[str, Any], name: str) -> set[tuple[str, str]]:
+    """The (experiment, stage) jobs whose ``metrics.json`` a table's or figure's cells
+    read, as named in the catalogue (no upstream stages, no rehearsal)."""
+    item = config["tables"].get(name) or config["figures"][name]
+    cols = registry.columns(plugins(config))
+    stages = {cols[c].stage for c in item.get("columns", [])}
+    if item.get("stage") is not None:
+        stages.add(item["stage"])
+    return {(exp, stage) for row in rows(config, item)
+            for exp in experiments_of(config, row["run"]) for stage in stages}
+
+
 def unavailable(config: dict[str, Any], target: str) -> str | None:
     """Why a table or figure cannot be built with this config (None: it can)."""
-    from pixmim.workflow.jobs import dense_root
-
     item = config["tables"].get(target) or config["figures"].get(target)
     if item is None:
         return f"no table or figure {target!r}"
@@ -210,9 +258,9 @@ def unavailable(config: dict[str, Any], target: str) -> str | None:
         if col not in cols:
             return f"column {col}: no registered stage writes it (known: {', '.join(cols)})"
         stage = registry.stage(cols[col].stage, plugins(config))
+        task = dense_task(config, stage.name)
         if stage.job == "dense" and config["data"]["source"] != "synth" \
-                and dense_root(config, stage.name) is None:
-            task = "ade20k" if stage.section == "segmentation" else "coco"
+                and config["data"].get(f"{task}_root") is None:
             return f"column {col}: data.{task}_root is not set"
     return None
 

@@ -2,9 +2,10 @@
 
 A job's config holds only the keys that job reads (a downstream stage takes the variant
 from the pretraining checkpoint's metadata, a pixel-target run has no radius), so a knob
-changes only the jobs that read it. :func:`materialize` writes every job config, tag file
-and table/figure spec at DAG build, and only when its content changed: the file times then
-carry a config change to Snakemake with or without its ``.snakemake/`` metadata.
+changes only the jobs that read it. At DAG build, :func:`pixmim.workflow.targets.materialize`
+writes the config and tags of each job the requested targets need, and only when its
+content changed (:func:`write_if_changed`): the file times then carry a config change to
+Snakemake with or without its ``.snakemake/`` metadata.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pixmim.io import write_text
 from pixmim.workflow.catalogue import (
     SWEEP,
     all_runs,
+    dense_task,
     experiments,
     group_id,
     plugins,
@@ -96,8 +98,7 @@ def eval_roots(config: dict[str, Any]) -> dict[str, str | None]:
 def dense_root(config: dict[str, Any], stage: str) -> str | None:
     """ADE20K / COCO root of a dense stage: generated scenes, or ``data.ade20k_root`` /
     ``data.coco_root``."""
-    task = "ade20k" if registry.stage(stage, plugins(config)).section == "segmentation" \
-        else "coco"
+    task = dense_task(config, stage)
     if config["data"]["source"] == "synth":
         return f"{scenes_root(config)}/{task}"
     return config["data"].get(f"{task}_root")
@@ -446,39 +447,3 @@ def write_job_config(path: str | Path, data: dict[str, Any],
 def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
     """Atomically write a resolved config / spec as YAML."""
     write_text(path, yaml.safe_dump(data, sort_keys=False))
-
-
-def materialize(config: dict[str, Any]) -> list[str]:
-    """Write the job configs and tags of every job the buildable tables and figures need,
-    and their specs, where their content changed; returns the paths written."""
-    from pixmim.workflow.catalogue import buildable, sweep_unavailable
-    from pixmim.workflow.specs import figure_spec, spec_jobs, sweep_spec, table_spec
-
-    exps = experiments(config)
-    R, written = config["results"], []
-    jobs: set[tuple[str, str]] = set()
-    for kind, spec_of in (("tables", table_spec), ("figures", figure_spec)):
-        for name in buildable(config, kind):
-            path, spec = f"{R}/{kind}/{name}.spec.yaml", spec_of(config, name)
-            if write_if_changed(path, spec) is not None:
-                written.append(path)
-            jobs |= spec_jobs(config, spec)
-    if sweep_unavailable(config) is None:  # the texture sweep (not a catalogue figure)
-        path, spec = f"{R}/figures/{SWEEP}.spec.yaml", sweep_spec(config)
-        if write_if_changed(path, spec) is not None:
-            written.append(path)
-        jobs |= spec_jobs(config, spec)
-    if config.get("rehearsal"):  # every job kind's representative (pixmim.workflow.rehearsal)
-        from pixmim.workflow.rehearsal import rehearsal_jobs
-
-        jobs |= rehearsal_jobs(config)
-    for exp in sorted({e for e, _ in jobs}):
-        if write_if_changed(tags_path(config, exp), job_tags(config, exp, exps)) is not None:
-            written.append(tags_path(config, exp))
-    table = registry.stages(plugins(config))
-    for exp, stage in sorted(jobs):
-        path = f"{job_dir(config, exp, stage)}/config.yaml"
-        outputs = [f"{run_dir(config, exp, stage)}/{o}" for o in table[stage].outputs]
-        if write_job_config(path, job_config(config, exp, stage, exps), outputs):
-            written.append(path)
-    return written

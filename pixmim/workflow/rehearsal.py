@@ -29,7 +29,8 @@ from functools import lru_cache
 from typing import Any
 
 from pixmim import registry
-from pixmim.workflow.catalogue import buildable, experiments, plugins
+from pixmim.workflow.catalogue import buildable, experiments, plugins, read_jobs
+from pixmim.workflow.jobs import upstream
 
 # what a pretraining job's code path depends on (the radius and the epochs do not)
 PRETRAIN_KEY = ("method", "arch", "target", "crop", "dataset", "lowpass_mode")
@@ -49,7 +50,7 @@ def _code(config: dict[str, Any], stage: str) -> str:
     ``stage_overrides`` but the schedule's length."""
     spec = registry.stage(stage, plugins(config))
     decl = {k: v for k, v in vars(spec).items() if k not in ("name", "help", "columns",
-                                                               "figures", "cost")}
+                                                               "cost")}
     over = {sec: {k: v for k, v in body.items() if k not in SCHEDULE_KEYS}
             for sec, body in ((config.get("stage_overrides") or {}).get(stage) or {}).items()}
     return json.dumps([decl, {k: v for k, v in over.items() if v}], sort_keys=True,
@@ -82,13 +83,12 @@ def job_kind(config: dict[str, Any], exp: str, stage: str,
 def paper_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     """(experiment, stage) of every job the buildable tables and figures need, upstream
     stages included, as the config without the rehearsal would run them."""
-    from pixmim.workflow.specs import target_jobs
-
     real = {**config, "rehearsal": False}
     jobs: set[tuple[str, str]] = set()
     for kind in ("tables", "figures"):
         for name in buildable(real, kind):
-            jobs |= target_jobs(real, name)
+            jobs |= {(e, s) for e, stage in read_jobs(real, name)
+                     for s in (stage, *upstream(real, stage))}
     return jobs
 
 
@@ -156,18 +156,3 @@ def rehearsed(config: dict[str, Any], exp: str, stage: str) -> tuple[str, str]:
 def rehearsal_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     """The (experiment, stage) jobs of the rehearsal: one per kind."""
     return {(exp, kind[0]) for kind, exp in representatives(config).items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pixmim rehearsal resources ...`` (pixmim.workflow.resources)."""
-    import argparse
-
-    from pixmim.workflow import resources
-
-    p = argparse.ArgumentParser(prog="python -m pixmim rehearsal",
-                                description="The dress rehearsal's tools (make rehearse).")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    resources.add_arguments(sub.add_parser(
-        "resources", help="host memory per job kind from the rehearsal's benchmarks",
-        description="Host memory per job kind from the rehearsal's benchmarks."))
-    return resources.run(p.parse_args(argv))

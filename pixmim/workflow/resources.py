@@ -22,6 +22,7 @@ largest ``request_mb`` of that rule's kinds (:func:`rule_mem_mb`). Torch-free.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -33,7 +34,9 @@ from typing import Any
 import yaml
 
 from pixmim import registry
-from pixmim.workflow.catalogue import plugins
+from pixmim.workflow.catalogue import load_config, plugins
+from pixmim.workflow.jobs import job_config, layout
+from pixmim.workflow.rehearsal import representatives
 
 TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "rehearsal_resources.csv"
 MARGIN = 1.25  # request = extrapolated peak x MARGIN (allocator slack, fragmentation)
@@ -113,8 +116,6 @@ def _dim(arch: str) -> int:
 def growth(paper: dict[str, Any], exp: str, stage: str,
            items: dict[str, float]) -> dict[str, float]:
     """MB of what grows with the real data for job ``(exp, stage)`` of the paper config."""
-    from pixmim.workflow.jobs import job_config, layout
-
     job = job_config(paper, exp, stage)
     spec = registry.stage(stage, plugins(paper))
     # the processes of the job on one node (its layout, config/paper.yaml), each reading
@@ -159,8 +160,6 @@ def growth(paper: dict[str, Any], exp: str, stage: str,
 
 def table(paper: dict[str, Any], rehearsal_cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per job kind of the paper config (the rehearsal's representatives)."""
-    from pixmim.workflow.rehearsal import representatives
-
     items = measure_item_bytes(rehearsal_cfg["data"])
     rows = []
     for kind, exp in sorted(representatives(rehearsal_cfg).items()):
@@ -218,9 +217,18 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
-    from pixmim.workflow.catalogue import load_config
-
     rows = table(load_config(a.paper), load_config(a.paper, a.overlay))
     write(rows, a.out)
     print(yaml.safe_dump({"rows": len(rows), "out": a.out}, sort_keys=False), file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pixmim rehearsal resources ...``."""
+    p = argparse.ArgumentParser(prog="python -m pixmim rehearsal",
+                                description="The dress rehearsal's tools (make rehearse).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    add_arguments(sub.add_parser(
+        "resources", help="host memory per job kind from the rehearsal's benchmarks",
+        description="Host memory per job kind from the rehearsal's benchmarks."))
+    return run(p.parse_args(argv))

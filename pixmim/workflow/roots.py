@@ -27,6 +27,9 @@ from pixmim.data.layouts import (
     IMAGE_SUFFIXES,
     IMAGENET_SPLITS,
 )
+from pixmim.workflow.catalogue import dense_task, experiments, plugins
+from pixmim.workflow.jobs import EVAL_SETS, dense_root, image_root
+from pixmim.workflow.targets import requested
 
 WNID = re.compile(r"n\d{8}")
 
@@ -134,6 +137,8 @@ def coco(path: Path) -> list[str]:
 
 def imagenet_c(path: Path) -> list[str]:
     """The 15 corruptions x severities 1-5, each of wnid folders."""
+    # numpy (pixmim.evaluation): deferred, imported only where a real root is checked, so
+    # that the DAG build and `budget` start without it
     from pixmim.evaluation.metrics import CORRUPTIONS, NUM_SEVERITIES
 
     missing = [f"{c}/{s}" for c in CORRUPTIONS for s in range(1, NUM_SEVERITIES + 1)
@@ -149,7 +154,7 @@ def imagenet_c(path: Path) -> list[str]:
 def subset(name: str) -> Any:
     """ImageNet-A / -R: ``<wnid>/`` folders among the set's 200 wnids."""
     def check(path: Path) -> list[str]:
-        from pixmim.evaluation.metrics import subset_wnids
+        from pixmim.evaluation.metrics import subset_wnids  # numpy: deferred (above)
 
         return _wnid_folders(path, subset_wnids(name), name.replace("_", "-"))
     return check
@@ -164,6 +169,7 @@ def sketch(path: Path) -> list[str]:
 
 def cue_conflict(path: Path) -> list[str]:
     """Geirhos' ``<category>/<shape><i>-<texture><j>.png`` over the 16 categories."""
+    # numpy: deferred (imagenet_c)
     from pixmim.evaluation.shape_bias import CATEGORIES, parse_cue_conflict_name
 
     names = _dirs(path)
@@ -225,9 +231,6 @@ def job_roots(config: dict[str, Any], exp: str, stage: str,
               exps: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """The real dataset roots one job reads: config key -> path. Empty for generated data
     (``data.source: synth``) and for a root left null."""
-    from pixmim.workflow.catalogue import experiments, plugins
-    from pixmim.workflow.jobs import EVAL_SETS, dense_root, image_root
-
     data = config["data"]
     exps = experiments(config) if exps is None else exps
     if data["source"] == "synth" or exp not in exps:
@@ -249,68 +252,19 @@ def job_roots(config: dict[str, Any], exp: str, stage: str,
         for name in spec.params.get("eval_sets", tuple(EVAL_SETS)):
             out[f"data.eval_roots.{name}"] = roots.get(name)
     elif spec.data == "scenes":
-        task = "ade20k" if spec.section == "segmentation" else "coco"
-        out[f"data.{task}_root"] = dense_root(config, stage)
+        out[f"data.{dense_task(config, stage)}_root"] = dense_root(config, stage)
     return {k: v for k, v in out.items() if v}
-
-
-def target_names(config: dict[str, Any], targets: list[str] | set[str]) -> tuple[set[str], set]:
-    """The tables/figures and the (experiment, stage) jobs named by Snakemake targets (rule
-    names ``all`` and ``everything``, table/figure outputs, run folders' files); no targets:
-    the default rule's."""
-    from pixmim.workflow.catalogue import buildable, plugins
-    from pixmim.workflow.jobs import upstream
-    from pixmim.workflow.specs import FIGURE_FILES
-
-    R = os.path.abspath(config["results"])
-    names: set[str] = set()
-    jobs: set[tuple[str, str]] = set()
-    files = {v: k for k, v in FIGURE_FILES.items()}
-    for t in targets or ["all"]:
-        rel = os.path.relpath(os.path.abspath(t), R)
-        if t == "all":
-            names |= set(config["targets"])
-        elif t == "everything":
-            names |= set(buildable(config, "tables") + buildable(config, "figures"))
-        elif t in ("coverage", "plot_coverage"):
-            names.add("fig6")
-        elif rel.startswith("tables/"):
-            names.add(Path(rel).name.split(".")[0])
-        elif rel.startswith("figures/"):
-            base = Path(rel).name
-            name = files.get(base) or base.split(".")[0].removesuffix("_curves")
-            names.add(name)
-        elif rel.startswith("analysis/coverage"):
-            jobs.add(("", "coverage"))
-        elif rel.startswith("runs/") and len(Path(rel).parts) >= 3:
-            exp, stage = Path(rel).parts[1:3]
-            if stage in registry.stages(plugins(config)):
-                jobs |= {(exp, stage)} | {(exp, s) for s in upstream(config, stage)}
-    return names, jobs
 
 
 def target_problems(config: dict[str, Any], targets: list[str] | set[str]) -> list[str]:
     """The problems of every real root the jobs of ``targets`` read (one line each)."""
-    from pixmim.config import ConfigError
-    from pixmim.workflow.catalogue import SWEEP, experiments
-    from pixmim.workflow.specs import spec_jobs, sweep_spec, target_jobs
-
-    names, jobs = target_names(config, targets)
-    for name in sorted(names):
-        try:  # a target this config cannot build: Snakemake says so itself
-            if name == SWEEP:
-                jobs |= spec_jobs(config, sweep_spec(config))
-            elif name in config["tables"] or name in config["figures"]:
-                jobs |= target_jobs(config, name)
-        except ConfigError:
-            pass
-        if name == "fig6":  # the coverage analysis reads the masks and data.root's split
-            jobs.add(("", "coverage"))
+    req = requested(config, targets)
     roots: dict[str, str] = {}
     exps = experiments(config)
-    for exp, stage in sorted(jobs):
-        roots.update(coverage_roots(config) if stage == "coverage"
-                     else job_roots(config, exp, stage, exps))
+    for exp, stage in sorted(req.jobs):
+        roots.update(job_roots(config, exp, stage, exps))
+    if "coverage" in req.analyses:
+        roots.update(coverage_roots(config))
     out = []
     for key, path in sorted(roots.items()):
         out += check_root(key, path, config["data"]["num_classes"])
@@ -318,7 +272,7 @@ def target_problems(config: dict[str, Any], targets: list[str] | set[str]) -> li
 
 
 def coverage_roots(config: dict[str, Any]) -> dict[str, str]:
-    """Figure 6's coverage analysis: data.root and its masks (real data only)."""
+    """The coverage analysis (Figure 6): data.root and its masks (real data only)."""
     data = config["data"]
     if data["source"] == "synth":
         return {}

@@ -1,9 +1,10 @@
-"""The workflow config's JSON schema: the static layout of ``config.schema.yaml`` (package
-data beside this module, so an installed package finds it too) plus what is derived, never
-restated there: the enums of methods, table columns, encoder families and rule families
-(from :mod:`pixmim.registry`), a plugin stage's own section, and the keys, types, ranges
-and enums of the training, fine-tuning and dense sections (from the dataclasses of
-:mod:`pixmim.config`).
+"""The workflow config's JSON schema, and the config's validation (the schema, then the
+catalogue's cross-references). The schema: the static layout of ``config.schema.yaml``
+(package data beside this module, so an installed package finds it too) plus what is
+derived, never restated there: the enums of methods, table columns, encoder families and
+rule families (from :mod:`pixmim.registry`), a plugin stage's own section, and the keys,
+types, ranges and enums of the training, fine-tuning and dense sections (from the
+dataclasses of :mod:`pixmim.config`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pixmim.config import (
     VariantConfig,
     json_schema,
 )
-from pixmim.workflow.catalogue import plugins
+from pixmim.workflow.catalogue import check_references, one_line_errors, plugins
 
 SCHEMA = resources.files("pixmim.workflow") / "config.schema.yaml"
 
@@ -97,3 +98,15 @@ def check_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(f"config key {_error_path(errors[0])}")
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Validate against the JSON schema and cross-check references; raise ConfigError."""
+    check_schema(config)
+    check_references(config)
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """:func:`validate_config` for the Snakefile: a bad config stops snakemake with one line
+    naming the key (a SystemExit; an exception would come with snakemake's traceback)."""
+    one_line_errors(validate_config, config)

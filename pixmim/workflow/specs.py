@@ -3,7 +3,13 @@ targets (output files) of ``rule all`` and ``rule everything``.
 
 A column is declared by the stage that writes it (``pixmim.registry``: ``columns``), so a
 new evaluation stage brings its own columns; the spec carries each column's header, and
-the table command needs nothing else.
+the table command needs nothing else. A figure's spec holds what its declaration says it
+reads (:mod:`pixmim.workflow.catalogue`, "figures"), for the function that draws it.
+
+A spec is written at DAG build (:func:`pixmim.workflow.targets.materialize`) into
+``results/.specs/`` (:func:`spec_path`), a folder of derived inputs only, where its content
+changed: a table's or figure's rule reads it, and its time reruns that rule when its rows,
+title or notes change, with or without ``.snakemake/``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from pixmim.workflow.catalogue import (
     SWEEP,
     buildable,
     experiments_of,
+    figure_files,
     group_id,
+    mapped_arch,
     plugins,
+    read_jobs,
     resolve_run,
     rows,
     run_id,
@@ -30,8 +39,11 @@ from pixmim.workflow.catalogue import (
 from pixmim.workflow.jobs import run_dir, upstream
 from pixmim.workflow.rehearsal import rehearsed
 
-FIGURE_FILES = {"fig5": "fig5_frequency.png", "fig6": "fig6_coverage.png",
-                "fig7": "fig7_epochs.png", "fig8": "fig8_shape_bias.png"}
+
+def spec_path(config: dict[str, Any], kind: str, name: str) -> str:
+    """Where the spec of table or figure (or the texture sweep) ``name`` is written at DAG
+    build (``kind``: ``tables`` or ``figures``)."""
+    return f"{config['results']}/.specs/{kind}/{name}.yaml"
 
 
 def _check_buildable(config: dict[str, Any], name: str) -> None:
@@ -75,20 +87,16 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
             "rows": out}
 
 
-def figure_stage(config: dict[str, Any], name: str) -> str | None:
-    """The stage whose metrics feed a figure (declared by the stage: ``figures``)."""
-    for spec in registry.stages(plugins(config)).values():
-        if name in spec.figures:
-            return spec.name
-    return None
-
-
 def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """Rows of a figure with the metrics files that feed it."""
+    """Rows of a figure with the files that feed it, as its declaration says: per row, the
+    metrics file of each seed's run of its ``stage`` and its ``columns``' cells; the
+    ``inputs`` other rules write."""
     if name not in config["figures"]:
-        raise ConfigError(f"no figure {name!r} in the catalogue")
+        raise ConfigError(f"no figure {name!r} in the catalogue (figures: "
+                          f"{', '.join(sorted(config['figures']))})")
     _check_buildable(config, name)
-    fig, stage = config["figures"][name], figure_stage(config, name)
+    fig = config["figures"][name]
+    stage = fig.get("stage")
     out = []
     for row in rows(config, fig):
         exps = experiments_of(config, row["run"])
@@ -101,10 +109,10 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
             entry["cells"] = {col: _cell(config, exps, col) for col in fig["columns"]}
         out.append(entry)
     spec: dict[str, Any] = {"figure": name, "seeds": seeds(config), "rows": out}
+    if fig.get("inputs"):
+        spec["inputs"] = [f"{config['results']}/{f}" for f in fig["inputs"]]
     if rehearsal.enabled(config):
         spec["rehearsal"] = rehearsal.NOTE
-    if name == "fig6":
-        spec["file"] = f"{config['results']}/analysis/coverage/coverage.csv"
     return spec
 
 
@@ -131,7 +139,7 @@ def sweep_inputs(config: dict[str, Any]) -> list[str]:
 
 
 def _spec_files(spec: dict[str, Any]) -> set[str]:
-    files = {f for r in spec["rows"] for f in r.get("files", [])}
+    files = {f for r in spec["rows"] for f in r.get("files", [])} | set(spec.get("inputs", []))
     return files | {f for r in spec["rows"] for c in r.get("cells", {}).values()
                     for f in c["files"]}
 
@@ -141,27 +149,27 @@ def table_inputs(config: dict[str, Any], name: str) -> list[str]:
 
 
 def figure_inputs(config: dict[str, Any], name: str) -> list[str]:
-    spec = figure_spec(config, name)
-    return [spec["file"]] if name == "fig6" else sorted(_spec_files(spec))
+    return sorted(_spec_files(figure_spec(config, name)))
 
 
 def target_jobs(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
-    """(experiment, stage) jobs a table or figure needs, upstream stages included."""
-    if target in config["tables"]:
-        return spec_jobs(config, table_spec(config, target))
-    if target in config["figures"]:
-        return spec_jobs(config, figure_spec(config, target))
-    raise ConfigError(f"no table or figure {target!r} in the catalogue")
+    """(experiment, stage) jobs a table or figure needs, upstream stages included (under
+    ``rehearsal``, their representatives)."""
+    if target not in config["tables"] and target not in config["figures"]:
+        raise ConfigError(f"no table or figure {target!r} in the catalogue")
+    _check_buildable(config, target)
+    jobs = {rehearsed(config, exp, stage) for exp, stage in read_jobs(config, target)}
+    return {(e, s) for e, stage in jobs for s in (stage, *upstream(config, stage))}
 
 
 def spec_jobs(config: dict[str, Any], spec: dict[str, Any]) -> set[tuple[str, str]]:
     """(experiment, stage) jobs whose metrics feed a table or figure spec, and upstream."""
-    files = set() if spec.get("figure") == "fig6" else _spec_files(spec)
-    jobs = set()
     prefix = f"{config['results']}/runs/"
-    for f in files:
-        exp, stage = f[len(prefix):].split("/")[:2]
-        jobs |= {(exp, stage)} | {(exp, up) for up in upstream(config, stage)}
+    jobs = set()
+    for f in _spec_files(spec):
+        if f.startswith(prefix):
+            exp, stage = f[len(prefix):].split("/")[:2]
+            jobs |= {(exp, stage)} | {(exp, up) for up in upstream(config, stage)}
     return jobs
 
 
@@ -173,15 +181,13 @@ def curve_tables(config: dict[str, Any], names: list[str] | None = None) -> list
 
 def coverage_patch_size(config: dict[str, Any]) -> int:
     """The mask unit of Figure 6: the patch size of MAE's arch in this config."""
-    from pixmim.workflow.catalogue import mapped_arch
-
     arch = mapped_arch(config, {"method": "mae"}) or config["default_archs"]["mae"]
     return int(registry.method("mae").archs[arch].get("patch_size", 16))
 
 
 def default_targets(config: dict[str, Any]) -> list[str]:
     """The output files of ``rule all``: the config's ``targets`` (tables: csv + md, and the
-    curves figure of tables with a lin column; figures: their PNGs)."""
+    curves figure of tables with a lin column; figures: their files)."""
     R = config["results"]
     out = []
     for t in config["targets"]:
@@ -189,7 +195,7 @@ def default_targets(config: dict[str, Any]) -> list[str]:
             out += [f"{R}/tables/{t}.csv", f"{R}/tables/{t}.md"]
             out += [f"{R}/figures/{t}_curves.png" for _ in curve_tables(config, [t])]
         else:
-            out.append(f"{R}/figures/{FIGURE_FILES[t]}")
+            out += [path for path, _ in figure_files(config, t)]
     if rehearsal.enabled(config):  # a kind no cell reads (a crop variant's pretraining) too
         out += sorted(f"{run_dir(config, exp, stage)}/metrics.json"
                       for exp, stage in rehearsal.rehearsal_jobs(config))

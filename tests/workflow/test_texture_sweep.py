@@ -82,13 +82,13 @@ def test_sweep_changes_no_default_job(default_config, tmp_path):
     without["results"] = str(tmp_path / "b")
     validate_config(without)
 
-    def files(config):
+    def files(config, *targets):
         root = Path(config["results"])
-        materialize(config)
+        materialize(config, ["everything", *targets])
         return {str(p.relative_to(root)): p.read_text().replace(str(root), "R")
                 for p in root.rglob("*") if p.is_file()}
 
-    a, b = files(with_sweep), files(without)
+    a, b = files(with_sweep, "texture_sweep"), files(without)
     assert {k: a[k] for k in b} == b
     added = set(a) - set(b)
     assert added and all("_synth_tex" in k or "texture_sweep" in k for k in added)

@@ -1,6 +1,7 @@
 # Shared names and input/param functions; all logic lives in the torch-free pixmim.workflow.
 # Rules live in the other files (snakemake --lint: no rules beside functions).
 import os
+import re
 import sys
 
 from pixmim import registry
@@ -30,7 +31,6 @@ wildcard_constraints:
     exp="[A-Za-z0-9][A-Za-z0-9_.-]*",
     stage="|".join(registry.stages(W.plugins(config))),
     table="table[0-9a-z]+",
-    figure="fig[0-9a-z]+",
 
 
 def stage_input(wildcards, stage=None):
@@ -52,6 +52,17 @@ def sweep_inputs(wildcards):
 
 def figure_inputs(name):
     return lambda wildcards: W.figure_inputs(config, name)
+
+
+def figure_outputs(name):
+    """A figure's files (pixmim.workflow.figure_files) by name, the first as ``out`` (the
+    file its drawing function is given), those with a caption in the report."""
+    out = {}
+    for i, (path, caption) in enumerate(W.figure_files(config, name)):
+        key = "out" if i == 0 else re.sub(r"\W", "_", os.path.basename(path))
+        where = {"caption": f"../report/{caption}", "category": "Figures"}
+        out[key] = report(path, **where) if caption else path
+    return out
 
 
 def family_env(family):

@@ -1,7 +1,7 @@
 rule make_table:
     """A paper table with our numbers beside the paper's (CSV + Markdown)."""
     input:
-        spec=f"{R}/tables/{{table}}.spec.yaml",
+        spec=W.spec_path(config, "tables", "{table}"),
         metrics=table_inputs,
     output:
         csv=report(
@@ -30,7 +30,7 @@ rule make_table:
 rule plot_curves:
     """Pretraining loss and linear-probe top-1 curves of a table's experiments."""
     input:
-        spec=f"{R}/tables/{{table}}.spec.yaml",
+        spec=W.spec_path(config, "tables", "{table}"),
         metrics=table_inputs,
     output:
         png=report(
@@ -47,97 +47,28 @@ rule plot_curves:
         "python -m pixmim figure curves --spec {input.spec:q} --out {output.png:q} > {log:q} 2>&1"
 
 
-rule plot_shape_bias:
-    """Figure 8: shape bias per category (cue-conflict), one marker set per model."""
-    input:
-        spec=f"{R}/figures/fig8.spec.yaml",
-        metrics=figure_inputs("fig8"),
-    output:
-        png=report(
-            f"{R}/figures/fig8_shape_bias.png",
-            caption="../report/fig8.rst",
-            category="Figures",
-        ),
-        csv=f"{R}/figures/fig8_shape_bias.csv",
-    log:
-        f"{R}/logs/figures/fig8.log",
-    localrule: True
-    conda:
-        ENVS["train"]
-    shell:
-        "python -m pixmim figure shape_bias --spec {input.spec:q} --out {output.png:q} "
-        "> {log:q} 2>&1"
+# One rule per figure of the catalogue, from its declaration (config/catalogue.yaml:
+# what it reads, the function that draws it, its files): a new figure needs no new rule.
+for _name in config["figures"]:
 
-
-rule plot_frequency:
-    """Figures 1 and 5: PSNR of the reconstruction per frequency band, MAE vs PixMIM."""
-    input:
-        spec=f"{R}/figures/fig5.spec.yaml",
-        metrics=figure_inputs("fig5"),
-    output:
-        png=report(
-            f"{R}/figures/fig5_frequency.png",
-            caption="../report/fig5.rst",
-            category="Figures",
-        ),
-        csv=f"{R}/figures/fig5_frequency.csv",
-        fig1=report(
-            f"{R}/figures/fig1_frequency_example.png",
-            caption="../report/fig1.rst",
-            category="Figures",
-        ),
-    log:
-        f"{R}/logs/figures/fig5.log",
-    localrule: True
-    conda:
-        ENVS["train"]
-    shell:
-        "python -m pixmim figure frequency --spec {input.spec:q} --out {output.png:q} "
-        "> {log:q} 2>&1"
-
-
-rule plot_coverage:
-    """Figure 6: object coverage J(F) of RRC, CC and SRC, with and without masking."""
-    input:
-        spec=f"{R}/figures/fig6.spec.yaml",
-        data=figure_inputs("fig6"),
-    output:
-        png=report(
-            f"{R}/figures/fig6_coverage.png",
-            caption="../report/fig6.rst",
-            category="Figures",
-        ),
-        csv=f"{R}/figures/fig6_coverage.csv",
-    log:
-        f"{R}/logs/figures/fig6.log",
-    localrule: True
-    conda:
-        ENVS["train"]
-    shell:
-        "python -m pixmim figure coverage --spec {input.spec:q} --out {output.png:q} "
-        "> {log:q} 2>&1"
-
-
-rule plot_epochs:
-    """Figure 7: fine-tune, linear-probe and segmentation results vs pretraining epochs."""
-    input:
-        spec=f"{R}/figures/fig7.spec.yaml",
-        metrics=figure_inputs("fig7"),
-    output:
-        png=report(
-            f"{R}/figures/fig7_epochs.png",
-            caption="../report/fig7.rst",
-            category="Figures",
-        ),
-        csv=f"{R}/figures/fig7_epochs.csv",
-    log:
-        f"{R}/logs/figures/fig7.log",
-    localrule: True
-    conda:
-        ENVS["train"]
-    shell:
-        "python -m pixmim figure epochs --spec {input.spec:q} --out {output.png:q} "
-        "> {log:q} 2>&1"
+    rule:
+        name:
+            f"plot_{_name}"
+        input:
+            spec=W.spec_path(config, "figures", _name),
+            data=figure_inputs(_name),
+        output:
+            **figure_outputs(_name),
+        log:
+            f"{R}/logs/figures/{_name}.log",
+        localrule: True
+        conda:
+            ENVS["train"]
+        params:
+            draw=config["figures"][_name]["draw"],
+        shell:
+            "python -m pixmim figure {params.draw:q} --spec {input.spec:q} "
+            "--out {output.out:q} > {log:q} 2>&1"
 
 
 rule texture_sweep:
@@ -145,7 +76,7 @@ rule texture_sweep:
     interval) against data.synth.texture_class_bound. Not in `targets`: build it by name.
     """
     input:
-        spec=f"{R}/figures/texture_sweep.spec.yaml",
+        spec=W.spec_path(config, "figures", W.SWEEP),
         metrics=sweep_inputs,
     output:
         png=report(
