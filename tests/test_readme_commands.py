@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from pixmim import registry
 from pixmim import workflow as W
 from pixmim.__main__ import main
 from tests.conftest import ROOT
@@ -75,7 +76,9 @@ def test_each_snakemake_command_names_what_exists(line):
             if i and words[i - 1] == "--configfile" and word != "my.yaml":
                 assert (ROOT / word).is_file(), word
             continue
-        if "/" in word:  # a table's file
+        if word.startswith("results/runs/"):  # a job's file: results/runs/<id>/<stage>/...
+            assert word.split("/")[3] in registry.stages(), word
+        elif "/" in word:  # a table's file
             name = re.fullmatch(r"results/tables/(\w+)\.(csv|md)", word)
             assert name and name.group(1) in config["tables"], word
         else:

@@ -38,7 +38,7 @@ from typing import Any
 from pixmim import families, registry
 from pixmim.config import ConfigError
 from pixmim.workflow.catalogue import ROOT, experiments, load_config, plugins
-from pixmim.workflow.jobs import job_config, layout, run_dir
+from pixmim.workflow.jobs import job_config, layout, pretrain_size, run_dir
 from pixmim.workflow.schema import validate_config
 from pixmim.workflow.specs import target_jobs
 
@@ -164,6 +164,13 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     # for a training step (forward + backward), times the task heads' share (dense).
     size = job["dense"]["crop_size"] if "dense" in job else job.get("data", {}).get("img_size")
     step = families.pretrain_flops(knobs["method"], knobs["arch"], job_mask_ratio(pre))
+    # A stage evaluated at another size than the pretraining's (LSMAE: 448 -> 224) runs at
+    # MAE ViT-B's FLOP rate at 224: a long-sequence step's rate says nothing of 224 px.
+    if size != pretrain_size(config, knobs["method"], knobs["arch"]):
+        ips, how = throughput("mae", "vit_base_patch16_224", precision, "vit_base_patch16_224",
+                              batch)
+        step = families.pretrain_flops("mae", "vit_base_patch16_224")
+        how = f"{how}; MAE ViT-B's FLOP rate at 224 px"
     per_image = (families.forward_flops(knobs["method"], knobs["arch"], size)
                  * (3 if cost.get("passes") == "train" else 1) * cost.get("heads", 1.0))
     ips *= step / per_image
