@@ -12,6 +12,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
+# The longest test modules (the sum of their tests' times under `pytest --durations`),
+# longest first. They run before the others: `make test` hands whole modules to its two
+# workers (pytest-xdist, --dist loadfile) in collection order, so the long ones start at
+# once and the many short modules fill in around them, and the two workers end together
+# instead of one running a long module alone at the end (collection order would start the
+# end-to-end DAG runs of tests/workflow/ last).
+LONGEST_FIRST = (
+    "tests/workflow/test_e2e.py",
+    "tests/workflow/test_plugins.py",
+    "tests/cluster/test_slurm.py",  # mostly waiting on SLURM's polls: overlaps the rest
+    "tests/downstream/test_seg_learns.py",
+    "tests/faults/test_kill_resume.py",
+    "tests/workflow/test_envs.py",
+    "tests/faults/test_dense_preemption.py",
+    "tests/stages/test_pretrain_stage.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules of LONGEST_FIRST first, in its order; the rest keep collection order."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
 
 @pytest.fixture
 def default_config() -> dict:
