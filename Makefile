@@ -13,9 +13,10 @@ PYTEST_ARGS ?=
 # Test worker processes (pytest-xdist): the suite's slow part is single-threaded start-up
 # and subprocesses, so 2 workers on the 2 cores of CI take less time than one (README).
 # Whole modules go to a worker (loadfile: a module's fixtures are built once), the longest
-# modules first (tests/conftest.py LONGEST_FIRST), so the workers end together.
+# modules first (tests/conftest.py LONGEST_FIRST), so the workers end together; without
+# --no-loadscope-reorder, pytest-xdist would order the modules by their number of tests.
 TEST_WORKERS ?= 2
-TEST_DIST ?= loadfile
+TEST_DIST ?= loadfile --no-loadscope-reorder
 # What ruff checks (its settings: pyproject.toml [tool.ruff])
 RUFF_PATHS ?= pixmim tests benchmarks
 
