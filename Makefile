@@ -11,8 +11,12 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= profiles/default
 PYTEST_ARGS ?=
 # Test worker processes (pytest-xdist): the suite's slow part is single-threaded start-up
-# and subprocesses, so 2 workers on the 2 cores of CI take less time than one (README)
+# and subprocesses, so 2 workers on the 2 cores of CI take less time than one (README).
+# Whole modules go to a worker (loadfile: a module's fixtures are built once), the longest
+# modules first (tests/conftest.py LONGEST_FIRST), so the workers end together; without
+# --no-loadscope-reorder, pytest-xdist would order the modules by their number of tests.
 TEST_WORKERS ?= 2
+TEST_DIST ?= loadfile --no-loadscope-reorder
 # What ruff checks (its settings: pyproject.toml [tool.ruff])
 RUFF_PATHS ?= pixmim tests benchmarks
 
@@ -39,10 +43,10 @@ run: env
 	@echo "MLflow UI: make ui   (then open http://127.0.0.1:5000)"
 
 test: env
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist $(TEST_DIST) $(PYTEST_ARGS)
 
 test-fast: env
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist $(TEST_DIST) -m "not slow" $(PYTEST_ARGS)
 
 dry-run: env
 	$(BIN)/snakemake -n --workflow-profile $(PROFILE)

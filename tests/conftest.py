@@ -12,6 +12,42 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
+# The longest test modules (the sum of their tests' times under `pytest --durations`),
+# longest first. They run before the others: `make test` hands whole modules to its two
+# workers (pytest-xdist, --dist loadfile) in collection order, so the long ones start at
+# once and the many short modules fill in around them, and the two workers end together
+# instead of one running a long module alone at the end (collection order would start the
+# end-to-end DAG runs of tests/workflow/ last). A worker is handed its next module while its
+# first one runs: the first four go e2e, SLURM, dense preemption, plugins -> worker 1 runs
+# the e2e DAG then the dense preemption, worker 2 the SLURM run (mostly idle, beside the
+# e2e DAG's two cores) then the plugins' DAG.
+LONGEST_FIRST = (
+    "tests/workflow/test_e2e.py",
+    "tests/cluster/test_slurm.py",  # mostly waiting on SLURM's polls: overlaps the rest
+    "tests/faults/test_dense_preemption.py",
+    "tests/workflow/test_plugins.py",
+    "tests/faults/test_bad_input.py",
+    "tests/downstream/test_seg_learns.py",
+    "tests/faults/test_kill_resume.py",
+    "tests/downstream/test_dense_distributed.py",
+    "tests/workflow/test_envs.py",
+    "tests/stages/test_pretrain_stage.py",
+    "tests/faults/test_tracking_faults.py",
+    "tests/downstream/test_openmmlab.py",
+    "tests/report/test_mlflow_browser.py",
+    "tests/faults/test_preemption.py",
+    "tests/engine/test_distributed.py",
+    "tests/paper/test_paper_models.py",
+    "tests/workflow/test_layout.py",
+    "tests/stages/test_data_parallel.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules of LONGEST_FIRST first, in its order; the rest keep collection order."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
 
 @pytest.fixture
 def default_config() -> dict:
