@@ -26,6 +26,7 @@ LONGEST_FIRST = (
     "tests/cluster/test_slurm.py",  # mostly waiting on SLURM's polls: overlaps the rest
     "tests/faults/test_dense_preemption.py",
     "tests/workflow/test_plugins.py",
+    "tests/families/test_toy_family.py",
     "tests/faults/test_bad_input.py",
     "tests/downstream/test_seg_learns.py",
     "tests/faults/test_kill_resume.py",
@@ -40,6 +41,7 @@ LONGEST_FIRST = (
     "tests/paper/test_paper_models.py",
     "tests/workflow/test_layout.py",
     "tests/stages/test_data_parallel.py",
+    "tests/families/test_flops.py",
 )
 
 
