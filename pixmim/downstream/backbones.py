@@ -58,6 +58,12 @@ class DenseBackbone(nn.Module):
         pretraining-only parameters (its declaration) and ``family_drop``."""
         return (*families.pretrain_only(self.method), *self.family_drop)
 
+    def convert(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Pretraining keys -> the backbone's: by default the same keys, ``drop`` dropped
+        (a family whose keys differ overrides this); returns (mapped, dropped keys)."""
+        out = {k: v for k, v in state.items() if not k.startswith(self.drop)}
+        return out, sorted(set(state) - set(out))
+
     def init_weights(self) -> None:
         if self.pretrained:
             load_encoder(self, self.pretrained, self.method, self.arch)

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from pixmim import families, registry
 from pixmim.downstream import mmcv_ext
 
 # torch's SyncBatchNorm on CUDA only; this one on gloo too (one implementation, the engine's)
@@ -84,6 +85,21 @@ def setup() -> None:
 
 _NO_DECAY = ("pos_embed", "cls_token", "relative_position_bias_table", "rel_pos_h",
              "rel_pos_w", "q_bias", "v_bias")
+
+
+def register_family(models, family: str) -> None:
+    """Register the dense classes of an encoder family (``MODULES`` of its ``nets``) in an
+    OpenMMLab model registry (mmseg's or mmdet's ``MODELS``), once."""
+    for name, cls in families.nets(family).MODULES.items():
+        if name not in models.module_dict:
+            models.register_module(name=name, module=cls)
+
+
+def register_families(models) -> None:
+    """:func:`register_family` for every family the registered methods declare (the
+    built-in ones and this process's plugins')."""
+    for family in registry.families():
+        register_family(models, family)
 
 
 def register() -> None:

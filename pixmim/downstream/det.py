@@ -30,23 +30,14 @@ common.setup()
 from mmdet.registry import MODELS  # noqa: E402
 from timm.layers import LayerNorm2d  # noqa: E402
 
-from pixmim import families, registry  # noqa: E402
+from pixmim import families  # noqa: E402
 
 common.register()
 if "LN2d" not in MODELS.module_dict:
     MODELS.register_module(name="LN2d", module=LayerNorm2d)
 
 
-def register(family: str) -> None:
-    """Register the dense classes of an encoder family (``MODULES`` of its ``nets``) in
-    mmdet's registry (once)."""
-    for name, cls in families.nets(family).MODULES.items():
-        if name not in MODELS.module_dict:
-            MODELS.register_module(name=name, module=cls)
-
-
-for _family in registry.families():  # the built-in ones and this process's plugins'
-    register(_family)
+common.register_families(MODELS)
 
 
 BASE = ["mmdet::_base_/models/mask-rcnn_r50_fpn.py", "mmdet::_base_/datasets/coco_instance.py",
@@ -65,7 +56,7 @@ def classes_of(root: str, split: str = "val") -> tuple[str, ...]:
 
 def _backbone(cfg: JobConfig, pretrained: str | None, fpn_channels: int) -> tuple[dict, dict]:
     """(backbone, neck): the method's encoder family's."""
-    register(families.of(cfg.method))
+    common.register_family(MODELS, families.of(cfg.method))
     return families.nets_of(cfg.method).detection(cfg, cfg.arch, pretrained, fpn_channels)
 
 

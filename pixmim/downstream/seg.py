@@ -28,21 +28,12 @@ common.setup()
 from mmseg.datasets import BaseSegDataset  # noqa: E402
 from mmseg.registry import DATASETS, MODELS  # noqa: E402
 
-from pixmim import families, registry  # noqa: E402
+from pixmim import families  # noqa: E402
 
 common.register()
 
 
-def register(family: str) -> None:
-    """Register the dense classes of an encoder family (``MODULES`` of its ``nets``) in
-    mmseg's registry (once)."""
-    for name, cls in families.nets(family).MODULES.items():
-        if name not in MODELS.module_dict:
-            MODELS.register_module(name=name, module=cls)
-
-
-for _family in registry.families():  # the built-in ones and this process's plugins'
-    register(_family)
+common.register_families(MODELS)
 
 
 EMBEDDED_MARKER = "classes.json"
@@ -78,7 +69,7 @@ def dataset_type(root: str) -> tuple[str, int]:
 
 def _backbone(cfg: JobConfig, pretrained: str | None) -> tuple[dict, dict | None, list[int]]:
     """(backbone, neck, channels per pyramid level): the method's encoder family's."""
-    register(families.of(cfg.method))
+    common.register_family(MODELS, families.of(cfg.method))
     return families.nets_of(cfg.method).segmentation(cfg, cfg.arch, pretrained)
 
 

@@ -329,10 +329,6 @@ class ConvViTPyramid(DenseBackbone):
     def added_keys(self) -> set[str]:
         return {k for k in self.state_dict() if k.startswith("out_norms.")}
 
-    def convert(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        out = {k: v for k, v in state.items() if not k.startswith(self.drop)}
-        return out, sorted(set(state) - set(out))
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = []
         for embed, blocks in ((self.patch_embed1, self.blocks1), (self.patch_embed2, self.blocks2)):

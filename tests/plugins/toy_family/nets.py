@@ -152,10 +152,6 @@ class HierPyramid(DenseBackbone, HierEncoder):
     def added_keys(self) -> set[str]:
         return {k for k in self.state_dict() if k.startswith("out_norms.")}
 
-    def convert(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        out = {k: v for k, v in state.items() if not k.startswith(self.drop)}
-        return out, sorted(set(state) - set(out))
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s1, s2 = self.stages(x)
         s3 = F.max_pool2d(s2, 2, ceil_mode=True)
