@@ -1,6 +1,8 @@
 """Shared fixtures: the repo root, the default config, a tiny end-to-end config."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # Tiny models run fastest single-threaded, and subprocess tests then do not oversubscribe
@@ -56,6 +58,20 @@ def default_config() -> dict:
     from pixmim.workflow import load_config
 
     return load_config()
+
+
+def run_dag(tmp_path: Path, overlay: dict) -> Path:
+    """Run the whole DAG (profiles/ci) with ``overlay`` as a config file; return its
+    results folder (the overlay's ``results``), failing with Snakemake's output."""
+    import yaml
+
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
+           "--configfile", str(path)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return Path(overlay["results"])
 
 
 def tiny_overrides(tmp: Path) -> dict:

@@ -5,15 +5,12 @@ through the DAG and into a table, with no edit outside their modules and catalog
 
 import json
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-import yaml
 
 from pixmim import registry
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, run_dag, tiny_overrides
 
 PLUGINS = ["tests.plugins.toy_simmim"]
 NAMES = ("toyhier", "toy_family", "toy_simmim", "hier_cpu_64", "ToyHierPyramid")
@@ -48,13 +45,7 @@ def test_nothing_outside_the_toy_modules_names_the_toy_family():
 
 @pytest.mark.slow
 def test_a_new_family_runs_every_stage_through_the_dag(tmp_path):
-    path = tmp_path / "overlay.yaml"
-    path.write_text(yaml.safe_dump(overlay(tmp_path)))
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
-           "--configfile", str(path)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    results = tmp_path / "results"
+    results = run_dag(tmp_path, overlay(tmp_path))
     df = pd.read_csv(results / "tables" / "tablehier.csv")
     assert list(df["method"]) == ["Toy hierarchical"]
     run = df["runs"][0].split(";")[0]

@@ -3,8 +3,6 @@ the way a user registers them (the config key ``plugins``), go through the whole
 
 import json
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -13,7 +11,7 @@ import yaml
 from pixmim import registry
 from pixmim.config import ConfigError
 from pixmim.workflow import job_config, load_config, validate_config
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, run_dag, tiny_overrides
 
 PLUGINS = ["tests.plugins.toy_mae", "tests.plugins.knn_probe"]
 
@@ -77,13 +75,7 @@ def test_the_package_never_names_the_plugins():
 
 @pytest.mark.slow
 def test_plugin_method_and_stage_run_through_the_dag(tmp_path):
-    path = tmp_path / "overlay.yaml"
-    path.write_text(yaml.safe_dump(overlay(tmp_path)))
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci",
-           "--configfile", str(path)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    results = tmp_path / "results"
+    results = run_dag(tmp_path, overlay(tmp_path))
     df = pd.read_csv(results / "tables" / "tabletoy.csv")
     assert list(df["method"]) == ["Toy", "PixMIM Toy"]
     first = [r.split(";")[0] for r in df["runs"]]  # the seed-0 run of each row
