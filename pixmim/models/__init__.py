@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pixmim import registry
+from pixmim import families, registry
 
 if TYPE_CHECKING:  # the registry itself imports no torch (the workflow reads the archs)
     import torch.nn as nn
@@ -49,7 +49,4 @@ def create_model(method: str, arch: str, **kwargs: Any) -> nn.Module:
     Returns:
         A module whose ``forward(imgs, noise=None)`` returns ``(loss, pred, mask)``.
     """
-    table = archs(method)
-    if arch not in table:
-        raise KeyError(f"unknown arch {arch!r} for method {method!r}; registered: {sorted(table)}")
-    return method_class(method)(**{**table[arch], **kwargs})
+    return method_class(method)(**{**families.arch(method, arch), **kwargs})

@@ -13,6 +13,15 @@ from typing import Any
 
 from pixmim.families.vit import blocks_flops
 
+# What an arch may leave out: ConvMAE-B's input, stage strides and MLP ratio
+# (Alpha-VL/ConvMAE models_convmae.py).
+DEFAULTS = dict(img_size=224, patch_sizes=(4, 2, 2), mlp_ratio=4.0)
+
+
+def full(arch: dict[str, Any]) -> dict[str, Any]:
+    """``arch`` with :data:`DEFAULTS` filled in."""
+    return {**DEFAULTS, **arch}
+
 
 def _conv_block_flops(dim: int, hw: int, mlp_ratio: float) -> float:
     """One ConvBlock on an ``hw``-pixel map: three 1x1 pairs and a 5x5 depthwise."""
@@ -22,10 +31,11 @@ def _conv_block_flops(dim: int, hw: int, mlp_ratio: float) -> float:
 def _conv_stages(arch: dict[str, Any], size: int) -> tuple[float, float, int]:
     """(FLOPs of the first embedding, FLOPs of the rest of stages 1-2 and the stage-3
     embedding, tokens at 1/16)."""
-    p1, p2, p3 = arch.get("patch_sizes", (4, 2, 2))
+    arch = full(arch)
+    p1, p2, p3 = arch["patch_sizes"]
     d1, d2, d3 = arch["embed_dims"]
     n1, n2, _ = arch["depths"]
-    r = arch.get("mlp_ratio", 4.0)
+    r = arch["mlp_ratio"]
     hw1 = (size // p1) ** 2
     hw2 = hw1 // p2**2
     tokens = hw2 // p3**2
@@ -38,9 +48,10 @@ def _conv_stages(arch: dict[str, Any], size: int) -> tuple[float, float, int]:
 
 def forward_flops(arch: dict[str, Any], size: int | None = None, num_classes: int = 0) -> float:
     """One image through the fine-tuning encoder (no fusion), all tokens, at ``size`` px."""
-    size = size or arch.get("img_size", 224)
+    arch = full(arch)
+    size = size or arch["img_size"]
     first, rest, tokens = _conv_stages(arch, size)
-    d3, r = arch["embed_dims"][2], arch.get("mlp_ratio", 4.0)
+    d3, r = arch["embed_dims"][2], arch["mlp_ratio"]
     return (first + rest + blocks_flops(tokens, d3, arch["depths"][2], r)
             + 2 * d3 * num_classes)
 
@@ -50,11 +61,12 @@ def pretrain_flops(arch: dict[str, Any], mask_ratio: float = 0.75,
     """One image's ConvMAE pretraining step, forward + backward: the convolution stages on
     the whole image (masked convolution zeroes, it does not skip), the multi-scale fusion
     convolutions, stage 3 on the visible tokens, the decoder on all tokens."""
-    size = arch.get("img_size", 224)
+    arch = full(arch)
+    size = arch["img_size"]
     first, rest, tokens = _conv_stages(arch, size)
-    p1, p2, p3 = arch.get("patch_sizes", (4, 2, 2))
+    p1, p2, p3 = arch["patch_sizes"]
     d1, d2, d3 = arch["embed_dims"]
-    r = arch.get("mlp_ratio", 4.0)
+    r = arch["mlp_ratio"]
     visible = int(tokens * (1 - mask_ratio))
     dd = arch["decoder_embed_dim"]
     stride = p1 * p2 * p3

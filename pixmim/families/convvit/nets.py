@@ -30,6 +30,7 @@ from timm.models.vision_transformer import Block
 
 from pixmim import families
 from pixmim.downstream.backbones import DenseBackbone
+from pixmim.families.convvit import full
 from pixmim.models.mae import sincos_pos_embed
 
 Ints = tuple[int, ...]
@@ -300,11 +301,12 @@ class ConvViTPyramid(DenseBackbone):
         kw = convvit_arch(method, arch)
         self.method, self.arch, self.pretrained = method, arch, pretrained
         enc = nn.Module()
-        ConvEncoderMixin.build_encoder(enc, img_size=kw.get("img_size", 224), in_chans=3,
-                                       patch_sizes=kw.get("patch_sizes", (4, 2, 2)),
+        kw = full(kw)
+        ConvEncoderMixin.build_encoder(enc, img_size=kw["img_size"], in_chans=3,
+                                       patch_sizes=kw["patch_sizes"],
                                        embed_dims=kw["embed_dims"], depths=kw["depths"],
                                        num_heads=kw["num_heads"],
-                                       mlp_ratio=kw.get("mlp_ratio", 4.0),
+                                       mlp_ratio=kw["mlp_ratio"],
                                        drop_path_rate=drop_path_rate, multiscale_fusion=False,
                                        learn_pos=True)
         # Flatten the encoder's modules onto self so the keys match the checkpoint.

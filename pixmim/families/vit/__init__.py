@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# What an arch may leave out: ViT-B/16's input, patch and MLP ratio (Dosovitskiy et al. 2021).
+DEFAULTS = dict(img_size=224, patch_size=16, mlp_ratio=4.0)
+
+
+def full(arch: dict[str, Any]) -> dict[str, Any]:
+    """``arch`` with :data:`DEFAULTS` filled in."""
+    return {**DEFAULTS, **arch}
+
 
 def blocks_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> float:
     """Forward FLOPs of ``depth`` transformer blocks on ``tokens`` tokens of width ``dim``:
@@ -20,9 +28,9 @@ def blocks_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> f
 
 
 def _dims(arch: dict[str, Any], size: int | None = None) -> tuple[int, int, int, float]:
-    size = size or arch.get("img_size", 224)
-    p = arch.get("patch_size", 16)
-    return (size // p) ** 2, p, arch["embed_dim"], arch.get("mlp_ratio", 4.0)
+    a = full(arch)
+    size = size or a["img_size"]
+    return (size // a["patch_size"]) ** 2, a["patch_size"], a["embed_dim"], a["mlp_ratio"]
 
 
 def forward_flops(arch: dict[str, Any], size: int | None = None, num_classes: int = 0) -> float:

@@ -30,6 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from pixmim import families
 from pixmim.downstream.backbones import LN, DenseBackbone, drop_path_rates, square
+from pixmim.families.vit import full
 from pixmim.models.export import fit_pos_embeds
 
 ENCODER_KEYS = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
@@ -42,11 +43,7 @@ def vit_arch(method: str, arch: str) -> dict[str, Any]:
     if families.module_name(fam) != __package__:
         raise ValueError(f"method {method} has no plain ViT (encoder family {fam}); arch "
                          f"{arch!r} needs a backbone of its own family")
-    a = families.arch(method, arch)
-    a.setdefault("patch_size", 16)
-    a.setdefault("img_size", 224)
-    a.setdefault("mlp_ratio", 4.0)
-    return a
+    return full(families.arch(method, arch))
 
 
 # ------------------------------------------------------------------ classifier
@@ -54,10 +51,11 @@ def classifier(arch: dict[str, Any], num_classes: int = 1000, drop_path_rate: fl
                global_pool: str = "avg", img_size: int | None = None) -> nn.Module:
     """The timm ViT matching a pretraining ``arch`` (same width, depth, heads, patch) at
     ``img_size`` px (None: the arch's own size)."""
+    a = full(arch)
     return VisionTransformer(
-        img_size=img_size or arch.get("img_size", 224), patch_size=arch.get("patch_size", 16),
-        embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
-        mlp_ratio=arch.get("mlp_ratio", 4.0), qkv_bias=True, num_classes=num_classes,
+        img_size=img_size or a["img_size"], patch_size=a["patch_size"],
+        embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
+        mlp_ratio=a["mlp_ratio"], qkv_bias=True, num_classes=num_classes,
         global_pool=global_pool, drop_path_rate=drop_path_rate,
     )
 
