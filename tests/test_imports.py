@@ -58,7 +58,7 @@ BREACHES = {
                   "pixmim.stages.finetune -> mmengine"),
     "layers": ("pixmim/engine/loop.py", "import pixmim.stages.common\n",
                "pixmim.engine.loop -> pixmim.stages.common"),
-    "workflow": ("pixmim/workflow/budget.py", "from pixmim.models import ARCHS\n",
+    "workflow": ("pixmim/workflow/budget.py", "from pixmim.models import create_model\n",
                  "pixmim.workflow.budget -> pixmim.models"),
     "analysis-report": ("pixmim/analysis/frequency.py",
                         "from pixmim.report.stats import estimate\n",

@@ -1,11 +1,10 @@
 """Model registry: ``create_model(method, arch, **kwargs)``.
 
-Each method is one module of this package (or a plugin module named in the config key
-``plugins``) holding its class and a ``METHOD`` declaration: name, class, encoder family
-(:mod:`pixmim.families`), arch table and pretraining-only parameters
-(:mod:`pixmim.registry` reads it without importing torch). ``METHODS`` and ``ARCHS`` below
-are derived from those declarations. PixMIM is not a method: it is the target/crop variant
-of any method, passed as keyword arguments (``target="lowpass", radius=40``).
+Each method is one module of this package (or a plugin's) holding its class, declared as
+plain data in :mod:`pixmim.methods` (or the plugin's declaring module): name, class, encoder
+family (:mod:`pixmim.families`), arch table and pretraining-only parameters. PixMIM is not a
+method: it is the target/crop variant of any method, passed as keyword arguments
+(``target="lowpass", radius=40``).
 """
 
 from __future__ import annotations
@@ -16,16 +15,6 @@ from pixmim import families, registry
 
 if TYPE_CHECKING:  # the registry itself imports no torch (the workflow reads the archs)
     import torch.nn as nn
-
-def __getattr__(name: str) -> Any:
-    """``METHODS`` (name -> declaration) and ``ARCHS`` (name -> arch table), derived from
-    the registry each time (plugins included)."""
-    if name == "METHODS":
-        return registry.methods()
-    if name == "ARCHS":
-        return {n: m.archs for n, m in registry.methods().items()}
-    raise AttributeError(name)
-
 
 def method_class(method: str) -> type[nn.Module]:
     return registry.model_class(method)

@@ -23,26 +23,14 @@ from pixmim.models.base import MIMBase
 from pixmim.models.mae import sincos_pos_embed
 
 Ints = tuple[int, ...]
-ARCHS = {
-    # CPU size for the embedded dataset and tests (not a paper model): 1/16 grid of 4x4.
-    "convvit_cpu_64": dict(img_size=64, embed_dims=(32, 48, 96), depths=(1, 1, 2), num_heads=4,
-                           decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2),
-    # ConvMAE-B: Alpha-VL/ConvMAE convmae_convvit_base_patch16_dec512d8b (88M encoder).
-    "convvit_base_224": dict(img_size=224, patch_sizes=(4, 2, 2), embed_dims=(256, 384, 768),
-                             depths=(2, 2, 11), num_heads=12, decoder_embed_dim=512,
-                             decoder_depth=8, decoder_num_heads=16),
-}
-# The registry's declaration: a hybrid conv + ViT encoder (family convvit).
-# Pretraining-only: the decoder and the mask token (the fusion convs belong to the encoder;
-# its family drops them where its downstream models have none).
-METHOD = dict(name="convmae", model="ConvMAE", family="convvit", archs=ARCHS,
-              pretrain_only=("decoder_", "mask_token"))
+# Declared in pixmim.methods (ConvMAE-B and the CPU arch there).
 
 
 class ConvMAE(MIMBase, ConvEncoderMixin):
     """ConvMAE pretraining model: ConvViT encoder + MAE decoder at the 1/16 grid.
 
-    Defaults are ConvMAE-B (``ARCHS["convvit_base_224"]``); ``**mim`` goes to :class:`MIMBase`.
+    Defaults are ConvMAE-B (``pixmim.methods.CONVMAE_ARCHS["convvit_base_224"]``); ``**mim``
+    goes to :class:`MIMBase`.
     """
 
     probe_pool = "avg"  # no cls token: the linear probe pools all tokens (reference-facts)

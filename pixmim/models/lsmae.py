@@ -12,18 +12,9 @@ from typing import Any
 
 import torch
 
-from pixmim.models.mae import ARCHS as VIT_ARCHS
-from pixmim.models.mae import MAE, PRETRAIN_ONLY
+from pixmim.models.mae import MAE
 
-# 448 px, 32-px mask units (2x2 patches), decoder 384 x 12 heads x 8 (long_seq_mae).
-ARCHS = {
-    "vit_cpu_patch8_64": dict(VIT_ARCHS["vit_cpu_patch8_64"], mask_unit=2),
-    "vit_base_patch16_448": dict(img_size=448, embed_dim=768, depth=12, num_heads=12,
-                                 decoder_embed_dim=384, decoder_depth=8, decoder_num_heads=12,
-                                 mask_unit=2),
-}
-METHOD = dict(name="lsmae", model="LSMAE", family="vit", archs=ARCHS,
-              pretrain_only=PRETRAIN_ONLY)
+# Declared in pixmim.methods (448 px, 32-px mask units, a 384 x 12 x 8 decoder there).
 
 
 class LSMAE(MAE):

@@ -16,26 +16,7 @@ from timm.models.vision_transformer import Block
 
 from pixmim.models.base import MIMBase
 
-# Decoder 8 x 512 x 16 heads for every ViT size: MAE Sec. 4 / Table 1 (PixMIM keeps it).
-_DEC = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
-# CPU size for the embedded dataset and tests (not a paper model). Width 64, not 128: at the
-# same cost (pretraining 40 epochs at 64 vs 20 at 128, ~150 s on one core) both probe ~31%
-# top-1 on the default, and fine-tuning costs 2.2x less (34 vs 76 s for 8 epochs), which
-# lets the default run three seeds in 20 minutes.
-_CPU = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4,
-            decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2)
-ARCHS = {
-    "vit_cpu_patch8_64": _CPU,
-    # ViT-S/B/L (Dosovitskiy et al. 2021): PixMIM Table 2 (B) and Table 16 (S, L).
-    # Each arch declares its pretraining input size (pixmim.workflow.jobs.pretrain_size).
-    "vit_small_patch16_224": dict(img_size=224, embed_dim=384, depth=12, num_heads=6, **_DEC),
-    "vit_base_patch16_224": dict(img_size=224, embed_dim=768, depth=12, num_heads=12, **_DEC),
-    "vit_large_patch16_224": dict(img_size=224, embed_dim=1024, depth=24, num_heads=16, **_DEC),
-}
-# The registry's declaration (pixmim.registry reads it without importing this module).
-# Its pretraining-only parameters (no downstream model takes them): the decoder, the mask token.
-PRETRAIN_ONLY = ("decoder_", "mask_token")
-METHOD = dict(name="mae", model="MAE", family="vit", archs=ARCHS, pretrain_only=PRETRAIN_ONLY)
+# Declared in pixmim.methods (its arch table, family and pretraining-only parameters).
 
 
 def sincos_pos_embed(grid: int, dim: int, cls_token: bool = True) -> torch.Tensor:

@@ -14,18 +14,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pixmim.models.mae import ARCHS as VIT_ARCHS
-from pixmim.models.mae import MAE, PRETRAIN_ONLY
+from pixmim.models.mae import MAE
 
-# MFF fuses blocks [0, 2, 4, 6, 8, 11] of ViT-B (Liu et al. 2023; mmpretrain mff.py).
-ARCHS = {
-    "vit_cpu_patch8_64": dict(VIT_ARCHS["vit_cpu_patch8_64"], fusion_layers=(0, 1, 2, 3)),
-    "vit_base_patch16_224": dict(VIT_ARCHS["vit_base_patch16_224"],
-                                 fusion_layers=(0, 2, 4, 6, 8, 11)),
-}
-# MAE's pretraining-only parameters and the fusion projections and weights.
-METHOD = dict(name="mff", model="MFF", family="vit", archs=ARCHS,
-              pretrain_only=(*PRETRAIN_ONLY, "fusion_"))
+# Declared in pixmim.methods (MFF fuses blocks [0, 2, 4, 6, 8, 11] of ViT-B there).
 
 
 class MFF(MAE):

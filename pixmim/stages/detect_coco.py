@@ -19,21 +19,6 @@ from pixmim.stages.common import run_main
 from pixmim.stages.dense import import_task, run_dense
 
 # CocoMetric keys (fractions) -> ours (points, as the paper reports AP).
-
-# The registry's declaration; detect_coco_2x is Table 18's 2x schedule (its iterations:
-# `stage_overrides.detect_coco_2x.detection` of the config). Cost: the encoder trained at
-# 1024 px (its family counts global attention in every block: ViT-B ~1,315 GFLOPs, ViTDet's
-# windows ~920), times the heads' share (assumed 1.2: ViTDet reports ~0.8 T multiply-adds
-# for its ViT-B Mask R-CNN, i.e. ~1.6 TFLOPs, about 1.2x the global-attention count).
-_DET = dict(rule="dense", job="dense", section="detection", data="scenes",
-            cost=dict(kind="iters", passes="train", heads=1.2))
-STAGES = [
-    dict(_DET, name="detect_coco", help="Mask R-CNN, ViTDet style, on COCO (mmdet)",
-         columns={"ap_box": ("ap_box", "AP box"), "ap_mask": ("ap_mask", "AP mask")}),
-    dict(_DET, name="detect_coco_2x", help="Mask R-CNN on COCO, 2x schedule (Table 18)",
-         columns={"ap_box_2x": ("ap_box", "AP box (2x)"),
-                  "ap_mask_2x": ("ap_mask", "AP mask (2x)")}),
-]
 KEYS = {"coco/bbox_mAP": "ap_box", "coco/bbox_mAP_50": "ap_box_50",
         "coco/bbox_mAP_75": "ap_box_75", "coco/segm_mAP": "ap_mask",
         "coco/segm_mAP_50": "ap_mask_50", "coco/segm_mAP_75": "ap_mask_75"}

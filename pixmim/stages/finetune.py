@@ -51,19 +51,6 @@ from pixmim.stages.common import (
     tracked,
 )
 
-# The registry's declaration: full fine-tuning and the few-shot subsets of Table 19 (1% and
-# 10% class-balanced). Cost: a training step (forward + backward) on all tokens.
-_FT = dict(help="End-to-end fine-tuning", rule="finetune", outputs=("model.pth", "metrics.json"),
-           job="finetune", section="finetune", data="images",
-           cost=dict(kind="epochs", passes="train"))
-STAGES = [
-    dict(_FT, name="finetune", columns={"ft": ("top1_best", "ft (%)")}),
-    dict(_FT, name="finetune_1pct", help="Fine-tuning on 1% of the labels (Table 19)",
-         params={"fraction": 0.01}, columns={"fs1": ("top1_best", "1% (%)")}),
-    dict(_FT, name="finetune_10pct", help="Fine-tuning on 10% of the labels (Table 19)",
-         params={"fraction": 0.1}, columns={"fs10": ("top1_best", "10% (%)")}),
-]
-
 
 def train_transform(cfg: JobConfig):
     """timm's training transform: RRC (bicubic), flip, RandAugment, random erasing."""

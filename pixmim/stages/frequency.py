@@ -44,12 +44,6 @@ from pixmim.stages.common import (
 
 N_BANDS = 16
 
-# The registry's declaration (Figures 1 and 5; ImageNet val, 50k images).
-STAGES = [dict(
-    name="frequency", help="Reconstruction PSNR per frequency band (Fig. 5)", rule="evaluate",
-    job="frequency", data="images",
-    cost=dict(kind="images", images=50000, passes="forward"),
-)]
 # Reconstructions measured: name -> (de-normalisation, keep the prediction). ``patch_stats``
 # zeroes the prediction: masked patches then show only the original's patch means, the part
 # of the ``image`` reconstruction that the de-normalisation (not the model) supplies.

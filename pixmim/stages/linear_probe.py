@@ -44,14 +44,6 @@ from pixmim.stages.common import (
     tracked,
 )
 
-# The registry's declaration. Cost: the frozen encoder's forward on all tokens per image
-# and epoch (pixmim.workflow.budget).
-STAGES = [dict(
-    name="linear_probe", help="Linear probe on frozen features", rule="linear_probe",
-    job="train", section="linear_probe", data="images",
-    columns={"lin": ("top1_best", "lin (%)")}, cost=dict(kind="epochs", passes="forward"),
-)]
-
 
 class GlobalBatchNorm1d(distributed.GlobalBatchNorm):
     """BatchNorm1d whose training statistics are those of the whole batch across processes.

@@ -107,9 +107,3 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     return run_main("pretrain", run, argv)
 
-# The registry's declaration (pixmim.registry reads it without importing this module).
-STAGES = [dict(
-    name="pretrain", help="Masked-image-modeling pretraining", rule="pretrain", consumes=None,
-    outputs=("checkpoint.pth", "metrics.json"), job="train", section="pretrain", data="images",
-    cost=dict(kind="pretrain"),
-)]

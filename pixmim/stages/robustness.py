@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
+from pixmim import registry
 from pixmim.config import JobConfig
 from pixmim.data.imagenet_meta import imagenet_wnids
 from pixmim.data.transforms import BICUBIC, Crop, build_eval_transform
@@ -37,18 +38,7 @@ from pixmim.stages.common import (
     tracked,
 )
 
-# The registry's declaration. Images read: IN-C 50k x 75, IN-A 7.5k, IN-R 30k, IN-S 50,889.
-STAGES = [dict(
-    name="robustness", help="ImageNet-C/-A/-R/-Sketch of a fine-tuned model", rule="evaluate",
-    consumes="finetune", job="evaluate", data="views",
-    params=dict(eval_sets=("imagenet_c", "imagenet_a", "imagenet_r", "imagenet_sketch")),
-    columns={"in_c": ("mce", "IN-C mCE (lower better)"), "in_a": ("imagenet_a_top1", "IN-A (%)"),
-             "in_r": ("imagenet_r_top1", "IN-R (%)"),
-             "in_s": ("imagenet_sketch_top1", "IN-S (%)")},
-    cost=dict(kind="images", images=3838389, passes="forward"),
-)]
-
-SETS = STAGES[0]["params"]["eval_sets"]
+SETS = registry.stage("robustness").params["eval_sets"]  # the sets it declares
 
 
 class ShorterSideTo:

@@ -39,13 +39,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-# The registry's declaration. Cost: 512 px crops, (512/224)^2 = 5.2x the tokens of a
-# pretraining image, trained end to end (an assumption).
-STAGES = [dict(
-    name="segment_ade20k", help="UperNet on ADE20K (mmsegmentation)", rule="dense",
-    job="dense", section="segmentation", data="scenes", columns={"miou": ("miou", "mIoU")},
-    # Cost: the encoder trained at the 512 crop, times the heads' share (assumed): ViT-B's
-    # forward at 512 is ~213 GFLOPs, UperNet's with 768 channels ~1,000 (the 3x3 bottleneck
-    # over 4 x 768 channels at 1/4 resolution alone ~696), so ~5.7x the encoder's.
-    cost=dict(kind="iters", passes="train", heads=5.7),
-)]

@@ -120,10 +120,3 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     return run_main("shape_bias", run, argv)
 
-# The registry's declaration (Figure 8; 1,280 cue-conflict images).
-STAGES = [dict(
-    name="shape_bias", help="Shape bias on the cue-conflict stimuli", rule="evaluate",
-    consumes="finetune", job="evaluate", data="views",
-    params=dict(eval_sets=("cue_conflict",)),
-    cost=dict(kind="images", images=1280, passes="forward"),
-)]

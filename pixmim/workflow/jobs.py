@@ -194,7 +194,7 @@ def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _train(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
     job["train"].update(section(config, spec.section, knobs["method"], knobs["arch"], spec.name))
     if spec.consumes is None:  # the pretraining itself
@@ -208,7 +208,7 @@ def _train(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, An
                                          else masks_root(config))
 
 
-def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _finetune(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
               job: dict[str, Any]) -> None:
     """Fine-tune section with its recipe; the few-shot stages add their fraction and the
     ``few_shot`` schedule overrides."""
@@ -227,12 +227,12 @@ def _finetune(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str,
                              if v is not None})
 
 
-def _evaluate(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _evaluate(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
               job: dict[str, Any]) -> None:
     job["eval"] = {**eval_roots(config), **config["evaluation"]["loader"]}
 
 
-def _frequency(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _frequency(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
                job: dict[str, Any]) -> None:
     job["eval"] = dict(config["evaluation"]["loader"])  # its loader: the evaluations'
     job["mask_ratio"] = config["mask_ratio"]  # the analysis masks as the pretraining did
@@ -258,13 +258,13 @@ def dense_section(config: dict[str, Any], stage: str, method: str,
     return dense
 
 
-def _dense(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _dense(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
     job["dense"] = dense_section(config, spec.name, knobs["method"], knobs["arch"])
     del job["data"]  # the dense stages read dense.root
 
 
-def _options(config: dict[str, Any], spec: registry.StageSpec, knobs: dict[str, Any],
+def _options(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
              job: dict[str, Any]) -> None:
     job["options"] = dict(config.get(spec.section) or {})
 
@@ -299,7 +299,7 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
     JOB_KINDS[spec.job](config, spec, knobs, job)
     job["train"]["seed"] = knobs["seed"]  # the run's seed, through its whole chain
     layout(job, spec)  # its batch divides over its processes (a ConfigError otherwise)
-    own = [m for m in (registry.method(knobs["method"], plugins(config)).module, spec.module)
+    own = [m for m in (registry.method(knobs["method"], plugins(config)).source, spec.source)
            if m in plugins(config)]
     if own:
         job["plugins"] = own
@@ -310,7 +310,7 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
 DISTRIBUTED = {"train": "train", "finetune": "train", "dense": "dense"}
 
 
-def layout(job: dict[str, Any], spec: registry.StageSpec) -> dict[str, int]:
+def layout(job: dict[str, Any], spec: registry.Stage) -> dict[str, int]:
     """How a resolved job spreads over processes: ``nodes``, ``gpus`` (per node; 0: one
     process on ``device``), ``processes``, ``per_gpu_batch`` (images per process per
     micro-step), ``accum_steps`` and ``batch_size`` (the effective batch, the paper's). A

@@ -11,8 +11,9 @@ import yaml
 from pixmim.__main__ import main as cli
 from pixmim.analysis import frequency as fq
 from pixmim.data.generate.synth import SynthConfig, generate
-from pixmim.models import ARCHS, create_model
+from pixmim.models import create_model
 from pixmim.models.targets import lowpass
+from pixmim.registry import methods
 from pixmim.stages.common import save_model
 
 ARCH = "vit_cpu_patch8_64"
@@ -94,10 +95,10 @@ def test_reconstruct_pastes_visible_patches(target):
     assert same == (target == "pixel")  # the target is the image itself for pixel targets
 
 
-@pytest.mark.parametrize("method", sorted(ARCHS))
+@pytest.mark.parametrize("method", sorted(methods()))
 def test_reconstruct_every_method(method):
     """Each registered method's CPU arch: its own patch size and mask units."""
-    arch = next(a for a in ARCHS[method] if "cpu" in a)
+    arch = next(a for a in methods()[method].archs if "cpu" in a)
     model = create_model(method, arch, img_size=64).eval()
     imgs = (noise_images(2) - model.mean) / model.std
     rec, mask = fq.reconstruct(model, imgs, 0.75, seed=0)

@@ -18,8 +18,8 @@ from pixmim.families.vit.nets import (
     default_global_blocks,
     default_out_indices,
 )
+from pixmim.methods import VIT_ARCHS as ARCHS
 from pixmim.models import create_model
-from pixmim.models.mae import ARCHS
 
 ARCH = "vit_cpu_patch8_64"  # depth 4, patch 8, 64 px
 CONV_ARCH = "convvit_cpu_64"

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torchvision
 
 from pixmim.downstream import common
-from pixmim.models.mae import ARCHS as MAE_ARCHS
+from pixmim.methods import VIT_ARCHS as MAE_ARCHS
 
 common.setup()  # before anything imports mmcv.ops
 

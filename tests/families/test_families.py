@@ -30,14 +30,14 @@ def declared(monkeypatch):
     """Registry with extra/overridden declarations (names deliberately misleading)."""
     table = dict(registry.methods())
     conv, vit = registry.method("convmae").family, registry.method("mae").family
-    table["hybrid"] = registry.MethodSpec(  # a new name, ConvMAE's family and class
-        name="hybrid", module="pixmim.models.convmae", model="ConvMAE", family=conv,
+    table["hybrid"] = registry.Method(  # a new name, ConvMAE's family and class
+        name="hybrid", model="pixmim.models.convmae:ConvMAE", family=conv,
         archs={"tiny": CONV}, pretrain_only=("decoder_", "mask_token"))
-    table["convmae"] = registry.MethodSpec(  # the old name, now a plain ViT
-        name="convmae", module="pixmim.models.mae", model="MAE", family=vit,
+    table["convmae"] = registry.Method(  # the old name, now a plain ViT
+        name="convmae", model="pixmim.models.mae:MAE", family=vit,
         archs={"tiny": VIT}, pretrain_only=("decoder_", "mask_token"))
-    table["odd"] = registry.MethodSpec(
-        name="odd", module="pixmim.models.mae", model="MAE", family="nosuch",
+    table["odd"] = registry.Method(
+        name="odd", model="pixmim.models.mae:MAE", family="nosuch",
         archs={"tiny": VIT})
     monkeypatch.setattr(registry, "methods", lambda plugins=None: table)
     return table
@@ -103,7 +103,7 @@ def test_a_family_missing_part_of_the_contract_is_named(monkeypatch, tmp_path):
 
 def _family_literals(path: Path) -> list[str]:
     """String constants in ``path`` equal to a registered family's name, outside a
-    ``METHOD = dict(..., family=...)`` declaration (where a method names its family)."""
+    ``Method(..., family=...)`` declaration (where a method names its family)."""
     names = set(registry.families())
     tree = ast.parse(path.read_text(encoding="utf-8"))
     allowed = {id(kw.value) for node in ast.walk(tree) if isinstance(node, ast.Call)

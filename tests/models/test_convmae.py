@@ -6,7 +6,8 @@ import torch
 from pixmim import families
 from pixmim.families.convvit.nets import ConvViT, checkpoint_filter, encoder_kwargs
 from pixmim.families.convvit.nets import load_pretrained as load_into
-from pixmim.models.convmae import ARCHS, ConvMAE
+from pixmim.methods import CONVMAE_ARCHS as ARCHS
+from pixmim.models.convmae import ConvMAE
 
 DROP = families.pretrain_only("convmae")
 

@@ -136,8 +136,9 @@ def module_file(mod: str) -> Path | None:
 
 
 # Modules whose module names in strings are no imports: the CLI's command table (dispatched
-# by entry_modules) and the registry (it reads declarations as text, imports on request).
-DISPATCH = {"pixmim.__main__", "pixmim.registry"}
+# by entry_modules), the registry (imports on request) and the declarations (they name the
+# modules of the methods' classes and of the stages; entry_modules adds a job's own).
+DISPATCH = {"pixmim.__main__", "pixmim.registry", "pixmim.methods", "pixmim.pipeline"}
 
 
 def direct_imports(mod: str) -> tuple[set[str], set[str]]:

@@ -1,5 +1,5 @@
-# One rule per family of the stage registry (pixmim.registry: each stage module's STAGES
-# declares its rule, what it consumes, what it writes): linear_probe, finetune (and the
+# One rule per family of the stage registry (pixmim.registry: each stage's declaration,
+# pixmim/pipeline.py or a plugin's, declares its rule, what it consumes, what it writes): linear_probe, finetune (and the
 # few-shot subsets), evaluate (robustness, shape bias, frequency), dense (segmentation,
 # detection), and any family a plugin stage declares. A new stage needs no new rule.
 for _name, _family in W.rule_families(config).items():

@@ -116,7 +116,7 @@ class SegViT(DenseBackbone):
     """ViT with a zero-initialised relative position bias in every block, for UperNet.
 
     Args:
-        method, arch: the pretraining method and arch (``pixmim.models.ARCHS``).
+        method, arch: the pretraining method and arch (``pixmim.methods``).
         img_size: training crop in px; the rel-pos tables and position grid are built for it
             (test with mmseg's slide mode at the same crop).
         out_indices: blocks whose outputs feed the pyramid (None: four evenly spaced).

@@ -1,6 +1,4 @@
-"""A toy evaluation stage, declared the way a user declares one: this module (its
-``STAGES`` declaration, ``run`` and ``main``), its config section (``knn_probe: {k: 5}``)
-and a table column (``knn``), nothing else.
+"""The toy k-NN stage (declared in ``tests.plugins.knn_probe``): ``run`` and ``main``.
 
 k-nearest-neighbour top-1 on the frozen encoder's features: each validation image takes
 the majority label of its ``k`` most cosine-similar training images.
@@ -21,14 +19,6 @@ from pixmim.data.transforms import build_eval_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import make_loader
 from pixmim.stages.common import complete, load_encoder, parent_tags, run_main, tracked
-
-STAGES = [dict(
-    name="knn_probe", help="k-NN top-1 on frozen features (a plugin stage)", rule="knn",
-    job="options", section="knn_probe", data="images", columns={"knn": ("top1", "k-NN (%)")},
-    params={"schema": {"required": ["k"],
-                       "properties": {"k": {"type": "integer", "minimum": 1}}}},
-    cost=dict(kind="images", images=1_331_167, passes="forward"),
-)]
 
 
 @torch.no_grad()

@@ -1,6 +1,5 @@
-"""A toy SimMIM-style method on the toy hierarchical family (tests/plugins/toy_family), declared
-the way a user declares one: this module and its family package, named in the config key
-``plugins``, plus catalogue rows.
+"""The toy SimMIM-style method on the toy hierarchical family (declared in
+``tests.plugins.toy_simmim``).
 
 Masked 8-px patches have their four stage-1 tokens replaced by a learned mask token; the
 whole encoder runs on every token and a linear layer predicts each 8-px patch's pixels
@@ -17,10 +16,6 @@ import torch.nn.functional as F
 
 from pixmim.models.base import MIMBase
 from tests.plugins.toy_family.nets import HierEncoder
-
-ARCHS = {"hier_cpu_64": dict(img_size=64, embed_dims=(32, 64), depths=(1, 2), num_heads=4)}
-METHOD = dict(name="toyhier", model="ToySimMIM", family="tests.plugins.toy_family",
-              archs=ARCHS, pretrain_only=("mask_token", "decoder_"))
 
 
 class ToySimMIM(MIMBase, HierEncoder):
