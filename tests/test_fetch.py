@@ -235,13 +235,23 @@ def test_a_refused_connection_is_retried_then_reported(out):
     assert url in message and "3 attempts" in message and "ConnectionRefusedError" in message
 
 
-@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"])
-def test_an_html_page_is_refused_and_leaves_nothing(server, out, content_type):
-    """Whether the server says text/html or the page only starts like one."""
+@pytest.mark.parametrize("content_type, says", [
+    ("text/html; charset=utf-8", "HTML page (Content-Type text/html)"),  # the body is not read
+    ("application/octet-stream", "an HTML page, not a checkpoint"),  # it only starts like one
+])
+def test_an_html_page_is_refused_and_leaves_nothing(server, out, content_type, says):
     server.routes["/w.pth"] = serve(PAGE, content_type=content_type)
     message = refused(server.url("/w.pth"), out)
-    assert server.url("/w.pth") in message and "HTML page" in message
+    assert server.url("/w.pth") in message and says in message
     assert len(server.log) == 1 and leftovers(out) == []
+
+
+def test_a_write_error_is_reported_at_once(server, out):
+    (out / "w.pth.part").mkdir(parents=True)  # the part cannot be opened as a file
+    server.routes["/w.pth"] = serve(BODY)
+    message = refused(server.url("/w.pth"), out)
+    assert str(out / "w.pth.part") in message and "IsADirectoryError" in message
+    assert len(server.log) == 1
 
 
 def test_a_checksum_mismatch_names_both_and_leaves_nothing(server, out):
@@ -291,12 +301,17 @@ def test_an_existing_good_dest_is_not_fetched_again(server, out):
     assert server.log == []
 
 
-def test_an_existing_wrong_dest_is_replaced(server, out):
+def test_an_existing_wrong_dest_is_replaced_or_removed(server, out):
+    """A stale file is not the checkpoint: fetched again, and gone if the fetch fails."""
     out.mkdir()
     (out / "w.pth").write_bytes(OTHER)
     server.routes["/w.pth"] = serve(BODY)
     assert get(server.url("/w.pth"), out)[0].read_bytes() == BODY
     assert len(server.log) == 1
+    (out / "w.pth").write_bytes(OTHER)
+    server.routes["/gone.pth"] = fail(404)
+    refused(server.url("/gone.pth"), out)
+    assert leftovers(out) == []
 
 
 @pytest.mark.parametrize("form", ["path", "str", "file-url"])
