@@ -70,8 +70,10 @@ def fetch(source: str | Path, dest: str | Path, *, sha256: str, retries: int = 5
 
     Raises:
         FetchError: one line naming the source, for a 4xx answer (not retried), retries
-            exhausted (the attempts and the last error), an HTML page, or a checksum mismatch
-            (expected vs got); in the last two cases neither ``dest`` nor its ``.part`` is left.
+            exhausted (the attempts and the last error; the ``.part`` is kept for the next
+            call to resume), an HTML page, or a checksum mismatch (expected vs got); in the
+            last two cases neither ``dest`` nor its ``.part`` is left. A write error (a full
+            disk) names the ``.part`` and is not retried.
     """
     source, dest, want = str(source), Path(dest), _expected(sha256)
     if dest.is_file():
