@@ -274,9 +274,9 @@ def test_an_unsupported_scheme_is_refused(out):
 
 # ------------------------------------------------------------ OpenMMLab's hash prefix
 def test_openmmlab_hash_reads_the_prefix_from_a_name_or_url():
-    assert openmmlab_hash("pixmim_vit-base-p16_300e_in1k_20230322-3304a88c.pth") == "3304a88c"
-    assert openmmlab_hash("https://x.org/a/b_20230322-3304a88c.pth?download=1") == "3304a88c"
-    for name in ["mae_pretrain_vit_base.pth", "a-3304a88c.pth.part", "a-3304a88.pth", "a.pth"]:
+    assert openmmlab_hash("pixmim_vit-base-p16_300e_in1k_20230322-0123abcd.pth") == "0123abcd"
+    assert openmmlab_hash("https://x.org/a/b_20230322-0123abcd.pth?download=1") == "0123abcd"
+    for name in ["mae_pretrain_vit_base.pth", "a-0123abcd.pth.part", "a-0123abc.pth", "a.pth"]:
         assert openmmlab_hash(name) is None
 
 
