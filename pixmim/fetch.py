@@ -1,9 +1,9 @@
 """Fetch a released checkpoint (torch-free, standard library only).
 
-``fetch(source, dest, sha256=...)`` copies a local file or downloads an ``http(s)://`` URL to
+``fetch(source, dest, checksum=...)`` copies a local file or downloads an ``http(s)://`` URL to
 ``dest``: the bytes go to ``<dest>.part`` beside it, an interrupted download resumes from
 that file with an HTTP ``Range`` request, dropped connections, timeouts and 5xx answers are
-retried with exponential backoff, and only a complete file whose sha256 matches is renamed
+retried with exponential backoff, and only a complete file whose checksum matches is renamed
 onto ``dest`` (``os.replace``, atomic). A checksum mismatch or an HTML page (an error page
 saved under a checkpoint's name) leaves nothing behind. Every failure is one
 :class:`FetchError` whose message is one line naming the source.
@@ -29,6 +29,9 @@ CHUNK = 1 << 20  # bytes per read and per progress update
 # (mmengine's model zoo, as in mmselfsup's configs/selfsup/pixmim/metafile.yml)
 _OPENMMLAB_NAME = re.compile(r"-([0-9a-f]{8})\.pth$")
 _HTML_START = (b"<!doctype html", b"<html")
+# A checksum as the authors publish it: a full sha256, OpenMMLab's 8-hex sha256 prefix, or an
+# md5 prefix (facebookresearch/mae's README gives 6 hex digits of each file's md5).
+_CHECKSUM = re.compile(r"(sha256):([0-9a-f]{64}|[0-9a-f]{8})|(md5):([0-9a-f]{6,32})")
 
 
 class FetchError(RuntimeError):
@@ -45,24 +48,25 @@ def openmmlab_hash(name: str) -> str | None:
     return found.group(1) if found else None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of ``path`` (``sha256`` or ``md5``)."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def fetch(source: str | Path, dest: str | Path, *, sha256: str, retries: int = 5,
+def fetch(source: str | Path, dest: str | Path, *, checksum: str, retries: int = 5,
           timeout: float = 60.0, backoff: float = 1.0,
           sleep: Callable[[float], None] = time.sleep) -> Path:
-    """Copy or download ``source`` to ``dest`` and check its sha256.
+    """Copy or download ``source`` to ``dest`` and check its checksum.
 
     Args:
         source: a local path, a ``file://`` URL or an ``http(s)://`` URL.
-        dest: the checkpoint's path; nothing is fetched when it already has ``sha256``.
-        sha256: the file's full sha256 (64 hex digits) or OpenMMLab's 8-digit prefix
-            (:func:`openmmlab_hash`).
+        dest: the checkpoint's path; nothing is fetched when it already has ``checksum``.
+        checksum: ``sha256:<64 hex digits>``, ``sha256:<8 hex>`` (OpenMMLab's prefix,
+            :func:`openmmlab_hash`) or ``md5:<6 to 32 hex>`` (a published md5 prefix).
         retries: further attempts after a transient failure (so ``retries + 1`` in all).
         timeout: seconds to wait for the connection and for each read.
         backoff: the wait before the first retry, doubled before each next one.
@@ -75,9 +79,9 @@ def fetch(source: str | Path, dest: str | Path, *, sha256: str, retries: int = 5
             last two cases neither ``dest`` nor its ``.part`` is left. A write error (a full
             disk) names the ``.part`` and is not retried.
     """
-    source, dest, want = str(source), Path(dest), _expected(sha256)
+    source, dest, (algorithm, want) = str(source), Path(dest), _expected(checksum)
     if dest.is_file():
-        if file_sha256(dest).startswith(want):
+        if file_digest(dest, algorithm).startswith(want):
             return dest
         dest.unlink()  # a stale or corrupt file is not the checkpoint asked for
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -89,17 +93,19 @@ def fetch(source: str | Path, dest: str | Path, *, sha256: str, retries: int = 5
         _copy(Path(urllib.request.url2pathname(url.path)) if url.scheme else Path(source), part)
     else:
         raise FetchError(f"{source}: unsupported source (a path, file://, http:// or https://)")
-    _verify(source, part, want)
+    _verify(source, part, algorithm, want)
     os.replace(part, dest)
     return dest
 
 
-def _expected(sha256: str) -> str:
-    want = sha256.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}|[0-9a-f]{8}", want):
-        raise FetchError(f"checksum {sha256!r} is neither a sha256 (64 hex digits) nor "
-                         "OpenMMLab's 8-hex prefix")
-    return want
+def _expected(checksum: str) -> tuple[str, str]:
+    """(algorithm, expected hex digest or prefix) of a checksum (:data:`_CHECKSUM`)."""
+    found = _CHECKSUM.fullmatch(checksum.strip().lower())
+    if not found:
+        raise FetchError(f"checksum {checksum!r} is none of sha256:<64 hex>, sha256:<8 hex> "
+                         "(OpenMMLab's prefix), md5:<6 to 32 hex>")
+    algorithm, want = (g for g in found.groups() if g)
+    return algorithm, want
 
 
 def _one_line(err: BaseException) -> str:
@@ -187,15 +193,15 @@ def _reads(response: http.client.HTTPResponse) -> Iterator[bytes]:
         yield chunk
 
 
-def _verify(source: str, part: Path, want: str) -> None:
-    """Remove ``part`` and raise unless it is the checkpoint (no HTML page, the sha256)."""
+def _verify(source: str, part: Path, algorithm: str, want: str) -> None:
+    """Remove ``part`` and raise unless it is the checkpoint (no HTML page, the checksum)."""
     with part.open("rb") as f:
         head = f.read(256).lstrip().lower()
     if head.startswith(_HTML_START):
         part.unlink()
         raise FetchError(f"{source}: an HTML page, not a checkpoint (an error page saved "
                          "under the checkpoint's name?)")
-    got = file_sha256(part)
+    got = file_digest(part, algorithm)
     if not got.startswith(want):
         part.unlink()
-        raise FetchError(f"{source}: sha256 mismatch: expected {want}, got {got}")
+        raise FetchError(f"{source}: {algorithm} mismatch: expected {want}, got {got}")

@@ -20,6 +20,7 @@ from pixmim.fetch import FetchError, fetch, openmmlab_hash
 
 BODY = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(BODY).hexdigest()
+MD5 = hashlib.md5(BODY).hexdigest()
 OTHER = random.Random(1).randbytes(len(BODY))
 PAGE = b"<!DOCTYPE html>\n<html><body><h1>Sign in to download</h1></body></html>\n"
 
@@ -127,10 +128,12 @@ def out(tmp_path) -> Path:
 
 
 def get(source: str | Path, out: Path, sha256: str = SHA, **kwargs) -> tuple[Path, list]:
-    """``fetch`` into ``out / "w.pth"``; also returns the backoff waits it asked for."""
+    """``fetch`` into ``out / "w.pth"`` checking ``sha256`` (a digest or prefix, or a whole
+    ``algorithm:hex`` checksum); also returns the backoff waits it asked for."""
     waits: list[float] = []
     kwargs = {"retries": 3, "backoff": 0.5, "sleep": waits.append, **kwargs}
-    return fetch(source, out / "w.pth", sha256=sha256, **kwargs), waits
+    checksum = sha256 if ":" in sha256 else f"sha256:{sha256}"
+    return fetch(source, out / "w.pth", checksum=checksum, **kwargs), waits
 
 
 def refused(source: str | Path, out: Path, sha256: str = SHA, **kwargs) -> str:
@@ -263,8 +266,11 @@ def test_a_checksum_mismatch_names_both_and_leaves_nothing(server, out):
 
 def test_a_malformed_checksum_is_refused_before_any_request(server, out):
     server.routes["/w.pth"] = serve(BODY)
-    for bad in ["", SHA[:7], SHA[:63], SHA[:8] + "0", "g" * 64]:
-        assert "neither a sha256" in refused(server.url("/w.pth"), out, bad)
+    bad = ["", SHA, "sha256:", f"sha256:{SHA[:7]}", f"sha256:{SHA[:63]}", f"sha256:{SHA[:8]}0",
+           "sha256:" + "g" * 64, f"md5:{MD5[:5]}", f"md5:{MD5}0", f"sha1:{SHA[:40]}"]
+    for checksum in bad:
+        with pytest.raises(FetchError, match="is none of sha256:<64 hex>"):
+            fetch(server.url("/w.pth"), out / "w.pth", checksum=checksum)
     assert server.log == [] and leftovers(out) == []
 
 
@@ -289,6 +295,16 @@ def test_an_openmmlab_prefix_is_accepted_and_a_wrong_one_refused(server, out):
     wrong = f"{int(prefix, 16) ^ 1:08x}"
     message = refused(server.url(path), out / "wrong", wrong)
     assert f"expected {wrong}, got {SHA}" in message and leftovers(out / "wrong") == []
+
+
+def test_a_published_md5_prefix_is_accepted_and_a_wrong_one_refused(server, out):
+    """facebookresearch/mae publishes 6 hex digits of each file's md5."""
+    server.routes["/w.pth"] = serve(BODY)
+    assert get(server.url("/w.pth"), out, f"md5:{MD5[:6]}")[0].read_bytes() == BODY
+    wrong = f"{int(MD5[:6], 16) ^ 1:06x}"
+    message = refused(server.url("/w.pth"), out / "wrong", f"md5:{wrong}")
+    assert f"md5 mismatch: expected {wrong}, got {MD5}" in message
+    assert leftovers(out / "wrong") == []
 
 
 # ------------------------------------------------------------ an existing dest, a local file
