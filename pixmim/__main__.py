@@ -29,6 +29,7 @@ TOOLS = {
     "table": ("pixmim.report.tables", "Assemble a paper table from metrics.json files"),
     "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
     "budget": ("pixmim.workflow.budget", "GPU-hours each table / figure still needs"),
+    "fetch": ("pixmim.fetch", "Fetch a released checkpoint, its checksum verified"),
     "launch": ("pixmim.workflow.launch",
                "The command prefix that starts a job's nodes x GPUs processes"),
     "rehearsal": ("pixmim.workflow.resources",

@@ -257,6 +257,20 @@ class DenseConfig:
 
 
 @dataclass(frozen=True)
+class ReleasedConfig:
+    """A released checkpoint that a pretraining job imports instead of training (the config
+    key ``checkpoints``; README "Released checkpoints"). ``name`` empty: the job trains."""
+
+    name: str = ""
+    file: str = ""  # the fetched file (the fetch_checkpoint rule's output)
+    source: str = ""  # where it was fetched from (a path or URL)
+    checksum: str | None = None  # as published: sha256:<hex> or md5:<hex prefix>
+    format: str = ""  # its layout: mae | openmmlab | timm | ... (the family's formats)
+    kind: str = "pretrained"
+    published: dict[str, Any] = field(default_factory=dict)  # table column -> authors' number
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str = "sqlite:///results/mlflow/mlflow.db"  # MLFLOW_TRACKING_URI overrides
     experiment: str = "pixmim-bench"
@@ -287,6 +301,7 @@ class JobConfig:
     tags: dict[str, str] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()  # modules declaring this job's method or stage (non built-in)
     options: dict[str, Any] = field(default_factory=dict)  # a plugin stage's own config section
+    released: ReleasedConfig = field(default_factory=ReleasedConfig)  # pretraining: imported
 
 
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}

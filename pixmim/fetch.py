@@ -205,3 +205,26 @@ def _verify(source: str, part: Path, algorithm: str, want: str) -> None:
     if not got.startswith(want):
         part.unlink()
         raise FetchError(f"{source}: {algorithm} mismatch: expected {want}, got {got}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pixmim fetch --source S --checksum C --out F`` (the fetch_checkpoint rule)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pixmim fetch",
+                                description="Fetch a released checkpoint: resumed, retried, "
+                                            "its checksum verified, renamed into place whole.")
+    p.add_argument("--source", required=True, help="a path, file:// or http(s):// URL")
+    p.add_argument("--checksum", default="",
+                   help="sha256:<64 hex>, sha256:<8 hex> (OpenMMLab) or md5:<6-32 hex>")
+    p.add_argument("--name", default="", help="the config's checkpoints entry (for messages)")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--retries", type=int, default=5)
+    args = p.parse_args(argv)
+    if not args.checksum:
+        where = f"checkpoints.{args.name}.checksum" if args.name else "--checksum"
+        raise FetchError(f"{args.source}: no checksum ({where} is empty: its authors publish "
+                         "none; pin the file's sha256 from a download you trust)")
+    fetch(args.source, args.out, checksum=args.checksum, retries=args.retries)
+    print(f"fetched {args.source} -> {args.out} ({args.checksum} verified)")
+    return 0

@@ -26,6 +26,7 @@ ROOT = Path()
 BASE_CONFIGS = (ROOT / "config" / "catalogue.yaml", ROOT / "config" / "config.yaml")
 FILTERED = ("lowpass", "highpass")  # targets that read a radius
 SWEEP = "texture_sweep"  # the config key, rule and figure of the texture sweep
+RELEASED = "_rel-"  # in a job id: the run stands on a released checkpoint (no pretraining)
 
 
 def plugins(config: dict[str, Any]) -> tuple[str, ...]:
@@ -63,8 +64,17 @@ def check_references(config: dict[str, Any]) -> None:
     """Cross-check what the schema cannot see (a run's method, variant and arch, each row's
     run, each figure's stage and drawing function, each target); raise ConfigError."""
     table = registry.methods(plugins(config))
-    for name, run in config["runs"].items():
-        where = f"config key runs.{name}"
+    clash = sorted(set(config["runs"]) & set(released_runs(config)))
+    if clash:
+        raise ConfigError(f"config key checkpoints.{clash[0]}: a released checkpoint is a run "
+                          "of its own name, and runs has one of that name too")
+    for name, ckpt in (config.get("checkpoints") or {}).items():
+        up = ckpt.get("pretrained")
+        if up is not None and up not in config["checkpoints"]:
+            raise ConfigError(f"config key checkpoints.{name}.pretrained: no checkpoint {up!r}")
+    for name, run in runs(config).items():
+        where = (f"config key checkpoints.{name}" if run.get("checkpoint")
+                 else f"config key runs.{name}")
         if run["method"] not in table:
             raise ConfigError(f"{where}.method: unknown method {run['method']!r} "
                               f"(registered: {', '.join(sorted(table))})")
@@ -80,7 +90,7 @@ def check_references(config: dict[str, Any]) -> None:
             labels = {r["label"] for r in item["rows"]}
             for j, row in enumerate(item["rows"]):
                 where = f"config key {kind}.{name}.rows.{j}"
-                if row["run"] not in config["runs"]:
+                if row["run"] not in runs(config):
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
@@ -110,18 +120,35 @@ def one_line_errors(fn: Any, *args: Any) -> Any:
 
 
 # ---------------------------------------------------------------- runs -> job ids
+def released_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs that stand on a released checkpoint: one per ``checkpoints`` entry of kind
+    ``pretrained``, named as the entry, with its method, variant, arch and epochs (what the
+    checkpoint is; its pretraining is the fetched file, converted)."""
+    return {name: {**{k: c[k] for k in ("method", "variant", "arch", "epochs")},
+                   "checkpoint": name}
+            for name, c in (config.get("checkpoints") or {}).items()
+            if c["kind"] == "pretrained"}
+
+
+def runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every named run: the catalogue's (``runs``) and the released checkpoints'."""
+    return {**config["runs"], **released_runs(config)}
+
+
 def mapped_arch(config: dict[str, Any], run: dict[str, Any]) -> str | None:
     """A run's arch in this config: the catalogue's (run or method default) through
-    ``arch_map``; None when the map leaves it out (the run is paper-scale only)."""
+    ``arch_map``; None when the map leaves it out (the run is paper-scale only). A released
+    checkpoint's arch is what the file holds: never mapped."""
     arch = run.get("arch") or config["default_archs"][run["method"]]
     amap = config.get("arch_map")
-    return arch if amap is None else amap.get(arch)
+    return arch if amap is None or run.get("checkpoint") else amap.get(arch)
 
 
 def mapped_epochs(config: dict[str, Any], run: dict[str, Any]) -> int:
-    """A run's pretraining epochs in this config: the catalogue's through ``schedules``."""
+    """A run's pretraining epochs in this config: the catalogue's through ``schedules`` (a
+    released checkpoint's as its authors ran them)."""
     epochs = run.get("epochs", config["pretrain"]["epochs"])
-    sched = config.get("schedules")
+    sched = None if run.get("checkpoint") else config.get("schedules")
     return int(epochs if sched is None else sched.get(epochs, sched.get(str(epochs), epochs)))
 
 
@@ -139,6 +166,8 @@ def resolve_run(config: dict[str, Any], run: dict[str, Any], seed: int = 0) -> d
         knobs["lowpass_mode"] = variant.get("mode", lp["mode"])
     if variant["target"] == "adaptive":
         knobs["adaptive_range"] = list(lp["adaptive_range"])
+    if run.get("checkpoint"):
+        knobs["checkpoint"] = run["checkpoint"]
     return knobs
 
 
@@ -148,8 +177,9 @@ def seeds(config: dict[str, Any]) -> list[int]:
 
 
 def run_id(knobs: dict[str, Any]) -> str:
-    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}]_s{seed}`` from resolved
-    knobs, the radius in the paper's unit (``lowpass40``)."""
+    """``{method}-{target}{radius}-{crop}_{arch}_{epochs}e[_{dataset}][_rel-{checkpoint}]_s{seed}``
+    from resolved knobs, the radius in the paper's unit (``lowpass40``); ``_rel-`` marks a
+    run standing on a released checkpoint (RELEASED)."""
     target = knobs["target"]
     if target in FILTERED:
         target += f"{knobs['radius']:g}"
@@ -158,6 +188,8 @@ def run_id(knobs: dict[str, Any]) -> str:
     if knobs.get("lowpass_mode", "official") != "official":
         target += knobs["lowpass_mode"]
     suffix = "" if knobs["dataset"] == "default" else f"_{knobs['dataset']}"
+    if knobs.get("checkpoint"):
+        suffix += f"{RELEASED}{knobs['checkpoint']}"
     return (f"{knobs['method']}-{target}-{knobs['crop']}_{knobs['arch']}_{knobs['epochs']}e"
             f"{suffix}_s{knobs['seed']}")
 
@@ -169,7 +201,7 @@ def group_id(exp: str) -> str:
 
 def run_unavailable(config: dict[str, Any], name: str) -> str | None:
     """Why a run cannot be made with this config (None: it can)."""
-    run = config["runs"][name]
+    run = runs(config)[name]
     if mapped_arch(config, run) is None:
         arch = run.get("arch") or config["default_archs"][run["method"]]
         return f"run {name}: arch {arch} has no entry in arch_map (paper-scale only)"
@@ -183,7 +215,7 @@ def rows(config: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
     """A table's or figure's rows, restricted to ``only_methods`` when set."""
     only = config.get("only_methods")
     return [r for r in item["rows"]
-            if only is None or config["runs"][r["run"]]["method"] in only]
+            if only is None or runs(config)[r["run"]]["method"] in only]
 
 
 def dense_task(config: dict[str, Any], stage: str) -> str:
@@ -275,7 +307,7 @@ def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     seed this config can make (the texture sweep's runs on their own datasets last). Names
     that resolve to the same knobs share one id: one job."""
     out: dict[str, dict[str, Any]] = {}
-    named = [(n, r) for n, r in config["runs"].items() if not run_unavailable(config, n)]
+    named = [(n, r) for n, r in runs(config).items() if not run_unavailable(config, n)]
     for name, run in named + list(sweep_runs(config).items()):
         for seed in seeds(config):
             knobs = resolve_run(config, run, seed)
@@ -285,8 +317,9 @@ def experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def all_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The catalogue's runs and the texture sweep's (``run@dataset``)."""
-    return {**config["runs"], **sweep_runs(config)}
+    """The catalogue's runs, the released checkpoints' and the texture sweep's
+    (``run@dataset``)."""
+    return {**runs(config), **sweep_runs(config)}
 
 
 # ---------------------------------------------------------------- texture sweep
@@ -342,7 +375,7 @@ def experiments_of(config: dict[str, Any], run_name: str) -> list[str]:
     reason = run_unavailable(config, run_name)
     if reason:
         raise ConfigError(reason)
-    return [run_id(resolve_run(config, config["runs"][run_name], s)) for s in seeds(config)]
+    return [run_id(resolve_run(config, runs(config)[run_name], s)) for s in seeds(config)]
 
 
 def experiment_of(config: dict[str, Any], run_name: str) -> str:

@@ -14,8 +14,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import urllib.parse
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -208,6 +209,29 @@ def _train(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
                                          else masks_root(config))
 
 
+def released_file(config: dict[str, Any], name: str) -> str:
+    """Where a released checkpoint is fetched to (``checkpoints.<name>``): its source's file
+    name under ``<results>/checkpoints/<name>/``, shared by the run's seeds."""
+    source = config["checkpoints"][name]["source"]
+    filename = PurePosixPath(urllib.parse.urlparse(source).path).name or "checkpoint.pth"
+    return f"{config['results']}/checkpoints/{name}/{filename}"
+
+
+def _released(config: dict[str, Any], knobs: dict[str, Any], job: dict[str, Any]) -> None:
+    """The pretraining job of a run standing on a released checkpoint: no training (one
+    process, no training section), the model keywords its variant sets (the checkpoint's
+    meta, as a trained one's) and what to import."""
+    name = knobs["checkpoint"]
+    ckpt = config["checkpoints"][name]
+    job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
+    job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
+               variant=_variant(config, knobs))
+    job["released"] = {"name": name, "file": released_file(config, name),
+                       "source": ckpt["source"], "checksum": ckpt["checksum"],
+                       "format": ckpt["format"], "kind": ckpt["kind"],
+                       "published": dict(ckpt.get("published") or {})}
+
+
 def _finetune(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
               job: dict[str, Any]) -> None:
     """Fine-tune section with its recipe; the few-shot stages add their fraction and the
@@ -296,7 +320,10 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
     }
     if spec.consumes is not None:
         job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
-    JOB_KINDS[spec.job](config, spec, knobs, job)
+    if knobs.get("checkpoint") and spec.consumes is None:
+        _released(config, knobs, job)  # its pretraining is a released file, imported
+    else:
+        JOB_KINDS[spec.job](config, spec, knobs, job)
     job["train"]["seed"] = knobs["seed"]  # the run's seed, through its whole chain
     layout(job, spec)  # its batch divides over its processes (a ConfigError otherwise)
     own = [m for m in (registry.method(knobs["method"], plugins(config)).source, spec.source)
@@ -365,12 +392,15 @@ def job_tags(config: dict[str, Any], exp: str,
         figures.append(SWEEP)
     runs = all_runs(config)
     variants = sorted({runs[n]["variant"] for n in names})
-    return {"tables": ",".join(tables), "figures": ",".join(figures),
-            "runs": ",".join(sorted(names)), "variant": ",".join(variants),
-            "epochs": str(exps[exp]["epochs"]), "seed": str(exps[exp]["seed"]),
-            "group": group_id(exp),
-            "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
-                         "experiment": config["mlflow"]["experiment"]}}
+    out = {"tables": ",".join(tables), "figures": ",".join(figures),
+           "runs": ",".join(sorted(names)), "variant": ",".join(variants),
+           "epochs": str(exps[exp]["epochs"]), "seed": str(exps[exp]["seed"]),
+           "group": group_id(exp),
+           "tracking": {"tracking_uri": config["mlflow"]["tracking_uri"],
+                        "experiment": config["mlflow"]["experiment"]}}
+    if exps[exp].get("checkpoint"):  # the run stands on a released checkpoint
+        out["released"] = exps[exp]["checkpoint"]
+    return out
 
 
 def upstream(config: dict[str, Any], stage: str) -> list[str]:
@@ -393,6 +423,10 @@ def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]
     out: dict[str, Any] = {"cfg": f"{job_dir(config, exp, stage)}/config.yaml",
                            "tags": tags_path(config, exp),
                            "data": generated_input(config, spec.data, images)}
+    released = experiments(config)[exp].get("checkpoint")
+    if released and spec.consumes is None:  # a released file instead of the images
+        out["data"] = []
+        out["released"] = released_file(config, released)
     if spec.consumes is not None:
         up = registry.stage(spec.consumes, plugins(config))
         out["upstream"] = [f"{run_dir(config, exp, up.name)}/{o}" for o in up.outputs]

@@ -31,6 +31,7 @@ from pixmim.workflow.catalogue import (
     resolve_run,
     rows,
     run_id,
+    runs,
     seeds,
     sweep_unavailable,
     texture_dataset,
@@ -101,7 +102,7 @@ def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     for row in rows(config, fig):
         exps = experiments_of(config, row["run"])
         entry = {"label": row["label"], "experiment": group_id(exps[0]), "experiments": exps,
-                 "epochs": config["runs"][row["run"]].get("epochs")}
+                 "epochs": runs(config)[row["run"]].get("epochs")}
         if stage is not None:
             entry["files"] = [f"{run_dir(config, *rehearsed(config, exp, stage))}/metrics.json"
                               for exp in exps]
