@@ -225,7 +225,7 @@ def test_mae_and_timm_finetuned_import_with_the_same_logits(fmt, box, tmp_path):
         torch.testing.assert_close(ours(imgs), ref(imgs))
 
 
-@pytest.mark.parametrize("method", ["mae", "mff"])
+@pytest.mark.parametrize("method", ["mae", "mff", "lsmae"])
 def test_timm_encoder_imports_as_the_encoder_with_its_features(method, tmp_path):
     ref = _randomise(_timm_vit(), seed=4)  # vit_*.mae: num_classes=0
     state, report = to_ours(_saved(ref.state_dict(), tmp_path), "timm", "pretrained", method,
@@ -244,7 +244,7 @@ def _our_states(method: str) -> dict[str, dict[str, torch.Tensor]]:
             "finetuned": _randomise(_our_classifier(), seed=6).state_dict()}
 
 
-@pytest.mark.parametrize("method", ["mae", "mff"])
+@pytest.mark.parametrize("method", ["mae", "mff", "lsmae"])
 @pytest.mark.parametrize("fmt", formats.FORMATS)
 def test_round_trip_is_exact(fmt, method, tmp_path):
     for kind, state in _our_states(method).items():

@@ -46,8 +46,9 @@ FORMATS = ("mae", "openmmlab", "timm")
 KINDS = ("pretrained", "finetuned")
 
 # A rule (ours, theirs[, our_shape, their_shape]): a key starting with ``ours`` starts with
-# ``theirs`` in the format (the first, longest, rule that matches), the value viewed to the
-# shape of that side when shapes are given. Keys no rule matches are unexpected.
+# ``theirs`` in the format (the longest matching rule wins), the value viewed to the shape of
+# that side when shapes are given; then the format's block names (_INFIX) are renamed inside
+# the key. Keys no rule matches are unexpected.
 _SAME = (("", ""),)
 
 # mmcls block names (mmpretrain 1.2.0 TransformerEncoderLayer, mmselfsup 1.0.0 the same) for
@@ -92,7 +93,7 @@ def _check_names(fmt: str, kind: str) -> None:
 
 
 def rules(fmt: str, kind: str, method: str) -> tuple[tuple, ...]:
-    """The key rules of ``fmt``/``kind`` for ``method``: the family's, then the method's own
+    """The key rules of ``fmt``/``kind`` for ``method``: the family's and the method's own
     (its class's ``checkpoint_keys[fmt]``; pretrained only, as they are pretraining
     parameters)."""
     _check_names(fmt, kind)
