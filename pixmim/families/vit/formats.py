@@ -41,6 +41,8 @@ from typing import Any
 import torch
 
 from pixmim import families, registry
+from pixmim.families.vit.nets import classifier
+from pixmim.models import create_model
 
 FORMATS = ("mae", "openmmlab", "timm")
 KINDS = ("pretrained", "finetuned")
@@ -141,9 +143,6 @@ def expected(method: str, arch: str, kind: str, num_classes: int = 1000,
              img_size: int | None = None) -> dict[str, torch.Size]:
     """Keys and shapes of our ``kind`` of ``method``/``arch`` (the model built on the meta
     device: no memory, no initialisation cost)."""
-    from pixmim.families.vit.nets import classifier
-    from pixmim.models import create_model
-
     with torch.device("meta"):
         model = (create_model(method, arch) if kind == "pretrained" else
                  classifier(families.arch(method, arch), num_classes=num_classes,
