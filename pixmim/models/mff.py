@@ -22,6 +22,14 @@ from pixmim.models.mae import MAE
 class MFF(MAE):
     """MAE whose decoder reads a learned mixture of several encoder levels."""
 
+    # The fusion's names in released checkpoints, by format (read by the family's converter,
+    # pixmim.families.vit.formats; a rule is (ours, theirs[, our shape, their shape])):
+    # mmpretrain 1.2.0's MFFViT holds the projections as proj_layers.i and the weights as
+    # proj_weights [k, 1, 1, 1].
+    checkpoint_keys = {"openmmlab": (("fusion_proj.", "backbone.proj_layers."),
+                                     ("fusion_weight", "backbone.proj_weights", (-1,),
+                                      (-1, 1, 1, 1)))}
+
     def __init__(self, *, fusion_layers: tuple[int, ...] = (0, 2, 4, 6, 8, 11),
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -1,0 +1,236 @@
+"""Released checkpoints of the plain-ViT family, both ways: facebookresearch/mae, OpenMMLab, timm.
+
+Our two kinds of checkpoint:
+
+``pretrained``
+    The state dict of the pretraining model (``create_model(method, arch)``): encoder and
+    decoder. An encoder-only checkpoint imports as the encoder keys alone, and the report
+    says so (``encoder_only``, ``absent``).
+``finetuned``
+    The state dict of the family's classifier (:func:`pixmim.families.vit.nets.classifier`:
+    timm's ``VisionTransformer``, global average pool, ``fc_norm`` and ``head``).
+
+The formats (:data:`FORMATS`):
+
+``mae``
+    facebookresearch/mae: ``{"model": state_dict}`` in our key names (its ``models_mae.py``
+    and ``models_vit.py`` use timm's blocks); pretrained full (encoder + decoder,
+    ``mae_visualize_*``) or encoder-only (``mae_pretrain_*``), fine-tuned with ``fc_norm`` /
+    ``head`` (``mae_finetuned_*``).
+``openmmlab``
+    mmpretrain 1.2.0 MAE / MFF and mmselfsup 1.0.0 PixMIM: ``{"state_dict": ..., "meta":
+    ...}``, the encoder under ``backbone.`` in mmcls block names, the decoder under
+    ``neck.``; fine-tuned, their ``ImageClassifier`` (``VisionTransformer`` with
+    ``out_type="avg_featmap"``, ``final_norm=False``: the pooled norm is ``backbone.ln2``)
+    and ``LinearClsHead`` (``head.fc``), as their MAE / PixMIM ViT-B fine-tune configs.
+``timm``
+    a timm ``VisionTransformer`` state dict: the encoder (``vit_*.mae``: ``num_classes=0``)
+    as pretrained, the classifier with ``global_pool="avg"`` as fine-tuned.
+
+:func:`to_ours` and :func:`from_ours` are the two entry points. An import is checked
+against the keys and shapes of the model it is meant for (built on the meta device): a
+checkpoint of another format, arch or kind is one line naming the missing and unexpected
+keys, never a state dict that would load around a random head. A method's own parameters
+(MFF's fusion) are named by the method's class (``checkpoint_keys``), not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pixmim import families, registry
+from pixmim.families.vit.nets import classifier
+from pixmim.models import create_model
+
+FORMATS = ("mae", "openmmlab", "timm")
+KINDS = ("pretrained", "finetuned")
+
+# A rule (ours, theirs[, our_shape, their_shape]): a key starting with ``ours`` starts with
+# ``theirs`` in the format (the longest matching rule wins), the value viewed to the shape of
+# that side when shapes are given; then the format's block names (_INFIX) are renamed inside
+# the key. Keys no rule matches are unexpected.
+_SAME = (("", ""),)
+
+# mmcls block names (mmpretrain 1.2.0 TransformerEncoderLayer, mmselfsup 1.0.0 the same) for
+# timm's Block, inside encoder and decoder blocks: checked by building their MAEViT,
+# MAEPretrainDecoder and VisionTransformer (tests/families/test_formats.py).
+_MM_BLOCK = ((".norm1.", ".ln1."), (".norm2.", ".ln2."),
+             (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1."))
+_MM_ENCODER = (("cls_token", "backbone.cls_token"), ("pos_embed", "backbone.pos_embed"),
+               ("patch_embed.proj.", "backbone.patch_embed.projection."),
+               ("blocks.", "backbone.layers."))
+_RULES = {
+    ("mae", "pretrained"): _SAME,
+    ("mae", "finetuned"): _SAME,
+    ("timm", "pretrained"): _SAME,
+    ("timm", "finetuned"): _SAME,
+    # MAEViT's final norm is ln1; MAEPretrainDecoder keeps our decoder names but its norm.
+    ("openmmlab", "pretrained"): (*_MM_ENCODER, ("norm.", "backbone.ln1."),
+                                  ("mask_token", "neck.mask_token"),
+                                  ("decoder_norm.", "neck.ln1."), ("decoder_", "neck.decoder_")),
+    # VisionTransformer(out_type="avg_featmap", final_norm=False) pools into ln2;
+    # LinearClsHead holds its Linear as fc.
+    ("openmmlab", "finetuned"): (*_MM_ENCODER, ("fc_norm.", "backbone.ln2."),
+                                 ("head.", "head.fc.")),
+}
+_INFIX = {"openmmlab": _MM_BLOCK}
+# Where the state dict sits in the checkpoint object (None: the object is the state dict).
+_CONTAINER = {"mae": "model", "openmmlab": "state_dict", "timm": None}
+# Their keys that are no weights of ours, dropped on import and reported: mmselfsup's PixMIM
+# keeps its low-pass mask as a buffer (LowFreqTargetGenerator.low_pass_filter, derived from
+# radius and image size; ours filters from the radius alone).
+_DERIVED = {"openmmlab": ("target_generator.",)}
+
+
+class FormatError(ValueError):
+    """A checkpoint that does not fit the format, kind or arch it was declared as."""
+
+
+def _check_names(fmt: str, kind: str) -> None:
+    if fmt not in FORMATS or kind not in KINDS:
+        raise FormatError(f"unknown checkpoint format/kind {fmt!r}/{kind!r}: formats "
+                          f"{list(FORMATS)}, kinds {list(KINDS)}")
+
+
+def rules(fmt: str, kind: str, method: str) -> tuple[tuple, ...]:
+    """The key rules of ``fmt``/``kind`` for ``method``: the family's and the method's own
+    (its class's ``checkpoint_keys[fmt]``; pretrained only, as they are pretraining
+    parameters)."""
+    _check_names(fmt, kind)
+    own = getattr(registry.model_class(method), "checkpoint_keys", {}).get(fmt, ())
+    return (*(own if kind == "pretrained" else ()), *_RULES[fmt, kind])
+
+
+def _rename(key: str, rule_set: tuple[tuple, ...], infix: tuple[tuple[str, str], ...],
+            value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """``key`` and ``value`` through the first, longest matching rule (None: no rule)."""
+    for rule in sorted(rule_set, key=lambda r: -len(r[0])):
+        src, dst = rule[:2]
+        if key.startswith(src):
+            key = dst + key[len(src):]
+            for a, b in infix:
+                key = key.replace(a, b)
+            return key, (value.reshape(rule[3]) if len(rule) > 2 else value)
+    return None
+
+
+def _flip(rule_set: tuple[tuple, ...]) -> tuple[tuple, ...]:
+    return tuple((r[1], r[0], *(r[2:][::-1])) for r in rule_set)
+
+
+def _unwrap(obj: Any, fmt: str) -> dict[str, torch.Tensor]:
+    box = _CONTAINER[fmt]
+    state = obj.get(box) if box and isinstance(obj, dict) else obj
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        shown = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+        where = f"a dict with {box!r} holding" if box else "a bare"
+        raise FormatError(f"a {fmt} checkpoint is {where} state dict of tensors; got {shown}")
+    return state
+
+
+def _shown(keys: list[str] | set[str], few: int = 4) -> str:
+    keys = sorted(keys)
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - few} more" if len(keys) > few else ""
+    return f"{len(keys)} ({', '.join(keys[:few])}{more})"
+
+
+def expected(method: str, arch: str, kind: str, num_classes: int = 1000,
+             img_size: int | None = None) -> dict[str, torch.Size]:
+    """Keys and shapes of our ``kind`` of ``method``/``arch`` (the model built on the meta
+    device: no memory, no initialisation cost)."""
+    with torch.device("meta"):
+        model = (create_model(method, arch) if kind == "pretrained" else
+                 classifier(families.arch(method, arch), num_classes=num_classes,
+                            img_size=img_size))
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
+            num_classes: int | None = None, img_size: int | None = None
+            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A released checkpoint object (as ``torch.load`` gives it) -> our state dict, report.
+
+    Args:
+        checkpoint: the loaded checkpoint in ``fmt``; kind: ``pretrained`` / ``finetuned``.
+        method, arch: the model it must fit (keys and shapes checked).
+        num_classes: fine-tuned only; None: the checkpoint's head decides.
+        img_size: fine-tuned only; the classifier's input (None: the arch's own).
+
+    Returns:
+        (state dict, report): the report names the format, ``encoder_only`` and the
+        pretraining-only keys ``absent`` from it, and the derived keys ``dropped``.
+
+    Raises:
+        FormatError: one line naming the missing and unexpected keys (a few, then a
+            count) and the shapes that differ.
+    """
+    state = _unwrap(checkpoint, fmt)
+    rule_set, infix = _flip(rules(fmt, kind, method)), tuple(
+        (b, a) for a, b in _INFIX.get(fmt, ()))
+    out, unmapped, dropped = {}, [], []
+    for key, value in state.items():
+        if key.startswith(_DERIVED.get(fmt, ())):
+            dropped.append(key)
+            continue
+        renamed = _rename(key, rule_set, infix, value)
+        if renamed is None or renamed[0] in out:
+            unmapped.append(key)
+        else:
+            out[renamed[0]] = renamed[1]
+    if kind == "finetuned" and num_classes is None:
+        num_classes = out["head.weight"].shape[0] if "head.weight" in out else 1000
+    want = expected(method, arch, kind, num_classes or 1000, img_size)
+    missing = set(want) - set(out)
+    only = {k for k in want if k.startswith(families.pretrain_only(method))}
+    encoder_only = kind == "pretrained" and bool(only) and only <= missing
+    if encoder_only:  # all the pretraining-only keys absent: an encoder; some: an error
+        missing -= only
+    unexpected = set(out) - set(want) | set(unmapped)
+    shapes = [f"{k} {list(out[k].shape)} != {list(want[k])}" for k in sorted(set(out) & set(want))
+              if out[k].shape != want[k]]
+    if missing or unexpected or shapes:
+        differ = f", shapes {_shown(shapes, 2)}" if shapes else ""
+        raise FormatError(
+            f"{fmt} {kind} checkpoint does not fit {method} {arch}: missing {_shown(missing)}, "
+            f"unexpected {_shown(unexpected)}{differ}")
+    report = {"format": fmt, "kind": kind, "method": method, "arch": arch,
+              "encoder_only": encoder_only, "absent": sorted(only) if encoder_only else [],
+              "dropped": sorted(dropped)}
+    return out, report
+
+
+def from_ours(state_dict: dict[str, torch.Tensor], fmt: str, kind: str, method: str,
+              encoder_only: bool = False, meta: dict[str, Any] | None = None) -> Any:
+    """Our ``kind`` of state dict -> a checkpoint object in ``fmt`` (what ``torch.save``
+    writes and the format's own loader reads).
+
+    ``timm`` pretrained is the encoder alone (timm has no decoder); ``encoder_only`` drops
+    the pretraining-only keys in the other formats too (MAE's ``mae_pretrain_*`` layout).
+    ``meta`` goes into OpenMMLab's ``meta``.
+
+    Raises:
+        FormatError: a key the format has no name for (one line naming them).
+    """
+    rule_set, infix = rules(fmt, kind, method), _INFIX.get(fmt, ())
+    if kind == "pretrained" and (encoder_only or fmt == "timm"):
+        state_dict = {k: v for k, v in state_dict.items()
+                      if not k.startswith(families.pretrain_only(method))}
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        renamed = _rename(key, rule_set, infix, value)
+        if renamed is None:
+            unmapped.append(key)
+        else:
+            out[renamed[0]] = renamed[1]
+    if unmapped:
+        raise FormatError(f"{fmt} {kind} checkpoints have no name for {method}'s keys "
+                          f"{_shown(unmapped)}")
+    box = _CONTAINER[fmt]
+    if box is None:
+        return out
+    return {box: out, "meta": dict(meta or {})} if fmt == "openmmlab" else {box: out}
