@@ -34,7 +34,9 @@ from typing import Any
 from pixmim import registry
 
 _CONTRACT = {"__init__": ("pretrain_flops", "forward_flops"),
-             "nets": ("classifier", "load_pretrained", "segmentation", "detection", "MODULES")}
+             "nets": ("classifier", "load_pretrained", "segmentation", "detection", "MODULES"),
+             # optional: the released checkpoints' layouts its methods import and export
+             "formats": ("FORMATS", "to_ours", "from_ours")}
 
 
 def module_name(family: str) -> str:
@@ -76,6 +78,12 @@ def nets(family: str) -> ModuleType:
 def nets_of(method: str) -> ModuleType:
     """The torch module of ``method``'s family."""
     return nets(of(method))
+
+
+def formats_of(method: str) -> ModuleType:
+    """The released-checkpoint formats of ``method``'s family (its ``formats`` module:
+    ``FORMATS``, ``to_ours``, ``from_ours``); a family without one is a RegistryError."""
+    return _load(of(method), "formats")
 
 
 def arch(method: str, arch: str) -> dict[str, Any]:

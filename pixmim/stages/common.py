@@ -19,7 +19,7 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from pixmim import registry
+from pixmim import families, registry
 from pixmim.config import JobConfig, TrackingConfig, from_dict, load_job_config, to_dict
 from pixmim.engine.distributed import DistInfo, barrier, teardown
 from pixmim.engine.loop import Preempted, ResumeState, autocast_for, capped
@@ -244,6 +244,21 @@ def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, An
     return ckpt
 
 
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], method: str) -> None:
+    """A pretraining checkpoint's weights into ``model``, strictly; an encoder-only one
+    (a released encoder, ``meta.encoder_only``) may lack the method's pretraining-only
+    parameters, which keep their initialisation and must not be read."""
+    state = fit_pos_embeds(ckpt["model"], model)
+    if not ckpt["meta"].get("encoder_only"):
+        model.load_state_dict(state)
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith(families.pretrain_only(method))]
+    if wrong or unexpected:
+        raise ValueError(f"encoder-only checkpoint of {ckpt['meta'].get('experiment')}: "
+                         f"missing {wrong[:4]}, unexpected {list(unexpected)[:4]}")
+
+
 def load_encoder(cfg: JobConfig, pretrain_dir: Path,
                  ckpt: dict[str, Any] | None = None) -> torch.nn.Module:
     """Rebuild the pretraining model from its checkpoint's meta and load its weights (frozen,
@@ -253,7 +268,7 @@ def load_encoder(cfg: JobConfig, pretrain_dir: Path,
     already loaded it."""
     ckpt = ckpt or load_pretrain_checkpoint(cfg, pretrain_dir)
     model = build_pretrained(ckpt["meta"], cfg.data.img_size)
-    model.load_state_dict(fit_pos_embeds(ckpt["model"], model))
+    load_weights(model, ckpt, cfg.method)
     model.requires_grad_(False).eval()
     return model
 

@@ -85,6 +85,10 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     pre_dir = Path(cfg.pretrain_dir)
     ckpt = load_pretrain_checkpoint(cfg, pre_dir)
+    if ckpt["meta"].get("encoder_only"):
+        raise ValueError(f"{pre_dir / 'checkpoint.pth'}: an encoder-only release has no "
+                         "decoder: the frequency analysis reconstructs images (use a full "
+                         "checkpoint, with its decoder)")
     model = load_encoder(cfg, pre_dir, ckpt).to(dist.device)
     # the control that must differ: the same model untrained (same seed, same kwargs)
     control = build_pretrained(ckpt["meta"])

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from timm.optim import create_optimizer_v2
 
-from pixmim import registry
+from pixmim import families, registry
 from pixmim.config import JobConfig, to_dict
 from pixmim.data.datasets import build_dataset
 from pixmim.data.loading import UInt8Crop, to_device
@@ -21,7 +21,8 @@ from pixmim.data.transforms import build_pretrain_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
 from pixmim.models import create_model
-from pixmim.stages.common import complete, run_main, save_model, tracked
+from pixmim.io import atomic_write
+from pixmim.stages.common import complete, load_model_file, run_main, save_model, tracked
 
 
 def model_kwargs(cfg: JobConfig) -> dict[str, Any]:
@@ -63,7 +64,55 @@ def training_set(cfg: JobConfig):
                          masks_root=data.masks_root, bad_images=data.bad_images)
 
 
+def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    """A released checkpoint as this run's pretraining (``cfg.released``): the fetched file
+    converted into our layout by the method's family (``formats``), checked against the
+    model the job describes, saved with the same meta as a trained one; nothing is trained.
+    An encoder-only release keeps no decoder (``meta.encoder_only``): a stage that needs
+    one (the frequency analysis) refuses it instead of reading a random decoder."""
+    r, dist = cfg.released, distributed.setup(cfg.train.device)
+    raw = load_model_file(Path(r.file))
+    if r.format == "pixmim":  # one of ours: {"model", "meta"} as this stage saves it
+        meta = raw.get("meta") if isinstance(raw, dict) else None
+        if not isinstance(meta, dict) or (meta.get("method"), meta.get("arch")) != (
+                cfg.method, cfg.arch):
+            raise ValueError(f"{r.file}: not a pixmim {cfg.method}/{cfg.arch} pretraining "
+                             f"checkpoint (checkpoints.{r.name}.format: pixmim)")
+        state = raw["model"]
+        report = {"encoder_only": bool(meta.get("encoder_only")), "absent": [], "dropped": []}
+    else:
+        fmt = families.formats_of(cfg.method)
+        if r.format not in fmt.FORMATS:
+            raise ValueError(f"checkpoints.{r.name}.format: {r.format!r} is not a format of "
+                             f"{cfg.method}'s encoder family (known: {', '.join(fmt.FORMATS)})")
+        state, report = fmt.to_ours(raw, r.format, "pretrained", cfg.method, cfg.arch)
+    model = build(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = families.pretrain_only(cfg.method) if report["encoder_only"] else ()
+    wrong = [k for k in missing if not k.startswith(allowed)] + list(unexpected)
+    if wrong:
+        raise ValueError(f"{r.file}: does not load into {cfg.method}/{cfg.arch}: "
+                         f"{', '.join(sorted(wrong)[:4])}")
+    released = {"name": r.name, "source": r.source, "checksum": r.checksum,
+                "format": r.format, "encoder_only": report["encoder_only"],
+                "published": dict(r.published)}
+    with tracked(cfg, out, dist, tags={"released": r.name}) as tracker:
+        metrics = {"stage": "pretrain", "experiment": cfg.experiment,
+                   "mlflow_run_id": tracker.run_id if tracker else None,
+                   "released": released, "epochs": 0, "world_size": dist.world}
+    meta = {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
+            "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
+            "model_kwargs": model_kwargs(cfg), "mlflow_run_id": metrics["mlflow_run_id"] or "",
+            "released": released, "encoder_only": report["encoder_only"]}
+    # what the file holds, no more: an encoder-only release gets no (random) decoder
+    atomic_write(out / "checkpoint.pth",
+                 lambda tmp: torch.save({"model": state, "meta": meta}, tmp))
+    return complete(out, metrics, tracker, cfg, dist)
+
+
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    if cfg.released.name:
+        return import_released(cfg, out)
     dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes,
                              registry.stage(cfg.stage).section or "train")
     seed_everything(cfg.train.seed)

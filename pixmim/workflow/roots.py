@@ -237,6 +237,8 @@ def job_roots(config: dict[str, Any], exp: str, stage: str,
         return {}
     spec = registry.stage(stage, plugins(config))
     dataset = exps[exp]["dataset"]
+    if spec.consumes is None and exps[exp].get("checkpoint"):
+        return {}  # a released checkpoint's import reads no images
     out: dict[str, str | None] = {}
     if spec.data == "images":
         pretraining = spec.consumes is None

@@ -31,6 +31,8 @@ wildcard_constraints:
     exp="[A-Za-z0-9][A-Za-z0-9_.-]*",
     stage="|".join(registry.stages(W.plugins(config))),
     table="table[0-9a-z]+",
+    ckpt="[a-z0-9_]+",
+    file="[^/]+",
 
 
 def stage_input(wildcards, stage=None):
@@ -105,5 +107,16 @@ def layout_resource(name, stage=None):
     def value(wildcards):
         lay = W.job_layout(config, wildcards.exp, stage or wildcards.stage)
         return W.slurm_resources(lay["nodes"], lay["gpus"])[name]
+
+    return value
+
+
+def released(key):
+    """A released checkpoint's ``source`` or ``checksum`` (config key checkpoints.<ckpt>;
+    a checksum its authors do not publish is empty: the fetch refuses it, naming the key).
+    """
+
+    def value(wildcards):
+        return config["checkpoints"][wildcards.ckpt][key] or ""
 
     return value

@@ -24,3 +24,21 @@ rule pretrain:
         # on several (pixmim.workflow.launch)
         "{params.launch} -m pixmim run "
         "--config {input.cfg:q} --tags {input.tags:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule fetch_checkpoint:
+    """Fetch a released checkpoint (config key checkpoints): a local path or a URL, resumed,
+    retried, its checksum verified, renamed into place whole (pixmim.fetch). The run that
+    stands on it imports it as its pretraining (the pretrain rule, job key released)."""
+    output:
+        f"{R}/checkpoints/{{ckpt}}/{{file}}",
+    log:
+        f"{R}/logs/checkpoints/{{ckpt}}/{{file}}.log",
+    conda:
+        ENVS["data"]
+    params:
+        source=released("source"),
+        checksum=released("checksum"),
+    shell:
+        "python -m pixmim fetch --name {wildcards.ckpt:q} --source {params.source:q} "
+        "--checksum {params.checksum:q} --out {output:q} > {log:q} 2>&1"

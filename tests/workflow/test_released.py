@@ -1,0 +1,159 @@
+"""Released checkpoints as runs (config key ``checkpoints``): each pretrained entry is a run of
+its own name whose pretraining is the fetched file, converted (no training), and every
+downstream stage consumes it unchanged."""
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import yaml
+
+from pixmim.config import ConfigError
+from pixmim.workflow import (
+    experiments,
+    experiments_of,
+    job_config,
+    job_tags,
+    load_config,
+    stage_inputs,
+    validate_config,
+)
+from tests.conftest import ROOT, tiny_overrides
+
+CPU = "vit_cpu_patch8_64"
+
+
+def entry(source, checksum, **over):
+    return {"source": str(source), "checksum": checksum, "format": "mae", "kind": "pretrained",
+            "method": "mae", "variant": "pixmim", "arch": CPU, "epochs": 800,
+            "published": {"lin": 12.5}, **over}
+
+
+def config_with(tmp_path, checkpoints, **over) -> dict:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump({**tiny_overrides(tmp_path), "checkpoints": checkpoints,
+                                    **over}))
+    return load_config(path)
+
+
+def test_a_pretrained_release_is_a_run_of_its_name_whose_pretraining_imports(tmp_path):
+    config = config_with(tmp_path, {"rel_a": entry("weights/a.pth", "sha256:" + "0" * 64),
+                                    "rel_ft": entry("weights/b.pth", None, kind="finetuned",
+                                                    pretrained="rel_a")})
+    validate_config(config)
+    [exp] = experiments_of(config, "rel_a")
+    # what the checkpoint is, in the paper's units (arch and epochs never mapped to CPU sizes)
+    assert exp == f"mae-lowpass40-src_{CPU}_800e_rel-rel_a_s0"
+    assert "rel_ft" not in {n for e in experiments(config).values() for n in e["names"]}
+    job = job_config(config, exp, "pretrain")
+    fetched = f"{tmp_path}/results/checkpoints/rel_a/a.pth"  # shared by the run's seeds
+    assert job["released"] == {"name": "rel_a", "file": fetched, "source": "weights/a.pth",
+                               "checksum": "sha256:" + "0" * 64, "format": "mae",
+                               "kind": "pretrained", "published": {"lin": 12.5}}
+    assert job["train"] == {"device": "cpu", "seed": 0}  # no training: one process
+    assert job["variant"]["target"] == "lowpass" and job["variant"]["radius"] == 40
+    inputs = stage_inputs(config, exp, "pretrain")
+    assert inputs["released"] == job["released"]["file"] and inputs["data"] == []
+    assert job_tags(config, exp)["released"] == "rel_a"
+    probe = job_config(config, exp, "linear_probe")
+    assert probe["pretrain_dir"] == f"{tmp_path}/results/runs/{exp}/pretrain"
+    assert "released" not in probe  # downstream stages consume it unchanged
+
+
+def test_a_release_named_as_a_run_or_a_missing_pretrained_reference_is_one_line(tmp_path):
+    config = config_with(tmp_path, {"mae_800": entry("a.pth", None)})
+    with pytest.raises(ConfigError, match=r"checkpoints\.mae_800: a released checkpoint is a "
+                                          r"run of its own name"):
+        validate_config(config)
+    config = config_with(tmp_path, {"rel_ft": entry("b.pth", None, kind="finetuned",
+                                                    pretrained="nosuch")})
+    with pytest.raises(ConfigError, match=r"checkpoints\.rel_ft\.pretrained: no checkpoint "
+                                          r"'nosuch'"):
+        validate_config(config)
+    config = config_with(tmp_path, {"rel_a": entry("a.pth", "sha256:abc")})
+    with pytest.raises(ConfigError, match=r"checkpoints\.rel_a\.checksum"):
+        validate_config(config)
+
+
+def test_the_paper_with_its_releases_plans_fetch_then_import_then_the_probe(tmp_path):
+    nocheck = tmp_path / "nocheck.yaml"
+    nocheck.write_text(yaml.safe_dump({"data": {"check_roots": False},
+                                       "results": str(tmp_path / "results")}))
+    config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
+    [exp] = experiments_of(config, "pixmim_vit_base_800e")
+    target = f"{tmp_path}/results/runs/{exp}/linear_probe/metrics.json"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", target, "--configfile",
+                          "config/paper.yaml", "config/released.yaml", str(nocheck)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    planned = {line.split()[1].rstrip(":") for line in res.stdout.splitlines()
+               if line.startswith("rule ")}
+    assert planned == {"fetch_checkpoint", "pretrain", "linear_probe", "init_mlflow"}
+    job = yaml.safe_load((tmp_path / "results" / "jobs" / exp / "pretrain" /
+                          "config.yaml").read_text())
+    assert job["released"]["format"] == "openmmlab" and "epochs" not in job["train"]
+
+
+# ------------------------------------------------------------------ end to end, toy size
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A loopback HTTP server over ``tmp_path / "served"``; yields its base URL."""
+    root = tmp_path / "served"
+    root.mkdir()
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: _Files(*a, directory=str(root), **k))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", root
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.slow
+def test_a_local_and_a_served_release_are_fetched_imported_and_probed(tmp_path, served):
+    import torch
+
+    from pixmim.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mae", CPU)
+    full = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder = {k: v for k, v in full.items() if not k.startswith(("decoder_", "mask_token"))}
+    local = tmp_path / "mae_full.pth"
+    torch.save({"model": full}, local)  # facebookresearch/mae's layout, with its decoder
+    url, root = served
+    torch.save({"model": encoder}, root / "mae_encoder.pth")  # its encoder-only release
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+           for p in (local, root / "mae_encoder.pth")}
+    config = config_with(tmp_path, {
+        "rel_local": entry(local, f"sha256:{sha['mae_full.pth']}"),
+        "rel_url": entry(f"{url}/mae_encoder.pth", f"sha256:{sha['mae_encoder.pth'][:8]}",
+                         variant="base", epochs=1600)})
+    exps = {n: experiments_of(config, n)[0] for n in ("rel_local", "rel_url")}
+    results = tmp_path / "results"
+    targets = [f"{results}/runs/{e}/linear_probe/metrics.json" for e in exps.values()]
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
+                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    for name, exp in exps.items():
+        pre = results / "runs" / exp / "pretrain"
+        metrics = json.loads((pre / "metrics.json").read_text())
+        assert metrics["epochs"] == 0 and metrics["released"]["name"] == name
+        assert metrics["released"]["encoder_only"] is (name == "rel_url")
+        ckpt = torch.load(pre / "checkpoint.pth", weights_only=True)
+        want = full if name == "rel_local" else encoder
+        assert set(ckpt["model"]) == set(want)  # no decoder invented for the encoder-only one
+        assert all(torch.equal(ckpt["model"][k], want[k]) for k in want)
+        probe = json.loads((results / "runs" / exp / "linear_probe" / "metrics.json").read_text())
+        assert 0 <= probe["top1_best"] <= 100
+    assert (results / "checkpoints" / "rel_url" / "mae_encoder.pth").is_file()
+    assert not list((results / "runs").glob("*/pretrain/last.pth"))  # nothing was trained
