@@ -52,13 +52,11 @@ def main() -> None:
     p.add_argument("--norm", choices=["bn", "gn"], default="bn")
     a = p.parse_args()
     info = distributed.setup("cpu")  # as run_dense does before the Runner
-    from mmengine.config import Config
-
     from pixmim.downstream import common, seg
 
     work = Path(a.work)
     path = seg.build_config(job(a.root, a.batch, a.accum, a.iters), work, 0, a.ckpt)
-    c = Config.fromfile(str(path))
+    c = common.load_config(path)  # its dump below without yapf
     ds = c.train_dataloader.dataset
     ds.pipeline = [dict(type="LoadImageFromFile"),
                    dict(type="LoadAnnotations", reduce_zero_label=False),

@@ -3,6 +3,7 @@ optimizer constructor, generated configs, and (slow) short mmengine Runner runs 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -287,6 +288,29 @@ def test_seg_config_inherits_mmseg_and_reads_the_scenes(scenes, tmp_path):
     assert c.randomness.seed == 3 and c.work_dir == str(tmp_path / "work")
 
 
+def no_yapf(monkeypatch):
+    """Make mmengine's yapf formatting of a config fail (it costs ~2 s a call)."""
+    import mmengine.config.config as mm_config
+
+    def fail(*args, **kwargs):
+        raise AssertionError("mmengine formatted a config with yapf")
+
+    monkeypatch.setattr(mm_config, "FormatCode", fail)
+
+
+def test_load_config_reads_the_whole_config_and_never_formats_it(scenes, tmp_path,
+                                                                 monkeypatch):
+    path = seg.build_config(_job("mae", root=str(scenes / "ade20k"), crop_size=64),
+                            tmp_path / "work", 0, None)
+    full = Config.fromfile(str(path)).to_dict()  # with its _base_ configs merged
+    no_yapf(monkeypatch)
+    c = common.load_config(path)
+    assert c.to_dict() == full and c.filename == str(path)
+    # what the Runner does with it: a deep copy, dumped into every checkpoint and log
+    text = copy.deepcopy(c).pretty_text
+    assert Config.fromstring(text, ".py").to_dict() == full
+
+
 def test_det_config_inherits_mmdet_and_reads_the_classes(scenes, tmp_path):
     root = scenes / "coco"
     path = det.build_config(_job("mae", root=str(root), crop_size=96, window_size=4,
@@ -360,7 +384,8 @@ def _run_twice(task, cfg: JobConfig, work: Path, ckpt: str) -> tuple[dict, dict]
 
 
 @pytest.mark.slow
-def test_seg_runner_trains_tests_and_resumes(scenes, tmp_path):
+def test_seg_runner_trains_tests_and_resumes(scenes, tmp_path, monkeypatch):
+    no_yapf(monkeypatch)  # the Runner's config is load_config's
     cfg = _job("mae", root=str(scenes / "ade20k"), iters=4, val_interval=2, batch_size=2,
                crop_size=64, scale=[192, 64], head_channels=16, num_workers=0,
                warmup_iters=1, runs=1)

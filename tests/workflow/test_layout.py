@@ -303,8 +303,9 @@ def test_the_multi_node_rendezvous_forms_one_world(tmp_path):
         f.write_text(f"#!/bin/bash\n{body}\n")
         f.chmod(f.stat().st_mode | stat.S_IEXEC)
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nprint('rank', os.environ['RANK'], 'of', "
-                     "os.environ['WORLD_SIZE'], flush=True)\n")
+    # one write per line (print writes its pieces apart: the processes' lines interleaved)
+    probe.write_text("import os\nos.write(1, f\"rank {os.environ['RANK']} of "
+                     "{os.environ['WORLD_SIZE']}\\n\".encode())\n")
     job_id = str(os.getpid() % 20000)  # the port: 29500 + this
     cmd = launch_command(2, 2, 2, python=sys.executable) + f" {probe}"
     env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}",
