@@ -20,8 +20,8 @@ from pixmim.data.loading import UInt8Crop, to_device
 from pixmim.data.transforms import build_pretrain_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
-from pixmim.models import create_model
 from pixmim.io import atomic_write
+from pixmim.models import create_model
 from pixmim.stages.common import complete, load_model_file, run_main, save_model, tracked
 
 
