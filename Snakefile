@@ -54,3 +54,10 @@ rule everything:
     """Every table and figure of the catalogue that this config can build."""
     input:
         W.all_targets(config),
+
+
+rule calibration:
+    """Our evaluations of each released checkpoint beside its authors' published numbers
+    (the tables whose reference is `published`: config/released.yaml)."""
+    input:
+        W.calibration_targets(config),

@@ -68,12 +68,14 @@ def test_each_pixmim_command_parses(line, parse_only):
 
 @pytest.mark.parametrize("line", SNAKEMAKE)
 def test_each_snakemake_command_names_what_exists(line):
-    config = W.load_config(*(ROOT / f for f in re.findall(r"--configfile (\S+)", line)
-                             if (ROOT / f).is_file()))
+    # Snakemake 9 reads every word after --configfile as a config file (targets go before)
     words = shlex.split(line)[1:]
-    for i, word in enumerate(words):
-        if word.startswith("-") or (i and words[i - 1] == "--configfile"):
-            if i and words[i - 1] == "--configfile" and word != "my.yaml":
+    after = words[words.index("--configfile") + 1:] if "--configfile" in words else []
+    files = after[:next((i for i, w in enumerate(after) if w.startswith("-")), len(after))]
+    config = W.load_config(*(ROOT / f for f in files if (ROOT / f).is_file()))
+    for word in words:
+        if word.startswith("-") or word in files:
+            if word in files and word != "my.yaml":
                 assert (ROOT / word).is_file(), word
             continue
         if word.startswith("results/runs/"):  # a job's file: results/runs/<id>/<stage>/...

@@ -92,12 +92,15 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
     the paper's)."""
     import pandas as pd
 
-    paper = paper_values().get(spec["table"], {})
+    kind = spec.get("reference", "paper")  # or the released checkpoints' published numbers
+    paper = paper_values().get(spec["table"], {}) if kind == "paper" else {
+        row["label"]: row.get("published", {}) for row in spec["rows"]}
     values = {row["label"]: {c: seed_values(cell) for c, cell in row["cells"].items()}
               for row in spec["rows"]}
     rows = []
     for row in spec["rows"]:
-        ref = paper.get(row.get("paper_row") or row["label"], {})
+        ref = paper.get(row["label"] if kind != "paper" else row.get("paper_row") or
+                        row["label"], {})
         base = row.get("baseline")
         base_ref = paper.get(base, {}) if base else {}
         rec: dict[str, Any] = {"method": row["label"], "experiment": row["experiment"],
@@ -106,8 +109,8 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
             ours, theirs = estimate(vals), ref.get(col, float("nan"))
             rec[f"{col}_ours"] = ours.mean
             rec[f"{col}_ours_ci95"] = ours.half_width
-            rec[f"{col}_paper"] = theirs
-            rec[f"{col}_ours_minus_paper"] = ours.mean - theirs
+            rec[f"{col}_{kind}"] = theirs
+            rec[f"{col}_ours_minus_{kind}"] = ours.mean - theirs
             chance = chance_values(row["cells"][col])
             rec[f"{col}_chance"] = sum(chance) / len(chance) if chance else float("nan")
             se = chance_values(row["cells"][col], "sampling_se_")
@@ -117,7 +120,7 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
                 gain = paired(vals, values[base][col])
                 rec[f"{col}_gain_ours"] = gain.mean
                 rec[f"{col}_gain_ours_ci95"] = gain.half_width
-                rec[f"{col}_gain_paper"] = theirs - base_ref.get(col, float("nan"))
+                rec[f"{col}_gain_{kind}"] = theirs - base_ref.get(col, float("nan"))
         rec["seeds"] = len(next(iter(values[row["label"]].values()), []))
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -130,17 +133,23 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
 
     # the spec's column order; headers are declared by the stages that write the columns
     headers = {c: cell.get("header", c) for r in spec["rows"] for c, cell in r["cells"].items()}
+    kind = spec.get("reference", "paper")
     out = pd.DataFrame({"method": df["method"]})
     for c in headers:
-        out[headers[c] + " ours (paper)"] = [
+        out[headers[c] + f" ours ({kind})"] = [
             f"{Estimate(o, h, 0).text()} ({p:.1f})"
-            for o, h, p in zip(df[f"{c}_ours"], df[f"{c}_ours_ci95"], df[f"{c}_paper"],
+            for o, h, p in zip(df[f"{c}_ours"], df[f"{c}_ours_ci95"], df[f"{c}_{kind}"],
                                  strict=True)]
+        if kind == "published":  # the calibration: each difference with its interval
+            out[f"{headers[c]} ours - published"] = [
+                "" if math.isnan(d) else Estimate(d, h, 0).text(sign=True)
+                for d, h in zip(df[f"{c}_ours_minus_{kind}"], df[f"{c}_ours_ci95"],
+                                strict=True)]
         if f"{c}_gain_ours" in df:
-            out[f"gain {c} ours (paper)"] = [
+            out[f"gain {c} ours ({kind})"] = [
                 "" if math.isnan(g) else f"{Estimate(g, h, 0).text(sign=True)} ({gp:+.1f})"
                 for g, h, gp in zip(df[f"{c}_gain_ours"], df[f"{c}_gain_ours_ci95"],
-                                    df[f"{c}_gain_paper"], strict=True)]
+                                    df[f"{c}_gain_{kind}"], strict=True)]
     n = int(df["seeds"].max()) if len(df) else 0
     seeds = (f"{n} seeds: mean ± half-width of the 95% t-interval over seeds; gains paired "
              "by seed." if n > 1 else "1 seed: no interval (set `seeds` to two or more).")

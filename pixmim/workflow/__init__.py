@@ -73,6 +73,7 @@ from pixmim.workflow.roots import check_root, check_targets, job_roots
 from pixmim.workflow.schema import SCHEMA, build_schema, check_config, validate_config
 from pixmim.workflow.specs import (
     all_targets,
+    calibration_targets,
     coverage_patch_size,
     curve_tables,
     default_targets,
@@ -88,7 +89,8 @@ from pixmim.workflow.specs import (
 from pixmim.workflow.targets import cli_targets, materialize, requested
 
 __all__ = [
-    "all_runs", "all_targets", "image_root", "SWEEP", "sweep_inputs", "sweep_runs",
+    "all_runs", "all_targets", "calibration_targets", "image_root", "SWEEP", "sweep_inputs",
+    "sweep_runs",
     "sweep_spec", "sweep_unavailable", "synth_dir", "synth_settings", "texture_bound",
     "texture_dataset", "texture_datasets", "BASE_CONFIGS", "build_schema", "buildable",
     "check_config", "check_figure", "check_root", "check_targets", "cli_targets",

@@ -94,6 +94,14 @@ def check_references(config: dict[str, Any]) -> None:
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    released = released_runs(config)
+    for name, table in config["tables"].items():
+        if table.get("reference") == "published":
+            for j, row in enumerate(table["rows"]):
+                if row["run"] not in released:
+                    raise ConfigError(f"config key tables.{name}.rows.{j}.run: {row['run']!r} "
+                                      "is no released pretrained checkpoint (the table's "
+                                      "reference is their published numbers)")
     for name, fig in config["figures"].items():
         check_figure(config, name, fig)
     sweep = config.get(SWEEP)

@@ -78,6 +78,9 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         out.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
                     "baseline": base, "experiment": group_id(exps[0]), "experiments": exps,
                     "cells": {col: _cell(config, exps, col) for col in table["columns"]}})
+        if table.get("reference") == "published":  # the authors' numbers for this file
+            out[-1]["published"] = dict(config["checkpoints"][row["run"]].get("published")
+                                        or {})
     # the catalogue's note (about the paper's numbers), then the config's (about ours)
     note = " ".join(n for n in (table.get("note", ""), (config.get("notes") or {}).get(name, ""))
                     if n)
@@ -85,7 +88,7 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     if rehearsal.enabled(config):  # said where a reader looks first
         title, note = f"[REHEARSAL] {title}", f"{rehearsal.NOTE} {note}".strip()
     return {"table": name, "title": title, "note": note, "seeds": seeds(config),
-            "rows": out}
+            "reference": table.get("reference", "paper"), "rows": out}
 
 
 def figure_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -175,9 +178,12 @@ def spec_jobs(config: dict[str, Any], spec: dict[str, Any]) -> set[tuple[str, st
 
 
 def curve_tables(config: dict[str, Any], names: list[str] | None = None) -> list[str]:
-    """Tables whose experiments get a loss / linear-probe curves figure (those with ``lin``)."""
+    """Tables whose experiments get a loss / linear-probe curves figure (those with ``lin``;
+    not a calibration: its released checkpoints have no pretraining curve)."""
     names = list(config["tables"]) if names is None else names
-    return [n for n in names if n in config["tables"] and "lin" in config["tables"][n]["columns"]]
+    tables = config["tables"]
+    return [n for n in names if n in tables and "lin" in tables[n]["columns"]
+            and tables[n].get("reference", "paper") == "paper"]
 
 
 def coverage_patch_size(config: dict[str, Any]) -> int:
@@ -201,6 +207,13 @@ def default_targets(config: dict[str, Any]) -> list[str]:
         out += sorted(f"{run_dir(config, exp, stage)}/metrics.json"
                       for exp, stage in rehearsal.rehearsal_jobs(config))
     return out
+
+
+def calibration_targets(config: dict[str, Any]) -> list[str]:
+    """The output files of ``rule calibration``: every table whose reference is the released
+    checkpoints' published numbers (config/released.yaml ``tablecal``)."""
+    names = [n for n, t in config["tables"].items() if t.get("reference") == "published"]
+    return default_targets({**config, "targets": names})
 
 
 def all_targets(config: dict[str, Any]) -> list[str]:

@@ -41,6 +41,7 @@ from pixmim.workflow.jobs import (
 )
 from pixmim.workflow.specs import (
     all_targets,
+    calibration_targets,
     default_targets,
     figure_spec,
     spec_jobs,
@@ -98,8 +99,9 @@ def requested(config: dict[str, Any], targets: list[str] | set[str] | tuple = ()
 
 
 def _add_target(config: dict[str, Any], req: Request, target: str) -> None:
-    if target in ("all", "everything"):  # the rules' input files
-        for path in (default_targets if target == "all" else all_targets)(config):
+    if target in ("all", "everything", "calibration"):  # the rules' input files
+        for path in {"all": default_targets, "everything": all_targets,
+                     "calibration": calibration_targets}[target](config):
             _add_target(config, req, path)
     elif target == SWEEP:
         req.names.add(SWEEP)

@@ -98,6 +98,67 @@ def test_the_paper_with_its_releases_plans_fetch_then_import_then_the_probe(tmp_
     assert job["released"]["format"] == "openmmlab" and "epochs" not in job["train"]
 
 
+def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_path):
+    """`snakemake -n calibration` with the paper's config and its releases: each released
+    checkpoint of the calibration table fetched, imported, probed and fine-tuned."""
+    nocheck = tmp_path / "nocheck.yaml"
+    nocheck.write_text(yaml.safe_dump({"data": {"check_roots": False},
+                                       "results": str(tmp_path / "results")}))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "calibration",
+                          "--configfile", "config/paper.yaml", "config/released.yaml",
+                          str(nocheck)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    counts = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("rule "):
+            rule = line.split()[1].rstrip(":")
+            counts[rule] = counts.get(rule, 0) + 1
+    config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
+    rows = config["tables"]["tablecal"]["rows"]
+    assert counts == {"calibration": 1, "make_table": 1, "init_mlflow": 1,
+                      **{r: len(rows) for r in ("fetch_checkpoint", "pretrain", "linear_probe",
+                                                "finetune")}}
+    for row in rows:  # every pretraining is an import of its release
+        [exp] = experiments_of(config, row["run"])
+        job = yaml.safe_load((tmp_path / "results" / "jobs" / exp / "pretrain" /
+                              "config.yaml").read_text())
+        assert job["released"]["name"] == row["run"] and "epochs" not in job["train"]
+
+
+def test_a_calibration_row_reads_its_checkpoints_published_numbers(tmp_path):
+    """Ours beside the authors' numbers for the same file, the difference with the interval
+    over seeds (values written here, by hand)."""
+    from pixmim.report.tables import build_table, to_markdown
+
+    files = []
+    for seed, top1 in enumerate((60.0, 62.0)):
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({"top1_best": top1}))
+        files.append(str(f))
+    spec = {"table": "tablecal", "title": "Calibration", "reference": "published",
+            "seeds": [0, 1], "rows": [{
+                "label": "PixMIM 800e", "experiment": "x", "experiments": ["x_s0", "x_s1"],
+                "published": {"lin": 67.5},
+                "cells": {"lin": {"files": files, "key": "top1_best", "header": "lin (%)"}}}]}
+    df = build_table(spec)
+    assert df["lin_published"][0] == 67.5 and "lin_paper" not in df
+    assert df["lin_ours_minus_published"][0] == pytest.approx(61.0 - 67.5)
+    # two seeds 60, 62: t(0.975, 1) * sd / sqrt(2) = 12.706 * 1.414 / 1.414
+    assert df["lin_ours_ci95"][0] == pytest.approx(12.706, abs=1e-3)
+    md = to_markdown(df, spec)
+    assert "lin (%) ours (published)" in md and "61.0 ± 12.7 (67.5)" in md
+    assert "lin (%) ours - published" in md and "-6.5 ± 12.7" in md
+
+
+def test_a_calibration_row_must_be_a_released_checkpoint(tmp_path):
+    config = config_with(tmp_path, {"rel_a": entry("a.pth", None)}, tables={
+        "tablecal": {"title": "c", "reference": "published", "columns": ["lin"],
+                     "rows": [{"label": "MAE", "run": "mae_800"}]}}, targets=["tablecal"])
+    with pytest.raises(ConfigError, match=r"tables\.tablecal\.rows\.0\.run: 'mae_800' is no "
+                                          r"released pretrained checkpoint"):
+        validate_config(config)
+
+
 # ------------------------------------------------------------------ end to end, toy size
 class _Files(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):

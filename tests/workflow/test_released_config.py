@@ -68,9 +68,10 @@ def catalogue() -> dict:
 ENTRIES = sorted(released())
 
 
-def test_the_file_parses_with_unique_names_and_one_top_level_key():
+def test_the_file_parses_with_unique_names_and_its_two_top_level_keys():
     doc = parse(RELEASED.read_text())
-    assert list(doc) == ["checkpoints"]
+    assert list(doc) == ["checkpoints", "tables"]  # the releases, and the calibration table
+    assert list(doc["tables"]) == ["tablecal"]
     assert ENTRIES and all(NAME.fullmatch(n) for n in ENTRIES), ENTRIES
     with pytest.raises(yaml.constructor.ConstructorError, match="given twice"):
         parse("checkpoints:\n  a: {}\n  a: {}\n")
