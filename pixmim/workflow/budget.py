@@ -147,11 +147,16 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     fraction, iterations, seeds) over its throughput: the pretraining throughput of its
     method and arch, scaled by FLOPs per image (pretraining step / the stage's)."""
     spec, knobs = registry.stage(stage, plugins(config)), exps[exp]
+    if knobs.get("checkpoint") and spec.consumes is None:
+        return 0.0, f"released checkpoint {knobs['checkpoint']}: fetched, not pretrained"
     job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
     ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
     # the step the figures time is pretraining's, at its per-GPU batch, whatever the stage
-    pre = job if stage == "pretrain" else job_config(config, exp, "pretrain", exps)
+    # (a released checkpoint's: that of the same run pretrained here)
+    pre = job if stage == "pretrain" else job_config(
+        config, exp, "pretrain", exps if not knobs.get("checkpoint") else
+        {**exps, exp: {k: v for k, v in knobs.items() if k != "checkpoint"}})
     batch = job_layout(config, pre)["per_gpu_batch"]
     ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
@@ -210,7 +215,7 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
                          "basis": how})
         per_target[t] = rows
     bases = sorted({r["basis"].split(" | ")[0] for rows in per_target.values()
-                    for r in rows if r["basis"] != "done"})
+                    for r in rows if r["gpu_hours"] > 0})
     return {"targets": per_target, "total_gpu_hours": sum(all_jobs.values()),
             "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values()),
             "throughput": {"measured": [b for b in bases if b.startswith("measured")],

@@ -125,6 +125,25 @@ def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_p
         assert job["released"]["name"] == row["run"] and "epochs" not in job["train"]
 
 
+def test_the_budget_costs_a_release_nothing_and_its_evaluations_as_a_run_of_ours(tmp_path):
+    from pixmim.workflow.budget import budget
+
+    nocheck = tmp_path / "nocheck.yaml"
+    nocheck.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
+    rows = budget(config, ["tablecal"])["targets"]["tablecal"]
+    pre = [r for r in rows if r["stage"] == "pretrain"]
+    assert len(pre) == 8 and all(r["gpu_hours"] == 0.0 for r in pre)
+    assert all(r["basis"].startswith("released checkpoint ") for r in pre)
+    # a release's probe costs what the probe of the same run pretrained here costs
+    paper = load_config("config/paper.yaml", nocheck)
+    ours = {(r["experiment"].split("_rel-")[0], r["stage"]): r["gpu_hours"] for r in rows}
+    mine = {(r["experiment"].rsplit("_s", 1)[0], r["stage"]): r["gpu_hours"]
+            for r in budget(paper, ["table2"])["targets"]["table2"]}
+    key = ("mae-lowpass40-src_vit_base_patch16_224_800e", "linear_probe")
+    assert ours[key] == pytest.approx(mine[key]) and ours[key] > 0
+
+
 def test_a_calibration_row_reads_its_checkpoints_published_numbers(tmp_path):
     """Ours beside the authors' numbers for the same file, the difference with the interval
     over seeds (values written here, by hand)."""
