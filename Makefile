@@ -35,6 +35,11 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@# and ~4 of the 20-odd minutes of `make run`. A file that does not compile (a package's
 	@# Python-2 example, say) only stays uncompiled, hence the `|| true`.
 	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" pixmim > /dev/null || true
+	@# yapf (imported by mmengine) caches its grammar as a pickle in ~/.cache/YAPF and rewrites
+	@# it, in place, whenever the installed grammar file is newer: the first two processes of a
+	@# fresh env (pytest's workers, two dense jobs) race on that write ("EOFError: Ran out of
+	@# input" in the one that reads it half-written). Writing it once here, alone, avoids it.
+	$(BIN)/python -c "import yapf" > /dev/null
 	touch $@
 
 run: env
