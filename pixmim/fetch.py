@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="sha256:<64 hex>, sha256:<8 hex> (OpenMMLab) or md5:<6-32 hex>")
     p.add_argument("--name", default="", help="the config's checkpoints entry (for messages)")
     p.add_argument("--out", required=True, help="the file to write")
-    p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--retries", type=int, default=5,
+                   help="further attempts after a dropped connection or a 5xx (default 5)")
     args = p.parse_args(argv)
     if not args.checksum:
         where = f"checkpoints.{args.name}.checksum" if args.name else "--checksum"
