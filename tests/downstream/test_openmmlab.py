@@ -37,6 +37,19 @@ EXT = sys.modules["mmcv._ext"]  # the stand-in, unless a compiled mmcv is instal
 STANDIN = getattr(EXT, "PIXMIM_STANDIN", False)
 
 
+@pytest.fixture(autouse=True)
+def fresh_mmengine():
+    """mmengine's process-global state as a fresh job process has it: no current default
+    scope, logger, message hub or visualizer left by a Runner of an earlier test in this
+    worker (a scope left at mmseg made mmdet's registry look LN2d up in mmseg's)."""
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.visualization import Visualizer
+
+    for manager in (DefaultScope, MessageHub, MMLogger, Visualizer):
+        manager._instance_dict.clear()
+    yield
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dense") / "scenes"
