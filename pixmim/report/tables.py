@@ -93,16 +93,19 @@ def build_table(spec: dict[str, Any]) -> pd.DataFrame:
     import pandas as pd
 
     kind = spec.get("reference", "paper")  # or the released checkpoints' published numbers
-    paper = paper_values().get(spec["table"], {}) if kind == "paper" else {
-        row["label"]: row.get("published", {}) for row in spec["rows"]}
+    if kind == "paper":  # the paper's rows, by paper_row (a baseline by its label)
+        by_label = paper_values().get(spec["table"], {})
+        refs = {row["label"]: by_label.get(row.get("paper_row") or row["label"], {})
+                for row in spec["rows"]}
+    else:  # each row's own checkpoint
+        by_label = refs = {row["label"]: row.get("published", {}) for row in spec["rows"]}
     values = {row["label"]: {c: seed_values(cell) for c, cell in row["cells"].items()}
               for row in spec["rows"]}
     rows = []
     for row in spec["rows"]:
-        ref = paper.get(row["label"] if kind != "paper" else row.get("paper_row") or
-                        row["label"], {})
+        ref = refs[row["label"]]
         base = row.get("baseline")
-        base_ref = paper.get(base, {}) if base else {}
+        base_ref = by_label.get(base, {}) if base else {}
         rec: dict[str, Any] = {"method": row["label"], "experiment": row["experiment"],
                                "runs": ";".join(row.get("experiments", [row["experiment"]]))}
         for col, vals in values[row["label"]].items():

@@ -198,9 +198,12 @@ def start_tracker(cfg: JobConfig, out: Path, tags: dict[str, str] | None = None)
     return tracker
 
 
-def save_model(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """Atomically save ``{"model": state_dict, "meta": meta}`` (loads with weights_only)."""
-    state = {"model": model.state_dict(), "meta": meta}
+def save_model(path: Path, model: torch.nn.Module | dict[str, torch.Tensor],
+               meta: dict[str, Any]) -> None:
+    """Atomically save ``{"model": state_dict, "meta": meta}`` (loads with weights_only);
+    ``model`` is a module or its state dict."""
+    weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {"model": weights, "meta": meta}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -244,19 +247,17 @@ def load_pretrain_checkpoint(cfg: JobConfig, pretrain_dir: Path) -> dict[str, An
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], method: str) -> None:
-    """A pretraining checkpoint's weights into ``model``, strictly; an encoder-only one
-    (a released encoder, ``meta.encoder_only``) may lack the method's pretraining-only
-    parameters, which keep their initialisation and must not be read."""
-    state = fit_pos_embeds(ckpt["model"], model)
-    if not ckpt["meta"].get("encoder_only"):
-        model.load_state_dict(state)
-        return
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    wrong = [k for k in missing if not k.startswith(families.pretrain_only(method))]
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], method: str,
+                 encoder_only: bool, where: str) -> None:
+    """Pretraining weights into ``model``, strictly; an encoder-only state (a released
+    encoder) may lack the method's pretraining-only parameters, which keep their
+    initialisation and must not be read. A mismatch is a ValueError naming ``where``."""
+    missing, unexpected = model.load_state_dict(fit_pos_embeds(state, model), strict=False)
+    allowed = families.pretrain_only(method) if encoder_only else ()
+    wrong = [k for k in missing if not k.startswith(allowed)]
     if wrong or unexpected:
-        raise ValueError(f"encoder-only checkpoint of {ckpt['meta'].get('experiment')}: "
-                         f"missing {wrong[:4]}, unexpected {list(unexpected)[:4]}")
+        raise ValueError(f"{where}: weights do not load into {method}: missing {wrong[:4]}, "
+                         f"unexpected {list(unexpected)[:4]}")
 
 
 def load_encoder(cfg: JobConfig, pretrain_dir: Path,
@@ -268,7 +269,8 @@ def load_encoder(cfg: JobConfig, pretrain_dir: Path,
     already loaded it."""
     ckpt = ckpt or load_pretrain_checkpoint(cfg, pretrain_dir)
     model = build_pretrained(ckpt["meta"], cfg.data.img_size)
-    load_weights(model, ckpt, cfg.method)
+    load_weights(model, ckpt["model"], cfg.method, bool(ckpt["meta"].get("encoder_only")),
+                 str(pretrain_dir / "checkpoint.pth"))
     model.requires_grad_(False).eval()
     return model
 

@@ -20,9 +20,15 @@ from pixmim.data.loading import UInt8Crop, to_device
 from pixmim.data.transforms import build_pretrain_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import fit, make_loader, scaled_lr, seed_everything
-from pixmim.io import atomic_write
 from pixmim.models import create_model
-from pixmim.stages.common import complete, load_model_file, run_main, save_model, tracked
+from pixmim.stages.common import (
+    complete,
+    load_model_file,
+    load_weights,
+    run_main,
+    save_model,
+    tracked,
+)
 
 
 def model_kwargs(cfg: JobConfig) -> dict[str, Any]:
@@ -64,6 +70,15 @@ def training_set(cfg: JobConfig):
                          masks_root=data.masks_root, bad_images=data.bad_images)
 
 
+def checkpoint_meta(cfg: JobConfig, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The meta a pretraining checkpoint carries (trained here or imported), from which
+    every downstream stage rebuilds the model."""
+    return {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
+            "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
+            "model_kwargs": model_kwargs(cfg), "mlflow_run_id": metrics["mlflow_run_id"] or "",
+            **extra}
+
+
 def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
     """A released checkpoint as this run's pretraining (``cfg.released``): the fetched file
     converted into our layout by the method's family (``formats``), checked against the
@@ -78,35 +93,25 @@ def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
                 cfg.method, cfg.arch):
             raise ValueError(f"{r.file}: not a pixmim {cfg.method}/{cfg.arch} pretraining "
                              f"checkpoint (checkpoints.{r.name}.format: pixmim)")
-        state = raw["model"]
-        report = {"encoder_only": bool(meta.get("encoder_only")), "absent": [], "dropped": []}
+        state, encoder_only = raw["model"], bool(meta.get("encoder_only"))
     else:
         fmt = families.formats_of(cfg.method)
         if r.format not in fmt.FORMATS:
             raise ValueError(f"checkpoints.{r.name}.format: {r.format!r} is not a format of "
                              f"{cfg.method}'s encoder family (known: {', '.join(fmt.FORMATS)})")
         state, report = fmt.to_ours(raw, r.format, "pretrained", cfg.method, cfg.arch)
-    model = build(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = families.pretrain_only(cfg.method) if report["encoder_only"] else ()
-    wrong = [k for k in missing if not k.startswith(allowed)] + list(unexpected)
-    if wrong:
-        raise ValueError(f"{r.file}: does not load into {cfg.method}/{cfg.arch}: "
-                         f"{', '.join(sorted(wrong)[:4])}")
+        encoder_only = report["encoder_only"]
+    load_weights(build(cfg), state, cfg.method, encoder_only, r.file)  # it fits the job's model
     released = {"name": r.name, "source": r.source, "checksum": r.checksum,
-                "format": r.format, "encoder_only": report["encoder_only"],
+                "format": r.format, "encoder_only": encoder_only,
                 "published": dict(r.published)}
     with tracked(cfg, out, dist, tags={"released": r.name}) as tracker:
         metrics = {"stage": "pretrain", "experiment": cfg.experiment,
                    "mlflow_run_id": tracker.run_id if tracker else None,
                    "released": released, "epochs": 0, "world_size": dist.world}
-    meta = {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
-            "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
-            "model_kwargs": model_kwargs(cfg), "mlflow_run_id": metrics["mlflow_run_id"] or "",
-            "released": released, "encoder_only": report["encoder_only"]}
     # what the file holds, no more: an encoder-only release gets no (random) decoder
-    atomic_write(out / "checkpoint.pth",
-                 lambda tmp: torch.save({"model": state, "meta": meta}, tmp))
+    save_model(out / "checkpoint.pth", state,
+               checkpoint_meta(cfg, metrics, released=released, encoder_only=encoder_only))
     return complete(out, metrics, tracker, cfg, dist)
 
 
@@ -145,11 +150,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     if cfg.variant.target == "adaptive":
         metrics["final_radius"] = model.current_radius
     if dist.is_main:
-        meta = {"method": cfg.method, "arch": cfg.arch, "img_size": cfg.data.img_size,
-                "experiment": cfg.experiment, "variant": to_dict(cfg.variant),
-                "model_kwargs": model_kwargs(cfg),
-                "mlflow_run_id": metrics["mlflow_run_id"] or ""}
-        save_model(out / "checkpoint.pth", model, meta)
+        save_model(out / "checkpoint.pth", model, checkpoint_meta(cfg, metrics))
     return complete(out, metrics, tracker, cfg, dist)
 
 

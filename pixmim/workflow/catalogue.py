@@ -64,7 +64,8 @@ def check_references(config: dict[str, Any]) -> None:
     """Cross-check what the schema cannot see (a run's method, variant and arch, each row's
     run, each figure's stage and drawing function, each target); raise ConfigError."""
     table = registry.methods(plugins(config))
-    clash = sorted(set(config["runs"]) & set(released_runs(config)))
+    released, named = released_runs(config), runs(config)
+    clash = sorted(set(config["runs"]) & set(released))
     if clash:
         raise ConfigError(f"config key checkpoints.{clash[0]}: a released checkpoint is a run "
                           "of its own name, and runs has one of that name too")
@@ -72,7 +73,7 @@ def check_references(config: dict[str, Any]) -> None:
         up = ckpt.get("pretrained")
         if up is not None and up not in config["checkpoints"]:
             raise ConfigError(f"config key checkpoints.{name}.pretrained: no checkpoint {up!r}")
-    for name, run in runs(config).items():
+    for name, run in named.items():
         where = (f"config key checkpoints.{name}" if run.get("checkpoint")
                  else f"config key runs.{name}")
         if run["method"] not in table:
@@ -90,11 +91,10 @@ def check_references(config: dict[str, Any]) -> None:
             labels = {r["label"] for r in item["rows"]}
             for j, row in enumerate(item["rows"]):
                 where = f"config key {kind}.{name}.rows.{j}"
-                if row["run"] not in runs(config):
+                if row["run"] not in named:
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
-    released = released_runs(config)
     for name, table in config["tables"].items():
         if table.get("reference") == "published":
             for j, row in enumerate(table["rows"]):
@@ -222,8 +222,10 @@ def run_unavailable(config: dict[str, Any], name: str) -> str | None:
 def rows(config: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
     """A table's or figure's rows, restricted to ``only_methods`` when set."""
     only = config.get("only_methods")
-    return [r for r in item["rows"]
-            if only is None or runs(config)[r["run"]]["method"] in only]
+    if only is None:
+        return list(item["rows"])
+    named = runs(config)
+    return [r for r in item["rows"] if named[r["run"]]["method"] in only]
 
 
 def dense_task(config: dict[str, Any], stage: str) -> str:
