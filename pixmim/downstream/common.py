@@ -277,6 +277,7 @@ def run(config: Path, work_dir: Path, name: str = "run",
     :func:`preempt_hook`. Under torchrun every process calls it; mmengine saves checkpoints
     and logs on rank 0 and gathers the evaluation over all ranks. Returns the test metrics
     and the folder of the run's logs."""
+    fresh_state()
     trust(work_dir)
     mm_cfg = load_config(config)
     mm_cfg.resume = (Path(work_dir) / "last_checkpoint").is_file()
@@ -296,6 +297,24 @@ def run(config: Path, work_dir: Path, name: str = "run",
     metrics = runner.test()
     return {"metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, Real)},
             "log_dir": runner.log_dir, "config": str(config)}
+
+
+def fresh_state() -> None:
+    """mmengine's process-global objects as a fresh process has them, before each Runner.
+
+    mmengine keeps one instance per name of each of its global classes (default scope,
+    logger, message hub, visualizer; each subclass has its own table) and the registry
+    hands back an existing one: the second seed of a job would write its training scalars
+    into the first seed's ``vis_data`` (the visualizer is named ``visualizer`` in every
+    config), and a scope left at ``mmseg`` makes mmdet's registry look its layers up in
+    mmseg's."""
+    from mmengine.utils import ManagerMixin
+
+    todo = [ManagerMixin]
+    while todo:
+        cls = todo.pop()
+        cls._instance_dict.clear()
+        todo.extend(cls.__subclasses__())
 
 
 def load_config(path: Path):

@@ -39,14 +39,10 @@ STANDIN = getattr(EXT, "PIXMIM_STANDIN", False)
 
 @pytest.fixture(autouse=True)
 def fresh_mmengine():
-    """mmengine's process-global state as a fresh job process has it: no current default
-    scope, logger, message hub or visualizer left by a Runner of an earlier test in this
-    worker (a scope left at mmseg made mmdet's registry look LN2d up in mmseg's)."""
-    from mmengine.logging import MessageHub, MMLogger
-    from mmengine.visualization import Visualizer
-
-    for manager in (DefaultScope, MessageHub, MMLogger, Visualizer):
-        manager._instance_dict.clear()
+    """Each test starts from mmengine's fresh-process state, whatever Runner ran before
+    it in this worker (common.run resets it too; this covers the tests that build
+    mmengine objects without it)."""
+    common.fresh_state()
     yield
 
 
@@ -382,6 +378,14 @@ def test_a_missing_root_names_dense_root(tmp_path, task):
 
 
 def _run_twice(task, cfg: JobConfig, work: Path, ckpt: str) -> tuple[dict, dict]:
+    # An earlier Runner of this process (a job's previous seed) left its visualizer, named
+    # as every config names it: this run's scalars still go to this run's log folder.
+    from mmdet.visualization import DetLocalVisualizer
+    from mmseg.visualization import SegLocalVisualizer
+
+    for stale in (SegLocalVisualizer, DetLocalVisualizer):
+        stale.get_instance("visualizer", vis_backends=[dict(type="LocalVisBackend")],
+                           save_dir=str(work.parent / "earlier_seed"))
     first = task.run_seed(cfg, work, 0, ckpt)
     assert (work / "iter_4.pth").is_file()
     assert Path((work / "last_checkpoint").read_text().strip()).name == "iter_4.pth"
