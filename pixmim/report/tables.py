@@ -166,9 +166,20 @@ def to_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
         seeds += (" Sampling error of one run on its validation split (SE, at most): "
                   f"{', '.join(se)}.")
     title = spec.get("title", spec["table"])
-    note = " ".join(n for n in (spec.get("note", ""), data_note(spec)) if n)
+    note = " ".join(n for n in (spec.get("note", ""), released_note(spec), data_note(spec)) if n)
     return (f"# {title}\n\n{out.to_markdown(index=False)}\n\n{seeds} {note}\n\n"
             f"{provenance_markdown(df, headers)}")
+
+
+def released_note(spec: dict[str, Any]) -> str:
+    """Which rows' cells stand on a released checkpoint (config key checkpoints) rather than
+    on a pretraining run here; empty when none does."""
+    rel = [f"{r['label']}: {r['released']['name']} ({r['released']['source']})"
+           for r in spec["rows"] if r.get("released")]
+    if not rel:
+        return ""
+    return ("Rows from released checkpoints, fetched and evaluated here, not pretrained here: "
+            + "; ".join(rel) + ".")
 
 
 def data_note(spec: dict[str, Any]) -> str:

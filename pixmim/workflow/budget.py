@@ -37,7 +37,16 @@ from typing import Any
 
 from pixmim import families, registry
 from pixmim.config import ConfigError
-from pixmim.workflow.catalogue import ROOT, experiments, load_config, plugins
+from pixmim.workflow.catalogue import (
+    ROOT,
+    experiments,
+    load_config,
+    plugins,
+    released_runs,
+    resolve_run,
+    run_id,
+    seeds,
+)
 from pixmim.workflow.jobs import job_config, layout, pretrain_size, run_dir
 from pixmim.workflow.schema import validate_config
 from pixmim.workflow.specs import target_jobs
@@ -197,9 +206,26 @@ def job_mask_ratio(pre: dict[str, Any]) -> float:
     return float(pre.get("mask_ratio", 0.75))
 
 
+def stand_ins(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Pretraining job id -> the released pretrained checkpoints (``checkpoints``) that stand
+    for it: the same resolved knobs (method, arch, epochs, dataset, target and its radius,
+    crop), first seed; the released file is one pretraining, so it stands for one seed."""
+    out: dict[str, list[str]] = {}
+    for name, run in released_runs(config).items():
+        knobs = resolve_run(config, run, seeds(config)[0])
+        del knobs["checkpoint"]
+        out.setdefault(run_id(knobs), []).append(name)
+    return out
+
+
 def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
-    per_target, all_jobs = {}, {}
+    """Per target, each job's layout and GPU-hours; the total (shared jobs once); and what
+    the released checkpoints save: ``with_released``, the hours with each pretraining that a
+    released checkpoint stands for (:func:`stand_ins`) fetched instead of run (the jobs
+    that consume it cost the same on the released file)."""
+    per_target, all_jobs, saved = {}, {}, {}
     exps = experiments(config)  # resolved once, not per job
+    standing = stand_ins(config)
     for t in targets:
         rows = []
         for exp, stage in sorted(jobs_of(config, t)):
@@ -213,10 +239,16 @@ def budget(config: dict[str, Any], targets: list[str]) -> dict[str, Any]:
                          "accum_steps": lay["accum_steps"], "batch_size": lay["batch_size"],
                          "gpu_hours": hours, "wall_hours": hours / lay["gpus_total"],
                          "basis": how})
+            if stage == "pretrain" and exp in standing:
+                rows[-1]["released"] = standing[exp]
+                saved[(exp, stage)] = hours
         per_target[t] = rows
     bases = sorted({r["basis"].split(" | ")[0] for rows in per_target.values()
                     for r in rows if r["gpu_hours"] > 0})
     return {"targets": per_target, "total_gpu_hours": sum(all_jobs.values()),
+            "with_released": {t: sum(r["gpu_hours"] for r in rows if "released" not in r)
+                              for t, rows in per_target.items()},
+            "total_with_released": sum(all_jobs.values()) - sum(saved.values()),
             "jobs": len(all_jobs), "pending": sum(h > 0 for h in all_jobs.values()),
             "throughput": {"measured": [b for b in bases if b.startswith("measured")],
                            "assumed": [b for b in bases if not b.startswith("measured")]}}
@@ -243,13 +275,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{'target':<10} {'jobs':>5} {'pending':>8} {'GPU-hours':>10}")
+    rel = result["with_released"]
+    swapped = sorted({(r["experiment"], ", ".join(r["released"]))
+                      for rows in result["targets"].values() for r in rows if "released" in r})
+    extra = f" {'w/ released':>12}" if swapped else ""
+    print(f"{'target':<10} {'jobs':>5} {'pending':>8} {'GPU-hours':>10}{extra}")
     for t, rows in result["targets"].items():
         pending = [r for r in rows if r["gpu_hours"] > 0]
+        extra = f" {rel[t]:>12.1f}" if swapped else ""
         print(f"{t:<10} {len(rows):>5} {len(pending):>8} "
-              f"{sum(r['gpu_hours'] for r in rows):>10.1f}")
+              f"{sum(r['gpu_hours'] for r in rows):>10.1f}{extra}")
+    extra = f" {result['total_with_released']:>12.1f}" if swapped else ""
     print(f"{'total':<10} {result['jobs']:>5} {result['pending']:>8} "
-          f"{result['total_gpu_hours']:>10.1f}   (shared jobs counted once)")
+          f"{result['total_gpu_hours']:>10.1f}{extra}   (shared jobs counted once)")
+    if swapped:
+        print("w/ released: each pretraining below fetched from a released checkpoint "
+              "(config key checkpoints) instead of run; point a row's run at the checkpoint's "
+              "name to build the table so:", file=sys.stderr)
+        for exp, names in swapped:
+            print(f"  {exp} <- {names}", file=sys.stderr)
     tp = result["throughput"]
     print("throughput figures (one GPU, at the pretraining job's per-GPU batch; --json: "
           "each job's nodes, GPUs, per-GPU batch and accumulation):", file=sys.stderr)

@@ -69,7 +69,7 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
                           f"{', '.join(sorted(config['tables']))})")
     _check_buildable(config, name)
     table = config["tables"][name]
-    kept = rows(config, table)
+    kept, named = rows(config, table), runs(config)
     labels = {r["label"] for r in kept}
     out = []
     for row in kept:
@@ -78,6 +78,10 @@ def table_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         out.append({"label": row["label"], "paper_row": row.get("paper_row", row["label"]),
                     "baseline": base, "experiment": group_id(exps[0]), "experiments": exps,
                     "cells": {col: _cell(config, exps, col) for col in table["columns"]}})
+        released = named[row["run"]].get("checkpoint")
+        if released:  # its cells stand on a released file, not on a pretraining of ours
+            out[-1]["released"] = {"name": released,
+                                   "source": config["checkpoints"][released]["source"]}
         if table.get("reference") == "published":  # the authors' numbers for this file
             out[-1]["published"] = dict(config["checkpoints"][row["run"]].get("published")
                                         or {})

@@ -79,3 +79,33 @@ def test_no_chance_level_when_the_runs_wrote_none(tmp_path):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_spec(tmp_path, {"MAE": 40.0})))
     main(["--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "t")])
     assert "Chance level" not in (tmp_path / "t.md").read_text()
+
+
+def test_rows_on_a_released_checkpoint_are_named_in_the_note(tmp_path):
+    """A row whose run is a released checkpoint (config key checkpoints): the table's spec
+    says so, and the note names the row, the checkpoint and its source."""
+    from pathlib import Path
+
+    from pixmim.report.tables import to_markdown
+    from pixmim.workflow.catalogue import load_config
+    from pixmim.workflow.specs import table_spec
+
+    root = Path(__file__).resolve().parents[2]
+    over = tmp_path / "over.yaml"
+    over.write_text(json.dumps({"results": str(tmp_path / "results"), "tables": {"table2": {
+        "rows": [{"label": "MAE", "run": "mmpretrain_mae_vit_base_800e"},
+                 {"label": "PixMIM MAE", "run": "pixmim_mae_800", "baseline": "MAE"}]}}}))
+    config = load_config(root / "config" / "paper.yaml", root / "config" / "released.yaml", over)
+    spec = table_spec(config, "table2")
+    assert spec["rows"][0]["released"]["name"] == "mmpretrain_mae_vit_base_800e"
+    assert "released" not in spec["rows"][1]
+    for i, row in enumerate(spec["rows"]):  # values written here, one per column
+        for j, cell in enumerate(row["cells"].values()):
+            f = tmp_path / f"r{i}c{j}.json"
+            f.write_text(json.dumps({cell["key"]: 50.0 + i}))
+            cell["files"] = [str(f)]
+    md = to_markdown(build_table(spec), spec)
+    source = config["checkpoints"]["mmpretrain_mae_vit_base_800e"]["source"]
+    assert (f"Rows from released checkpoints, fetched and evaluated here, not pretrained here: "
+            f"MAE: mmpretrain_mae_vit_base_800e ({source}).") in md
+    assert "PixMIM MAE: " not in md

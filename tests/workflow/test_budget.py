@@ -73,3 +73,53 @@ def test_a_figure_at_the_per_gpu_batch_is_measured(results):
     res = B.budget(config, ["table2"])["throughput"]
     assert res["measured"] and all(b.startswith("measured") for b in res["measured"])
     assert all(b.startswith("assumed") for b in res["assumed"])
+
+
+def _paper(tmp_path, *extra):
+    nocheck = tmp_path / "nocheck.yaml"  # no ImageNet on this machine
+    nocheck.write_text(json.dumps({"results": str(tmp_path / "results")}))
+    return load_config(ROOT / "config" / "paper.yaml", *extra, nocheck)
+
+
+def test_a_released_checkpoint_stands_for_the_pretraining_of_the_same_knobs(tmp_path):
+    """Which pretraining each released file replaces, written from config/released.yaml's
+    entries (method, variant, arch, epochs) and the catalogue's runs, by hand."""
+    config = _paper(tmp_path, ROOT / "config" / "released.yaml")
+    got = B.stand_ins(config)
+    assert got["mae-lowpass40-src_vit_base_patch16_224_800e_s0"] == ["pixmim_vit_base_800e"]
+    assert got["mae-pixel-rrc_vit_base_patch16_224_1600e_s0"] == [
+        "mae_vit_base_1600e", "mmpretrain_mae_vit_base_1600e", "timm_mae_vit_base_1600e"]
+    assert got["convmae-pixel-rrc_convvit_base_224_1600e_s0"] == ["convmae_base_1600e"]
+    assert got["lsmae-pixel-rrc_vit_base_patch16_448_800e_s0"] == ["lsmae_vit_base_800e"]
+    assert len(got) == 11  # 15 pretrained releases; the 1600e ViT-B/L ones thrice each
+    # no release of a 400-epoch run, of high-pass targets, of MFF at 1600 epochs
+    assert not any(e.startswith(("mae-highpass", "mff-pixel-rrc_vit_base_patch16_224_1600e"))
+                   for e in got)
+
+
+def test_the_budget_says_what_the_released_checkpoints_save(tmp_path):
+    config = _paper(tmp_path, ROOT / "config" / "released.yaml")
+    res = B.budget(config, ["table4", "fig5"])
+    t4 = res["targets"]["table4"]
+    swapped = {r["experiment"] for r in t4 if "released" in r}
+    assert all(r["stage"] == "pretrain" for r in t4 if "released" in r)
+    # Table 4 (catalogue: every row at 800 epochs): MAE (mmpretrain's 800e), PixMIM-MAE
+    # (mmselfsup's 800e), MFF (800e) and LSMAE (800e) have releases; ConvMAE's is 1600e only,
+    # and no PixMIM variant of MFF, ConvMAE or LSMAE was released
+    assert swapped == {"mae-pixel-rrc_vit_base_patch16_224_800e_s0",
+                       "mae-lowpass40-src_vit_base_patch16_224_800e_s0",
+                       "mff-pixel-rrc_vit_base_patch16_224_800e_s0",
+                       "lsmae-pixel-rrc_vit_base_patch16_448_800e_s0"}
+    kept = sum(r["gpu_hours"] for r in t4 if "released" not in r)
+    assert res["with_released"]["table4"] == pytest.approx(kept)
+    assert 0 < res["with_released"]["table4"] < sum(r["gpu_hours"] for r in t4)
+    # the total counts a shared pretraining's saving once
+    saved = {(r["experiment"], r["stage"]): r["gpu_hours"] for rows in res["targets"].values()
+             for r in rows if "released" in r}
+    assert res["total_with_released"] == pytest.approx(res["total_gpu_hours"]
+                                                       - sum(saved.values()))
+    # without the released checkpoints in the config nothing is swapped
+    plain = B.budget(_paper(tmp_path), ["table4"])
+    assert not any("released" in r for r in plain["targets"]["table4"])
+    assert plain["with_released"]["table4"] == pytest.approx(
+        sum(r["gpu_hours"] for r in plain["targets"]["table4"]))
