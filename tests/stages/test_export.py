@@ -23,6 +23,7 @@ from timm.models.vision_transformer import VisionTransformer
 from pixmim.__main__ import main
 from pixmim.config import load_job_config
 from pixmim.data.generate.synth import SynthConfig, generate
+from pixmim.families.vit.formats import to_ours
 from pixmim.models import create_model
 from pixmim.models.classifier import load_classifier
 from pixmim.stages import finetune, pretrain
@@ -151,9 +152,15 @@ def test_a_model_pretrained_here_loads_into_mmsegs_vit_with_its_features(runs, c
     seg.init_weights()
     strict = SegViT(**kw)
     strict.load_state_dict(ckpt["state_dict"], strict=True)
-    imgs = _imgs()
+    ours, imgs = _ours_pretrained(runs), _imgs()
+    # and back: our encoder exactly, reported as an encoder without its decoder
+    back, report = to_ours(ckpt, "mmseg", "pretrained", "mae", TINY)
+    assert report["encoder_only"] and all(k.startswith("decoder_") or k == "mask_token"
+                                          for k in report["absent"])
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in back.items())
+    assert set(back) | set(report["absent"]) == set(ours.state_dict())
     with torch.no_grad():
-        tokens = _ours_pretrained(runs).forward_features(imgs)[:, 1:]  # the patches: [N, L, D]
+        tokens = ours.forward_features(imgs)[:, 1:]  # the patches: [N, L, D]
         grid = tokens.reshape(-1, GRID, GRID, WIDTH).permute(0, 3, 1, 2)
         for model in (seg, strict):
             model.eval()  # (their backbones' train() returns None)
