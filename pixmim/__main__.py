@@ -30,6 +30,7 @@ TOOLS = {
     "figure": ("pixmim.report.figures", "Draw a figure from metrics.json files"),
     "budget": ("pixmim.workflow.budget", "GPU-hours each table / figure still needs"),
     "fetch": ("pixmim.fetch", "Fetch a released checkpoint, its checksum verified"),
+    "export": ("pixmim.stages.export", "Write a run's checkpoint in another library's layout"),
     "launch": ("pixmim.workflow.launch",
                "The command prefix that starts a job's nodes x GPUs processes"),
     "rehearsal": ("pixmim.workflow.resources",

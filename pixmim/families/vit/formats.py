@@ -26,6 +26,11 @@ The formats (:data:`FORMATS`):
 ``timm``
     a timm ``VisionTransformer`` state dict: the encoder (``vit_*.mae``: ``num_classes=0``)
     as pretrained, the classifier with ``global_pool="avg"`` as fine-tuned.
+``mmseg`` (pretrained only: :data:`PRETRAINED_ONLY`)
+    mmsegmentation 1.2's ``VisionTransformer`` backbone, as its ``init_cfg=dict(type=
+    "Pretrained", ...)`` reads it: ``{"state_dict": ...}``, the encoder alone, no prefix,
+    mmcls block names but attention in ``nn.MultiheadAttention``'s (``attn.attn.in_proj_*``,
+    ``attn.attn.out_proj.``), the final norm ``ln1`` (``final_norm=True``).
 
 :func:`to_ours` and :func:`from_ours` are the two entry points. An import is checked
 against the keys and shapes of the model it is meant for (built on the meta device): a
@@ -46,6 +51,10 @@ from pixmim.models import create_model
 
 FORMATS = ("mae", "openmmlab", "timm")
 KINDS = ("pretrained", "finetuned")
+# Layouts of an encoder alone: the pretrained kind only, never a decoder.
+PRETRAINED_ONLY = ("mmseg",)
+# Formats whose pretrained kind is the encoder alone (their libraries have no decoder).
+_NO_DECODER = ("timm", *PRETRAINED_ONLY)
 
 # A rule (ours, theirs[, our_shape, their_shape]): a key starting with ``ours`` starts with
 # ``theirs`` in the format (the longest matching rule wins), the value viewed to the shape of
@@ -58,9 +67,15 @@ _SAME = (("", ""),)
 # MAEPretrainDecoder and VisionTransformer (tests/families/test_formats.py).
 _MM_BLOCK = ((".norm1.", ".ln1."), (".norm2.", ".ln2."),
              (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1."))
-_MM_ENCODER = (("cls_token", "backbone.cls_token"), ("pos_embed", "backbone.pos_embed"),
-               ("patch_embed.proj.", "backbone.patch_embed.projection."),
-               ("blocks.", "backbone.layers."))
+_MM_VIT = (("cls_token", "cls_token"), ("pos_embed", "pos_embed"),
+           ("patch_embed.proj.", "patch_embed.projection."), ("blocks.", "layers."))
+_MM_ENCODER = tuple((ours, f"backbone.{theirs}") for ours, theirs in _MM_VIT)
+# mmseg 1.2's TransformerEncoderLayer: mmcv's MultiheadAttention wraps nn.MultiheadAttention
+# (attn.attn), whose in_proj holds q, k, v stacked in timm's qkv order ([3 D, D]) and whose
+# out_proj is timm's proj: checked by loading into mmseg's VisionTransformer
+# (tests/test_export.py).
+_MMSEG_BLOCK = (*_MM_BLOCK, (".attn.qkv.", ".attn.attn.in_proj_"),
+                (".attn.proj.", ".attn.attn.out_proj."))
 _RULES = {
     ("mae", "pretrained"): _SAME,
     ("mae", "finetuned"): _SAME,
@@ -74,10 +89,12 @@ _RULES = {
     # LinearClsHead holds its Linear as fc.
     ("openmmlab", "finetuned"): (*_MM_ENCODER, ("fc_norm.", "backbone.ln2."),
                                  ("head.", "head.fc.")),
+    # VisionTransformer(final_norm=True) names its final norm ln1.
+    ("mmseg", "pretrained"): (*_MM_VIT, ("norm.", "ln1.")),
 }
-_INFIX = {"openmmlab": _MM_BLOCK}
+_INFIX = {"openmmlab": _MM_BLOCK, "mmseg": _MMSEG_BLOCK}
 # Where the state dict sits in the checkpoint object (None: the object is the state dict).
-_CONTAINER = {"mae": "model", "openmmlab": "state_dict", "timm": None}
+_CONTAINER = {"mae": "model", "openmmlab": "state_dict", "timm": None, "mmseg": "state_dict"}
 # Their keys that are no weights of ours, dropped on import and reported: mmselfsup's PixMIM
 # keeps its low-pass mask as a buffer (LowFreqTargetGenerator.low_pass_filter, derived from
 # radius and image size; ours filters from the radius alone).
@@ -89,9 +106,11 @@ class FormatError(ValueError):
 
 
 def _check_names(fmt: str, kind: str) -> None:
-    if fmt not in FORMATS or kind not in KINDS:
+    if kind not in KINDS or fmt not in FORMATS and (fmt not in PRETRAINED_ONLY
+                                                   or kind != "pretrained"):
         raise FormatError(f"unknown checkpoint format/kind {fmt!r}/{kind!r}: formats "
-                          f"{list(FORMATS)}, kinds {list(KINDS)}")
+                          f"{list(FORMATS)}, kinds {list(KINDS)}; pretrained only: "
+                          f"{list(PRETRAINED_ONLY)}")
 
 
 def rules(fmt: str, kind: str, method: str) -> tuple[tuple, ...]:
@@ -209,15 +228,16 @@ def from_ours(state_dict: dict[str, torch.Tensor], fmt: str, kind: str, method: 
     """Our ``kind`` of state dict -> a checkpoint object in ``fmt`` (what ``torch.save``
     writes and the format's own loader reads).
 
-    ``timm`` pretrained is the encoder alone (timm has no decoder); ``encoder_only`` drops
-    the pretraining-only keys in the other formats too (MAE's ``mae_pretrain_*`` layout).
-    ``meta`` goes into OpenMMLab's ``meta``.
+    ``timm`` and ``mmseg`` pretrained are the encoder alone (no decoder there);
+    ``encoder_only`` drops the pretraining-only keys in the other formats too (MAE's
+    ``mae_pretrain_*`` layout).
+    ``meta`` goes into OpenMMLab's and mmseg's ``meta``.
 
     Raises:
         FormatError: a key the format has no name for (one line naming them).
     """
     rule_set, infix = rules(fmt, kind, method), _INFIX.get(fmt, ())
-    if kind == "pretrained" and (encoder_only or fmt == "timm"):
+    if kind == "pretrained" and (encoder_only or fmt in _NO_DECODER):
         state_dict = {k: v for k, v in state_dict.items()
                       if not k.startswith(families.pretrain_only(method))}
     out, unmapped = {}, []
@@ -233,4 +253,4 @@ def from_ours(state_dict: dict[str, torch.Tensor], fmt: str, kind: str, method: 
     box = _CONTAINER[fmt]
     if box is None:
         return out
-    return {box: out, "meta": dict(meta or {})} if fmt == "openmmlab" else {box: out}
+    return {box: out, "meta": dict(meta or {})} if box == "state_dict" else {box: out}
