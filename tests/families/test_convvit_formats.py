@@ -223,6 +223,17 @@ def test_another_kind_fails_naming_the_keys():
     assert "unexpected 6 (norm.bias, norm.weight, stage1_output_decode.bias" in msg
 
 
+def test_an_encoder_without_its_fusion_convs_fails_naming_them():
+    """What Alpha-VL/ConvMAE issue #12 reports the released pretrained file to hold: the
+    encoder and its final norm, no decoder, no fusion convs (models_convvit.py's model has
+    none). Our probe features need the fusion convs: never loaded at random."""
+    keys = {k: s for k, s in their_pretrained(TINY).items() if not k.startswith(
+        ("decoder_", "mask_token", "stage1_output_decode.", "stage2_output_decode."))}
+    _fails(_their_checkpoint(keys), match=r"missing 4 \(stage1_output_decode\.bias, "
+           r"stage1_output_decode\.weight, stage2_output_decode\.bias, "
+           r"stage2_output_decode\.weight\), unexpected none$")
+
+
 def test_another_format_or_method_fails_naming_what_it_found():
     torch.manual_seed(0)
     mae = create_model("mae", "vit_cpu_patch8_64").state_dict()

@@ -23,8 +23,12 @@ The format (:data:`FORMATS`):
     ``norm`` deleted, ``fc_norm`` and ``head`` added: ``main_finetune.py``'s default). Our
     modules are named as theirs (:mod:`pixmim.models.convmae`), so both maps are the identity
     plus the container (tests/families/test_convvit_formats.py checks their key list and
-    shapes, written from those files). ConvMAE releases no encoder-only file; one (the
-    pretraining-only keys all absent) imports as the encoder, as the plain-ViT family's do.
+    shapes, written from those files). An encoder-only file (the pretraining-only keys all
+    absent) imports as the encoder, as the plain-ViT family's do. The released ConvMAE-B
+    pretrained file is reported (Alpha-VL/ConvMAE issue #12) to lack the decoder and the
+    fusion convs ``stage1/2_output_decode`` too (their ``main_finetune.py`` loads it into
+    ``models_convvit.py``'s model, which has none): our pretraining model's probe features
+    need those convs, so such a file stops here naming them, never loads random ones.
 
 :func:`to_ours` and :func:`from_ours` are the two entry points, with the plain-ViT family's
 signatures, report and :class:`FormatError`: an import is checked against the keys and shapes
