@@ -1,4 +1,4 @@
-"""Released checkpoints of the plain-ViT family, both ways: facebookresearch/mae, OpenMMLab, timm.
+"""Released checkpoints of the plain-ViT family, both ways: MAE, long_seq_mae, OpenMMLab, timm.
 
 Our two kinds of checkpoint:
 
@@ -26,6 +26,18 @@ The formats (:data:`FORMATS`):
 ``timm``
     a timm ``VisionTransformer`` state dict: the encoder (``vit_*.mae``: ``num_classes=0``)
     as pretrained, the classifier with ``global_pool="avg"`` as fine-tuned.
+``long_seq_mae``
+    facebookresearch/long_seq_mae@95993105ce28 (LSMAE): ``mae``'s layout, named apart as its
+    files are its own release. Its ``models_mae.py`` (``mae_vit_base_patch16_dec384d12h8b``)
+    and ``models_vit.py`` build timm's ``Block`` and ``VisionTransformer`` as MAE does, and
+    ``main_pretrain.py`` saves ``{"model": ...}`` (``util/misc.py``): the released files'
+    recipe (``PRETRAIN_LONG_SEQ_GPU.md`` / ``_TPU.md``) leaves ``--no_k_bias_in_vit``,
+    ``--decoder_downsampling`` and ``--pred_downsampling`` at their defaults (False, 1, 1),
+    so no ``decoder_downsample`` / ``decoder_upsample`` conv and one ``attn.qkv.bias``
+    (built side by side at 448 px: 254 pretrained and 152 fine-tuned keys, names and
+    shapes ours). A model trained with ``--no_k_bias_in_vit`` keeps ``attn.q_bias`` /
+    ``attn.v_bias`` instead; their ``tools/convert_model_ckpt_k_bias.py --add_k_bias``
+    writes this layout, and here such a file fails naming those keys.
 ``mmseg`` (pretrained only: :data:`PRETRAINED_ONLY`)
     mmsegmentation 1.2's ``VisionTransformer`` backbone, as its ``init_cfg=dict(type=
     "Pretrained", ...)`` reads it: ``{"state_dict": ...}``, the encoder alone, no prefix,
@@ -49,7 +61,7 @@ from pixmim import families, registry
 from pixmim.families.vit.nets import classifier
 from pixmim.models import create_model
 
-FORMATS = ("mae", "openmmlab", "timm")
+FORMATS = ("mae", "openmmlab", "timm", "long_seq_mae")
 KINDS = ("pretrained", "finetuned")
 # Layouts of an encoder alone: the pretrained kind only, never a decoder.
 PRETRAINED_ONLY = ("mmseg",)
@@ -99,6 +111,9 @@ _CONTAINER = {"mae": "model", "openmmlab": "state_dict", "timm": None, "mmseg": 
 # keeps its low-pass mask as a buffer (LowFreqTargetGenerator.low_pass_filter, derived from
 # radius and image size; ours filters from the radius alone).
 _DERIVED = {"openmmlab": ("target_generator.",)}
+# long_seq_mae is mae's layout under its own name (module docstring): its rules and container.
+_RULES |= {("long_seq_mae", kind): _RULES["mae", kind] for kind in KINDS}
+_CONTAINER["long_seq_mae"] = _CONTAINER["mae"]
 
 
 class FormatError(ValueError):
