@@ -63,11 +63,12 @@ def export(capsys, *argv) -> tuple[int, str, str]:
     return status, out.strip(), err.strip()
 
 
-def exported(capsys, source, fmt, out, *extra, what: str = "") -> dict:
+def exported(capsys, source, fmt, out, *extra, what: str = "",
+             model: str = "mae/vit_cpu_patch8_64") -> dict:
     """The checkpoint ``export`` wrote, its one line checked (``what`` in its brackets)."""
     status, line, err = export(capsys, source, "--format", fmt, "--out", out, *extra)
     assert status == 0, err
-    assert line.startswith("exported mae/vit_cpu_patch8_64 ") and f"as {fmt}:" in line
+    assert line.startswith(f"exported {model} ") and f"as {fmt}:" in line
     assert line.endswith(f" keys -> {out}") and "\n" not in line
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
@@ -213,6 +214,17 @@ def _convmae_checkpoint(path):
     return path
 
 
+def test_a_convmae_checkpoint_exports_in_its_familys_layout(capsys, tmp_path):
+    """The family's formats module decides: ConvMAE's own layout (Alpha-VL/ConvMAE's
+    ``{"model": ...}``, its key names ours), loaded back strictly into our model."""
+    ckpt = exported(capsys, _convmae_checkpoint(tmp_path / "convmae.pth"), "convmae",
+                    tmp_path / "out.pth", what="64 px, encoder and decoder",
+                    model="convmae/convvit_cpu_64")
+    ours = torch.load(tmp_path / "convmae.pth", weights_only=True)["model"]
+    assert ckpt["model"].keys() == ours.keys()
+    assert all(torch.equal(ckpt["model"][k], v) for k, v in ours.items())
+
+
 @pytest.mark.parametrize("case, argv, match", [
     ("theirs", ["{theirs}", "--format", "timm"], r"{theirs}: not a pixmim checkpoint \("),
     ("text", ["{text}", "--format", "timm"], r"{text}: not a checkpoint that loads with "),
@@ -225,9 +237,8 @@ def _convmae_checkpoint(path):
      r"{pre}: a pretrained checkpoint of mae/vit_cpu_patch8_64, not finetuned \(--kind\)$"),
     ("encoder of a head", ["{ft}", "--format", "timm", "--encoder-only"],
      r"{ft}: --encoder-only is for a pretraining, not a finetuned checkpoint$"),
-    ("convvit", ["{conv}", "--format", "timm"],
-     r"^convmae's encoder family 'convvit' has no checkpoint formats \(no module "
-     r"pixmim\.families\.convvit\.formats\): its checkpoints export to none$"),
+    ("convvit", ["{conv}", "--format", "timm"],  # the ConvMAE family's formats: its own
+     r"^unknown checkpoint format/kind 'timm'/'pretrained': formats \['convmae'\], "),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_file(case, argv, match, runs, capsys, tmp_path):
     files = {"pre": runs / "pretrain" / "checkpoint.pth", "ft": runs / "finetune" / "model.pth",
