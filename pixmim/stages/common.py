@@ -209,11 +209,15 @@ def save_model(path: Path, model: torch.nn.Module | dict[str, torch.Tensor],
 
 def load_model_file(path: Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)``; a file that is not a tensors-only
-    checkpoint (pickled objects, not a torch file) raises ValueError naming it."""
+    checkpoint (pickled objects, not a torch file) raises ValueError naming it. The one
+    object allowed is an ``argparse.Namespace`` of plain values: the training scripts of
+    facebookresearch/mae, Alpha-VL/ConvMAE and long_seq_mae save their ``args`` beside
+    ``model`` (``util/misc.py`` ``save_model``)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         cause = (str(err).strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: not a checkpoint that loads with weights_only=True "

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -263,9 +263,10 @@ def ckpt_without_meta(path):
 
 
 def ckpt_with_pickled_objects(path):
-    # the official MAE checkpoints carry their argparse Namespace: weights_only refuses it
+    # an object weights_only refuses (an argparse Namespace, which the official training
+    # scripts save beside the weights, is the one allowed: see the test below)
     torch.save({"model": _pretrain_model("mae", ARCH).state_dict(),
-                "args": argparse.Namespace(lr=1e-3)}, path)
+                "output_dir": PurePosixPath("/runs/mae")}, path)
     return "not a checkpoint that loads with weights_only=True (UnpicklingError: "
 
 
@@ -285,6 +286,24 @@ def test_checkpoint_of_another_method_or_size(tmp_path, tiny_data, stage, make_c
     line = error_line(res, stage)
     assert line.startswith(f"pixmim {stage}: error: {pre / 'checkpoint.pth'}: {message}"), line
     assert_no_outputs(out)
+
+
+def test_a_checkpoint_with_its_training_args_loads(tmp_path):
+    """facebookresearch/mae's, ConvMAE's and long_seq_mae's training scripts save
+    ``{"model", "optimizer", "epoch", "scaler", "args"}`` (util/misc.py save_model), ``args``
+    an argparse Namespace: such a file loads, and imports as the mae layout."""
+    from pixmim.families.vit.formats import to_ours
+    from pixmim.stages.common import load_model_file
+
+    model = _pretrain_model("mae", ARCH)
+    path = tmp_path / "checkpoint-799.pth"
+    torch.save({"model": model.state_dict(), "epoch": 799,
+                "args": argparse.Namespace(model="mae_vit_base_patch16", mask_ratio=0.75,
+                                           norm_pix_loss=True, blr=1.5e-4)}, path)
+    raw = load_model_file(path)
+    assert raw["args"].mask_ratio == 0.75
+    state, _ = to_ours(raw, "mae", "pretrained", "mae", ARCH)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 # ---------------------------------------------------------------- non-finite loss
