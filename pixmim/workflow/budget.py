@@ -37,7 +37,13 @@ from typing import Any
 
 from pixmim import families, registry
 from pixmim.config import ConfigError
-from pixmim.workflow.catalogue import ROOT, experiments, load_config, plugins
+from pixmim.workflow.catalogue import (
+    ROOT,
+    experiments,
+    load_config,
+    plugins,
+    released_stage,
+)
 from pixmim.workflow.jobs import job_config, layout, pretrain_size, run_dir
 from pixmim.workflow.schema import validate_config
 from pixmim.workflow.specs import target_jobs
@@ -45,6 +51,9 @@ from pixmim.workflow.specs import target_jobs
 BENCHMARKS = ROOT / "benchmarks" / "results"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
+# A released fine-tuned or probe checkpoint's job evaluates it once on the validation set
+# (ImageNet-1K val: 50,000 images), forward only: nothing is trained.
+RELEASED_EVAL = {"kind": "images", "images": 50_000, "passes": "forward"}
 # How a stage's images are counted and whether it trains (forward + backward) is declared
 # by the stage (pixmim.registry: cost), beside what it reads.
 
@@ -149,6 +158,9 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     spec, knobs = registry.stage(stage, plugins(config)), exps[exp]
     if knobs.get("checkpoint") and spec.consumes is None:
         return 0.0, f"released checkpoint {knobs['checkpoint']}: fetched, not pretrained"
+    # a released fine-tune or probe: fetched, evaluated on the validation set, not trained
+    imported = bool(knobs.get("checkpoint")) and released_stage(
+        config, knobs["checkpoint"]) == stage
     job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
     ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
@@ -160,7 +172,7 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     batch = job_layout(config, pre)["per_gpu_batch"]
     ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
-    cost = spec.cost
+    cost = RELEASED_EVAL if imported else spec.cost
     kind = cost.get("kind", "images")
     if kind == "pretrain":
         return images * job["train"]["epochs"] / ips / 3600, how
@@ -187,7 +199,9 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
         n = d["iters"] * d["batch_size"] * d.get("runs", 1)
     else:
         n = cost.get("images", 50_000)
-    return n / ips / 3600, (f"{how} | {spec.name}: {cost.get('passes', 'forward')} FLOPs at "
+    what = f"released checkpoint {knobs['checkpoint']}: evaluated, not trained; " \
+        if imported else ""
+    return n / ips / 3600, (f"{how} | {what}{spec.name}: {cost.get('passes', 'forward')} FLOPs at "
                             f"{size} px x{per_image / step:.2f} a pretraining image's"
                             + (f", heads x{cost['heads']} assumed" if "heads" in cost else ""))
 

@@ -1,6 +1,7 @@
-"""Released checkpoints as runs (config key ``checkpoints``): each pretrained entry is a run of
-its own name whose pretraining is the fetched file, converted (no training), and every
-downstream stage consumes it unchanged."""
+"""Released checkpoints as runs (config key ``checkpoints``): each entry is a run of its own
+name whose job of the entry's kind (pretrain, finetune, linear_probe) is the fetched file,
+converted (no training), with nothing upstream of it, and every downstream stage consumes
+it unchanged."""
 
 import hashlib
 import http.server
@@ -14,12 +15,12 @@ import yaml
 
 from pixmim.config import ConfigError
 from pixmim.workflow import (
-    experiments,
     experiments_of,
     job_config,
     job_tags,
     load_config,
     stage_inputs,
+    upstream,
     validate_config,
 )
 from tests.conftest import ROOT, tiny_overrides
@@ -48,7 +49,6 @@ def test_a_pretrained_release_is_a_run_of_its_name_whose_pretraining_imports(tmp
     [exp] = experiments_of(config, "rel_a")
     # what the checkpoint is, in the paper's units (arch and epochs never mapped to CPU sizes)
     assert exp == f"mae-lowpass40-src_{CPU}_800e_rel-rel_a_s0"
-    assert "rel_ft" not in {n for e in experiments(config).values() for n in e["names"]}
     job = job_config(config, exp, "pretrain")
     fetched = f"{tmp_path}/results/checkpoints/rel_a/a.pth"  # shared by the run's seeds
     assert job["released"] == {"name": "rel_a", "file": fetched, "source": "weights/a.pth",
@@ -62,6 +62,59 @@ def test_a_pretrained_release_is_a_run_of_its_name_whose_pretraining_imports(tmp
     probe = job_config(config, exp, "linear_probe")
     assert probe["pretrain_dir"] == f"{tmp_path}/results/runs/{exp}/pretrain"
     assert "released" not in probe  # downstream stages consume it unchanged
+
+
+def test_a_finetuned_or_probe_release_is_a_run_whose_own_stage_imports_with_nothing_upstream(
+        tmp_path):
+    config = config_with(tmp_path, {
+        "rel_a": entry("a.pth", None),
+        "rel_ft": entry("weights/ft.pth", None, kind="finetuned", pretrained="rel_a",
+                        format="openmmlab", published={"ft": 83.5, "in_c": 51.7}),
+        "rel_lin": entry("lin.pth", None, kind="linear_probe", pretrained="rel_a",
+                         published={"lin": 67.5})})
+    validate_config(config)
+    [ft] = experiments_of(config, "rel_ft")
+    [lin] = experiments_of(config, "rel_lin")
+    assert ft == f"mae-lowpass40-src_{CPU}_800e_rel-rel_ft_s0" and lin.endswith("_rel-rel_lin_s0")
+    job = job_config(config, ft, "finetune")
+    fetched = f"{tmp_path}/results/checkpoints/rel_ft/ft.pth"
+    assert job["released"] == {"name": "rel_ft", "file": fetched, "source": "weights/ft.pth",
+                               "checksum": None, "format": "openmmlab", "kind": "finetuned",
+                               "published": {"ft": 83.5, "in_c": 51.7}}
+    # no training: no recipe, no epochs, one process; the evaluations' loader
+    assert "pretrain_dir" not in job and "finetune" not in job
+    assert job["train"] == {"device": "cpu", "batch_size": 64, "num_workers": 0, "seed": 0}
+    inputs = stage_inputs(config, ft, "finetune")
+    assert inputs["released"] == fetched and "upstream" not in inputs
+    assert inputs["data"] == [f"{tmp_path}/results/data/synth"]  # its validation set
+    for stage in ("robustness", "shape_bias"):  # consume the import unchanged
+        job = job_config(config, ft, stage)
+        assert job["finetune_dir"] == f"{tmp_path}/results/runs/{ft}/finetune"
+        assert "released" not in job and upstream(config, stage, ft) == ["finetune"]
+        assert "released" not in stage_inputs(config, ft, stage)
+    probe = job_config(config, lin, "linear_probe")
+    assert probe["released"]["kind"] == "linear_probe" and "pretrain_dir" not in probe
+    assert "epochs" not in probe["train"] and upstream(config, "linear_probe", lin) == []
+    assert "upstream" not in stage_inputs(config, lin, "linear_probe")
+    # nothing was pretrained: no pretraining job, no probe of a classifier
+    for exp, stage in ((ft, "pretrain"), (ft, "linear_probe"), (lin, "pretrain"),
+                       (lin, "finetune")):
+        with pytest.raises(ConfigError, match=f"released checkpoint .* it has no {stage} job"):
+            job_config(config, exp, stage)
+    # a pretrained release still has its whole chain
+    [pre] = experiments_of(config, "rel_a")
+    assert upstream(config, "robustness", pre) == ["finetune", "pretrain"]
+
+
+def test_a_table_column_a_release_cannot_make_is_one_line(tmp_path):
+    config = config_with(tmp_path, {
+        "rel_ft": entry("ft.pth", None, kind="finetuned", published={"ft": 83.5})},
+        tables={"tablex": {"title": "x", "reference": "published", "columns": ["ft", "lin"],
+                           "rows": [{"label": "FT", "run": "rel_ft"}]}})
+    with pytest.raises(ConfigError, match=r"tables\.tablex\.rows\.0\.run: 'rel_ft' is a "
+                                          r"released finetuned checkpoint: it has no "
+                                          r"linear_probe for column lin"):
+        validate_config(config)
 
 
 def test_a_release_named_as_a_run_or_a_missing_pretrained_reference_is_one_line(tmp_path):
@@ -100,7 +153,11 @@ def test_the_paper_with_its_releases_plans_fetch_then_import_then_the_probe(tmp_
 
 def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_path):
     """`snakemake -n calibration` with the paper's config and its releases: each released
-    checkpoint of the calibration table fetched, imported, probed and fine-tuned."""
+    pretrained checkpoint of the recipe tier (tablecal) fetched, imported, probed and
+    fine-tuned; each released fine-tuned classifier of the evaluation tier (tablecalft)
+    fetched, imported as its fine-tune and evaluated for robustness and shape bias, each
+    released probe (tablecallin) fetched and imported as its probe: no pretraining and no
+    training for those."""
     nocheck = tmp_path / "nocheck.yaml"
     nocheck.write_text(yaml.safe_dump({"data": {"check_roots": False},
                                        "results": str(tmp_path / "results")}))
@@ -114,10 +171,29 @@ def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_p
             rule = line.split()[1].rstrip(":")
             counts[rule] = counts.get(rule, 0) + 1
     config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
-    rows = config["tables"]["tablecal"]["rows"]
-    assert counts == {"calibration": 1, "make_table": 1, "init_mlflow": 1,
-                      **{r: len(rows) for r in ("fetch_checkpoint", "pretrain", "linear_probe",
-                                                "finetune")}}
+    tables = config["tables"]
+    rows, ft_rows, lin_rows = (tables[t]["rows"] for t in ("tablecal", "tablecalft",
+                                                           "tablecallin"))
+    assert len(ft_rows) == 7 and len(lin_rows) == 3
+    assert counts == {"calibration": 1, "make_table": 3, "init_mlflow": 1,
+                      "fetch_checkpoint": len(rows) + len(ft_rows) + len(lin_rows),
+                      "pretrain": len(rows), "linear_probe": len(rows) + len(lin_rows),
+                      "finetune": len(rows) + len(ft_rows), "evaluate": 2 * len(ft_rows)}
+    jobs = tmp_path / "results" / "jobs"
+    for row, stage in [(r, "finetune") for r in ft_rows] + [(r, "linear_probe")
+                                                          for r in lin_rows]:
+        [exp] = experiments_of(config, row["run"])  # evaluation tier: imported, not trained
+        assert sorted(p.name for p in (jobs / exp).iterdir() if p.is_dir()) == sorted(
+            {"finetune": ["finetune", "robustness", "shape_bias"],
+             "linear_probe": ["linear_probe"]}[stage])  # no pretraining job
+        job = yaml.safe_load((jobs / exp / stage / "config.yaml").read_text())
+        assert job["released"]["name"] == row["run"]
+        assert job["released"]["kind"] == config["checkpoints"][row["run"]]["kind"]
+        assert "pretrain_dir" not in job and "epochs" not in job["train"]
+        assert "gpus" not in job["train"] and "finetune" not in job
+        if stage == "finetune":
+            rob = yaml.safe_load((jobs / exp / "robustness" / "config.yaml").read_text())
+            assert rob["finetune_dir"].endswith(f"/runs/{exp}/finetune")
     for row in rows:  # every pretraining is an import of its release
         [exp] = experiments_of(config, row["run"])
         job = yaml.safe_load((tmp_path / "results" / "jobs" / exp / "pretrain" /
@@ -142,6 +218,38 @@ def test_the_budget_costs_a_release_nothing_and_its_evaluations_as_a_run_of_ours
             for r in budget(paper, ["table2"])["targets"]["table2"]}
     key = ("mae-lowpass40-src_vit_base_patch16_224_800e", "linear_probe")
     assert ours[key] == pytest.approx(mine[key]) and ours[key] > 0
+
+
+def test_the_budget_costs_the_evaluation_tier_as_inference_on_val_only(tmp_path):
+    """A released fine-tune or probe: one forward pass over ImageNet val (50,000 images), no
+    training, no pretraining; the robustness and shape bias of the classifiers as ours."""
+    from pixmim.workflow.budget import budget
+
+    nocheck = tmp_path / "nocheck.yaml"
+    nocheck.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
+    paper = load_config("config/paper.yaml", nocheck)
+    mine = {(r["experiment"].rsplit("_s", 1)[0], r["stage"]): r
+            for r in budget(paper, ["table4"])["targets"]["table4"]}
+    result = budget(config, ["tablecalft", "tablecallin"])["targets"]
+    ft, lin = result["tablecalft"], result["tablecallin"]
+    assert {r["stage"] for r in ft} == {"finetune", "robustness", "shape_bias"}
+    assert {r["stage"] for r in lin} == {"linear_probe"}
+    for r in ft + lin:
+        assert r["gpus_per_node"] == 1 and r["nodes"] == 1 and r["gpu_hours"] > 0
+    imports = [r for r in ft + lin if r["stage"] in ("finetune", "linear_probe")]
+    assert all("evaluated, not trained" in r["basis"] for r in imports)
+    # a forward over 50,000 images, against the robustness sets' 3,838,389 (same model)
+    hours = {(r["experiment"], r["stage"]): r["gpu_hours"] for r in ft}
+    for exp in {r["experiment"] for r in ft}:
+        assert hours[exp, "finetune"] == pytest.approx(
+            hours[exp, "robustness"] * 50_000 / 3_838_389, rel=1e-6)
+    # the robustness of a released classifier costs what that of our own fine-tune does
+    [rel] = experiments_of(config, "mae_vit_base_1600e_ft")
+    [own] = experiments_of(paper, "mae_800")
+    ours = {(r["experiment"], r["stage"]): r["gpu_hours"] for r in ft}
+    assert ours[rel, "robustness"] == pytest.approx(mine[own.rsplit("_s", 1)[0],
+                                                         "robustness"]["gpu_hours"])
 
 
 def test_a_calibration_row_reads_its_checkpoints_published_numbers(tmp_path):
@@ -174,7 +282,7 @@ def test_a_calibration_row_must_be_a_released_checkpoint(tmp_path):
         "tablecal": {"title": "c", "reference": "published", "columns": ["lin"],
                      "rows": [{"label": "MAE", "run": "mae_800"}]}}, targets=["tablecal"])
     with pytest.raises(ConfigError, match=r"tables\.tablecal\.rows\.0\.run: 'mae_800' is no "
-                                          r"released pretrained checkpoint"):
+                                          r"released checkpoint"):
         validate_config(config)
 
 
