@@ -345,3 +345,140 @@ def test_a_local_and_a_served_release_are_fetched_imported_and_probed(tmp_path, 
         assert 0 <= probe["top1_best"] <= 100
     assert (results / "checkpoints" / "rel_url" / "mae_encoder.pth").is_file()
     assert not list((results / "runs").glob("*/pretrain/last.pth"))  # nothing was trained
+
+
+def _top1(model, root, img_size) -> float:
+    """Top-1 (%) of ``model`` (images -> logits) over ``root/val/<wnid>/*.png``, computed
+    here: torchvision's resize to img_size / 0.875 and centre crop, the ImageNet
+    normalisation, the wnid's ImageNet-1k index as the label."""
+    import torch
+    import torchvision.transforms as T
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from pixmim.data.imagenet_meta import imagenet_wnids
+
+    tf = T.Compose([T.Resize(int(img_size / 0.875), interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(img_size), T.ToTensor(),
+                    T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    files = sorted((root / "val").glob("*/*.png"))
+    x = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    y = torch.tensor([imagenet_wnids().index(f.parent.name) for f in files])
+    with torch.no_grad():
+        hits = (model(x).argmax(1) == y).sum().item()
+    assert len(files) > 0
+    return 100.0 * hits / len(files)
+
+
+@pytest.mark.slow
+def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(tmp_path,
+                                                                                  served):
+    """Released classifier (OpenMMLab layout, served on 127.0.0.1) and probe (MAE's layout,
+    a local file): fetched, imported, their top-1 that of the same weights evaluated here
+    with timm's ViT; the classifier's robustness and shape bias run on the import; no
+    pretraining, no training."""
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from pixmim.data.generate.synth import IMAGENET_INDEX
+    from pixmim.families.vit.formats import from_ours
+
+    def vit(**kw):  # timm's ViT at the tiny arch: our keys (the family's classifier is one)
+        return VisionTransformer(img_size=64, patch_size=8, embed_dim=64, depth=4,
+                                 num_heads=4, **kw).eval()
+
+    torch.manual_seed(0)
+    ours = list(IMAGENET_INDEX.values())  # the synthetic classes: predictions among them
+    ft = vit(num_classes=1000, global_pool="avg")
+    enc = vit(num_classes=0, global_pool="token")
+    bn = torch.nn.BatchNorm1d(64, affine=False, eps=1e-6).eval()  # MAE / mmpretrain's eps
+    lin = torch.nn.Linear(64, 1000)
+    with torch.no_grad():
+        for head in (ft.head, lin):
+            head.weight.normal_(0, 1)
+            head.bias.fill_(-100.0)
+            head.bias[ours] = 0.0
+        bn.running_mean.normal_(0, 0.1)
+        bn.running_var.uniform_(0.5, 2.0)
+    url, root = served
+    torch.save(from_ours(ft.state_dict(), "openmmlab", "finetuned", "mae"), root / "ft.pth")
+    probe = {**enc.state_dict(), **{f"head.0.{k}": v for k, v in bn.state_dict().items()},
+             **{f"head.1.{k}": v for k, v in lin.state_dict().items()}}
+    local = tmp_path / "probe.pth"
+    torch.save({"model": probe}, local)  # main_linprobe.py's model: head = (BN, Linear)
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "ft.pth", local)}
+    config = config_with(tmp_path, {
+        "rel_ft": entry(f"{url}/ft.pth", f"sha256:{sha['ft.pth']}", kind="finetuned",
+                        format="openmmlab", published={"ft": 50.0}),
+        "rel_lin": entry(local, f"sha256:{sha['probe.pth']}", kind="linear_probe",
+                         published={"lin": 50.0})})
+    ft_exp, lin_exp = experiments_of(config, "rel_ft")[0], experiments_of(config, "rel_lin")[0]
+    results = tmp_path / "results"
+    targets = [f"{results}/runs/{ft_exp}/{s}/metrics.json" for s in ("robustness", "shape_bias")]
+    targets.append(f"{results}/runs/{lin_exp}/linear_probe/metrics.json")
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
+                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    data, size = results / "data" / "synth", config["data"]["img_size"]
+    got = json.loads((results / "runs" / ft_exp / "finetune" / "metrics.json").read_text())
+    assert got["epochs"] == 0 and got["released"]["name"] == "rel_ft"
+    assert got["top1_best"] == pytest.approx(_top1(ft, data, size), abs=1e-9)
+    assert 0 < got["top1_best"] < 100  # predictions that depend on the weights
+    saved = torch.load(results / "runs" / ft_exp / "finetune" / "model.pth", weights_only=True)
+    assert saved["meta"]["released"]["name"] == "rel_ft" and saved["meta"]["num_classes"] == 1000
+    for stage in ("robustness", "shape_bias"):
+        assert (results / "runs" / ft_exp / stage / "metrics.json").is_file()
+    got = json.loads((results / "runs" / lin_exp / "linear_probe" / "metrics.json").read_text())
+    assert got["epochs"] == 0 and got["released"]["name"] == "rel_lin"
+    want = _top1(lambda x: lin(bn(enc.forward_head(enc.forward_features(x), pre_logits=True))),
+                 data, size)
+    assert got["top1_best"] == pytest.approx(want, abs=1e-9) and 0 < want < 100
+    for exp in (ft_exp, lin_exp):  # nothing pretrained, nothing trained
+        assert not (results / "runs" / exp / "pretrain").exists()
+    assert not list((results / "runs").glob("*/*/last.pth"))
+
+
+@pytest.mark.parametrize("case", ["pretrained_as_finetuned", "classes", "classifier_as_probe"])
+def test_a_release_that_does_not_fit_its_declaration_fails_naming_the_keys(tmp_path, case):
+    """A pretrained file declared as fine-tuned, a head of another class count, a classifier
+    declared as a probe: the import job fails with one line naming the keys, and writes
+    no classifier (never a random head)."""
+    import torch
+
+    from pixmim import families
+    from pixmim.config import load_job_config
+    from pixmim.families.vit.formats import from_ours
+    from pixmim.families.vit.nets import classifier
+    from pixmim.models import create_model
+    from pixmim.stages import finetune, linear_probe
+
+    kind, stage = (("linear_probe", "linear_probe") if case == "classifier_as_probe"
+                   else ("finetuned", "finetune"))
+    config = config_with(tmp_path, {"rel": entry("rel.pth", None, kind=kind,
+                                                 format="openmmlab")})
+    [exp] = experiments_of(config, "rel")
+    job = job_config(config, exp, stage)
+    if case == "pretrained_as_finetuned":
+        theirs = from_ours(create_model("mae", CPU).state_dict(), "openmmlab", "pretrained",
+                           "mae")
+        want = r"missing 4 \(fc_norm.bias, fc_norm.weight, head.bias, head.weight\)"
+    else:
+        n = 10 if case == "classes" else 1000
+        state = classifier(families.arch("mae", CPU), num_classes=n).state_dict()
+        theirs = from_ours(state, "openmmlab", "finetuned", "mae")
+        want = (r"shapes 2 \(head.bias \[10\] != \[1000\], head.weight \[10, 64\] != "
+                r"\[1000, 64\]\)" if case == "classes" else
+                r"missing 7 \(head.0.num_batches_tracked.*unexpected 4 \(backbone.ln2.bias")
+    path = tmp_path / "results" / "checkpoints" / "rel" / "rel.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(theirs, path)
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text(yaml.safe_dump(job))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=want) as err:
+        {"finetune": finetune, "linear_probe": linear_probe}[stage].run(
+            load_job_config(cfg_file), out)
+    assert "\n" not in str(err.value) and f"checkpoints.rel, declared {kind}" in str(err.value)
+    assert not list(out.iterdir())
