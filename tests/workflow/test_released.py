@@ -439,11 +439,12 @@ def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(
     assert not list((results / "runs").glob("*/*/last.pth"))
 
 
-@pytest.mark.parametrize("case", ["pretrained_as_finetuned", "classes", "classifier_as_probe"])
+@pytest.mark.parametrize("case", ["pretrained_as_finetuned", "classes", "classifier_as_probe",
+                                  "probe_classes"])
 def test_a_release_that_does_not_fit_its_declaration_fails_naming_the_keys(tmp_path, case):
-    """A pretrained file declared as fine-tuned, a head of another class count, a classifier
-    declared as a probe: the import job fails with one line naming the keys, and writes
-    no classifier (never a random head)."""
+    """A pretrained file declared as fine-tuned, a head of another class count (classifier,
+    probe), a classifier declared as a probe: the import job fails with one line naming the
+    keys, and writes nothing (never a random head)."""
     import torch
 
     from pixmim import families
@@ -453,7 +454,7 @@ def test_a_release_that_does_not_fit_its_declaration_fails_naming_the_keys(tmp_p
     from pixmim.models import create_model
     from pixmim.stages import finetune, linear_probe
 
-    kind, stage = (("linear_probe", "linear_probe") if case == "classifier_as_probe"
+    kind, stage = (("linear_probe", "linear_probe") if "probe" in case
                    else ("finetuned", "finetune"))
     config = config_with(tmp_path, {"rel": entry("rel.pth", None, kind=kind,
                                                  format="openmmlab")})
@@ -463,6 +464,14 @@ def test_a_release_that_does_not_fit_its_declaration_fails_naming_the_keys(tmp_p
         theirs = from_ours(create_model("mae", CPU).state_dict(), "openmmlab", "pretrained",
                            "mae")
         want = r"missing 4 \(fc_norm.bias, fc_norm.weight, head.bias, head.weight\)"
+    elif case == "probe_classes":
+        state = {k: v for k, v in create_model("mae", CPU).state_dict().items()
+                 if not k.startswith(families.pretrain_only("mae"))}
+        head = torch.nn.Sequential(torch.nn.BatchNorm1d(64, affine=False),
+                                   torch.nn.Linear(64, 10))
+        state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+        theirs = from_ours(state, "openmmlab", "linear_probe", "mae")
+        want = r"shapes 2 \(head.1.bias \[10\] != \[1000\], head.1.weight \[10, 64\]"
     else:
         n = 10 if case == "classes" else 1000
         state = classifier(families.arch("mae", CPU), num_classes=n).state_dict()
