@@ -50,10 +50,12 @@ STAGES = [
                    "in_r": ("imagenet_r_top1", "IN-R (%)"),
                    "in_s": ("imagenet_sketch_top1", "IN-S (%)")},
           cost=dict(kind="images", images=3838389, passes="forward")),
-    # Figure 8; 1,280 cue-conflict images.
+    # Figure 8; 1,280 cue-conflict images. Column: the fraction of cue-matching decisions
+    # that follow the shape (Geirhos et al. 2019), for the calibration's evaluation tier.
     Stage(name="shape_bias", module="pixmim.stages.shape_bias",
           help="Shape bias on the cue-conflict stimuli", rule="evaluate", consumes="finetune",
           job="evaluate", data="views", params=dict(eval_sets=("cue_conflict",)),
+          columns={"shape": ("shape_bias", "shape bias (fraction)")},
           cost=dict(kind="images", images=1280, passes="forward")),
     # Figures 1 and 5; ImageNet val, 50k images.
     Stage(name="frequency", module="pixmim.stages.frequency",

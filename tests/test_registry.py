@@ -25,7 +25,7 @@ COLUMNS = {"lin": "linear_probe", "ft": "finetune", "fs1": "finetune_1pct",
            "fs10": "finetune_10pct", "in_c": "robustness", "in_a": "robustness",
            "in_r": "robustness", "in_s": "robustness", "miou": "segment_ade20k",
            "ap_box": "detect_coco", "ap_mask": "detect_coco", "ap_box_2x": "detect_coco_2x",
-           "ap_mask_2x": "detect_coco_2x"}
+           "ap_mask_2x": "detect_coco_2x", "shape": "shape_bias"}
 # A user's method: a torch-free declaring module that names its class in another module.
 GOOD_METHOD = """
 from pixmim.declare import Method

@@ -264,6 +264,24 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], method:
                          f"unexpected {list(unexpected)[:4]}")
 
 
+def released_state(cfg: JobConfig, kind: str,
+                   num_classes: int | None = None) -> dict[str, torch.Tensor]:
+    """The fetched file of ``cfg.released`` in our ``kind`` of state dict, converted by the
+    method's family (``formats``): a file of another format, kind, arch or class count is
+    a ValueError of one line naming the missing and unexpected keys."""
+    r = cfg.released
+    fmt = families.formats_of(cfg.method)
+    if r.format not in fmt.FORMATS:
+        raise ValueError(f"checkpoints.{r.name}.format: {r.format!r} is not a format of "
+                         f"{cfg.method}'s encoder family (known: {', '.join(fmt.FORMATS)})")
+    raw = load_model_file(Path(r.file))
+    try:
+        state, _ = fmt.to_ours(raw, r.format, kind, cfg.method, cfg.arch, num_classes)
+    except ValueError as err:  # the family's FormatError
+        raise ValueError(f"{r.file} (checkpoints.{r.name}, declared {kind}): {err}") from None
+    return state
+
+
 def load_encoder(cfg: JobConfig, pretrain_dir: Path,
                  ckpt: dict[str, Any] | None = None) -> torch.nn.Module:
     """Rebuild the pretraining model from its checkpoint's meta and load its weights (frozen,

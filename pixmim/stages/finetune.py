@@ -40,13 +40,14 @@ from pixmim.engine.loop import capped, fit, make_loader, scaled_lr, seed_everyth
 from pixmim.evaluation import metrics as M
 from pixmim.models.classifier import build_classifier, save_classifier
 from pixmim.models.drop_path import seed_drop_path
-from pixmim.models.export import load_pretrained
+from pixmim.models.export import fit_pos_embeds, load_pretrained
 from pixmim.stages.common import (
     binomial_se,
     chance_top1,
     complete,
     load_pretrain_checkpoint,
     parent_tags,
+    released_state,
     run_main,
     tracked,
 )
@@ -105,7 +106,65 @@ def build_optimizer(model: nn.Module, cfg: JobConfig) -> torch.optim.Optimizer:
                                layer_decay=cfg.finetune.layer_decay, betas=t.betas)
 
 
+def classifier_meta(cfg: JobConfig, global_pool: str, **extra: Any) -> dict[str, Any]:
+    """The meta of ``model.pth`` (trained here or imported), from which the robustness and
+    shape-bias stages rebuild the classifier."""
+    return {"method": cfg.method, "arch": cfg.arch, "num_classes": cfg.data.num_classes,
+            "global_pool": global_pool, "img_size": cfg.data.img_size,
+            "experiment": cfg.experiment, **extra}
+
+
+def val_set(cfg: JobConfig):
+    return build_dataset(cfg.data.root, "val", build_eval_transform(cfg.data.img_size),
+                         cfg.data.synth_index_map, bad_images=cfg.data.bad_images)
+
+
+def top1_metrics(cfg: JobConfig, val_ds, evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the ``ft`` column and the report read of a fine-tune's validations."""
+    best = max(evals, key=lambda h: h["top1"])
+    return {"stage": cfg.stage, "experiment": cfg.experiment,
+            "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
+            "chance_top1": chance_top1(val_ds), "val_images": len(val_ds),
+            "sampling_se_top1": binomial_se(best["top1"], len(val_ds)),
+            "top5_last": evals[-1]["top5"], "best_epoch": best["epoch"],
+            "top1_curve": [h["top1"] for h in evals]}
+
+
+def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    """A released fine-tuned classifier as this run's fine-tune (``cfg.released``): the
+    fetched file converted by the method's family (its head of the job's class count:
+    another is one line naming the keys, never a random head), evaluated once on the
+    validation set, saved as a trained one (``model.pth``, the same meta plus
+    ``released``) for the robustness and shape-bias stages; nothing is trained."""
+    r, dist = cfg.released, distributed.setup(cfg.train.device)
+    state = released_state(cfg, "finetuned", cfg.data.num_classes)
+    # global average pool with fc_norm: what the family's finetuned kind holds
+    model = build_classifier(cfg.method, cfg.arch, cfg.data.num_classes, 0.0, "avg",
+                             img_size=cfg.data.img_size)
+    model.load_state_dict(fit_pos_embeds(state, model), strict=True)
+    model = model.to(dist.device)
+    val_ds = val_set(cfg)
+    t0 = time.perf_counter()
+    top = evaluate(model, make_loader(val_ds, cfg.train, train=False, dist=dist), dist,
+                   cfg.train.max_eval_batches)
+    released = {"name": r.name, "source": r.source, "checksum": r.checksum,
+                "format": r.format, "published": dict(r.published)}
+    with tracked(cfg, out, dist, tags={"released": r.name}) as tracker:
+        metrics = {**top1_metrics(cfg, val_ds, [{**top, "epoch": 0}]),
+                   "mlflow_run_id": tracker.run_id if tracker else None,
+                   "released": released, "epochs": 0, "train_images": 0,
+                   "fraction": cfg.finetune.fraction, "wall_s": time.perf_counter() - t0}
+        if tracker:
+            tracker.log_metrics({"top1_best": metrics["top1_best"]}, step=0)
+    if dist.is_main:
+        save_classifier(out / "model.pth", model,
+                        classifier_meta(cfg, "avg", released=released))
+    return complete(out, metrics, tracker, cfg, dist)
+
+
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    if cfg.released.name:
+        return import_released(cfg, out)
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: fine-tuning needs a pretraining output folder")
     pre_dir, f, t = Path(cfg.pretrain_dir), cfg.finetune, cfg.train
@@ -116,8 +175,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
     # stochastic depth from the samples' seeds: the same whatever the process layout
     drop_draws = seed_drop_path(model)
     train_ds = training_set(cfg)
-    val_ds = build_dataset(cfg.data.root, "val", build_eval_transform(cfg.data.img_size),
-                           cfg.data.synth_index_map, bad_images=cfg.data.bad_images)
+    val_ds = val_set(cfg)
     loader = make_loader(train_ds, t, train=True, dist=dist)
     val_loader = make_loader(val_ds, t, train=False, dist=dist)
     optimizer = build_optimizer(model, cfg)
@@ -146,23 +204,14 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
                       evaluate=lambda: evaluate(model, val_loader, dist, t.max_eval_batches),
                       desc=cfg.stage,
                       dist=dist, extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
-    evals = [h for h in history if "top1" in h]
-    best = max(evals, key=lambda h: h["top1"])
     metrics = {
-        "stage": cfg.stage, "experiment": cfg.experiment,
+        **top1_metrics(cfg, val_ds, [h for h in history if "top1" in h]),
         "mlflow_run_id": tracker.run_id if tracker else None, "pretrain_run_id": pre_run,
-        "top1_best": best["top1"], "top1_last": evals[-1]["top1"],
-        "chance_top1": chance_top1(val_ds), "val_images": len(val_ds),
-        "sampling_se_top1": binomial_se(best["top1"], len(val_ds)), "top5_last": evals[-1]["top5"],
-        "best_epoch": best["epoch"], "top1_curve": [h["top1"] for h in evals],
         "train_images": len(train_ds), "fraction": f.fraction,
         "wall_s": time.perf_counter() - t0,
     }
     if dist.is_main:
-        save_classifier(out / "model.pth", model, {
-            "method": cfg.method, "arch": cfg.arch, "num_classes": cfg.data.num_classes,
-            "global_pool": f.global_pool, "img_size": cfg.data.img_size,
-            "experiment": cfg.experiment})
+        save_classifier(out / "model.pth", model, classifier_meta(cfg, f.global_pool))
     return complete(out, metrics, tracker, cfg, dist)
 
 

@@ -34,12 +34,15 @@ from pixmim.data.transforms import build_eval_transform, build_probe_transform
 from pixmim.engine import distributed
 from pixmim.engine.loop import capped, fit, make_loader, scaled_lr, seed_everything
 from pixmim.evaluation import metrics as M
+from pixmim.models import create_model
 from pixmim.stages.common import (
     binomial_se,
     chance_top1,
     complete,
     load_encoder,
+    load_weights,
     parent_tags,
+    released_state,
     run_main,
     tracked,
 )
@@ -135,7 +138,48 @@ def cache_views(encoder: nn.Module, dataset, cfg: JobConfig, dist) -> CachedView
     return CachedViews(torch.stack(views), labels)
 
 
+def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    """A released linear probe as this run's probe (``cfg.released``): the fetched file
+    (frozen encoder, BatchNorm1d without affine, Linear) converted by the method's family
+    (a head of another class count, a file of another kind: one line naming the keys,
+    never a random head), its top-1 on the validation set; nothing is trained."""
+    r, dist = cfg.released, distributed.setup(cfg.train.device)
+    state = released_state(cfg, "linear_probe", cfg.data.num_classes)
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    encoder = create_model(cfg.method, cfg.arch, img_size=cfg.data.img_size)
+    # the encoder's keys only: the pretraining-only ones (decoder) are not in a probe
+    load_weights(encoder, {k: v for k, v in state.items() if not k.startswith("head.")},
+                 cfg.method, True, r.file)
+    encoder = encoder.requires_grad_(False).eval().to(dist.device)
+    head = build_head(encoder.embed_dim, cfg.data.num_classes)
+    head.load_state_dict(head_state, strict=True)
+    head = head.to(dist.device)
+    d = cfg.data
+    val_ds = build_dataset(d.root, "val", build_eval_transform(d.img_size), d.synth_index_map,
+                           bad_images=d.bad_images)
+    t0 = time.perf_counter()
+    top1 = accuracy(encoder.forward_probe_features, head,
+                    make_loader(val_ds, cfg.train, train=False, dist=dist), dist,
+                    cfg.train.max_eval_batches)
+    released = {"name": r.name, "source": r.source, "checksum": r.checksum,
+                "format": r.format, "published": dict(r.published)}
+    with tracked(cfg, out, dist, tags={"released": r.name}) as tracker:
+        metrics = {
+            "stage": "linear_probe", "experiment": cfg.experiment,
+            "mlflow_run_id": tracker.run_id if tracker else None, "released": released,
+            "top1_best": top1, "top1_last": top1, "chance_top1": chance_top1(val_ds),
+            "val_images": len(val_ds), "sampling_se_top1": binomial_se(top1, len(val_ds)),
+            "best_epoch": 0, "top1_curve": [top1], "epochs": 0,
+            "wall_s": time.perf_counter() - t0,
+        }
+        if tracker:
+            tracker.log_metrics({"top1_best": top1}, step=0)
+    return complete(out, metrics, tracker, cfg, dist)
+
+
 def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
+    if cfg.released.name:
+        return import_released(cfg, out)
     if cfg.pretrain_dir is None:
         raise ValueError("pretrain_dir: the linear probe needs a pretraining output folder")
     dist = distributed.setup(cfg.train.device, cfg.train.gpus, cfg.train.nodes,

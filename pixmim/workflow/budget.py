@@ -43,6 +43,7 @@ from pixmim.workflow.catalogue import (
     load_config,
     plugins,
     released_runs,
+    released_stage,
     resolve_run,
     run_id,
     seeds,
@@ -54,6 +55,9 @@ from pixmim.workflow.specs import target_jobs
 BENCHMARKS = ROOT / "benchmarks" / "results"
 # Training images per epoch (ImageNet-1K train: 1,281,167; Places365-Standard: 1,803,460).
 DATASET_IMAGES = {"default": 1_281_167, "places365": 1_803_460}
+# A released fine-tuned or probe checkpoint's job evaluates it once on the validation set
+# (ImageNet-1K val: 50,000 images), forward only: nothing is trained.
+RELEASED_EVAL = {"kind": "images", "images": 50_000, "passes": "forward"}
 # How a stage's images are counted and whether it trains (forward + backward) is declared
 # by the stage (pixmim.registry: cost), beside what it reads.
 
@@ -158,6 +162,9 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     spec, knobs = registry.stage(stage, plugins(config)), exps[exp]
     if knobs.get("checkpoint") and spec.consumes is None:
         return 0.0, f"released checkpoint {knobs['checkpoint']}: fetched, not pretrained"
+    # a released fine-tune or probe: fetched, evaluated on the validation set, not trained
+    imported = bool(knobs.get("checkpoint")) and released_stage(
+        config, knobs["checkpoint"]) == stage
     job = job_config(config, exp, stage, exps)
     precision = config["pretrain"].get("precision", "fp32")
     ref_arch = config["default_archs"].get(knobs["method"], knobs["arch"])
@@ -169,7 +176,7 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
     batch = job_layout(config, pre)["per_gpu_batch"]
     ips, how = throughput(knobs["method"], knobs["arch"], precision, ref_arch, batch)
     images = DATASET_IMAGES.get(knobs["dataset"], DATASET_IMAGES["default"])
-    cost = spec.cost
+    cost = RELEASED_EVAL if imported else spec.cost
     kind = cost.get("kind", "images")
     if kind == "pretrain":
         return images * job["train"]["epochs"] / ips / 3600, how
@@ -196,7 +203,9 @@ def job_hours(config: dict[str, Any], exps: dict[str, dict[str, Any]], exp: str,
         n = d["iters"] * d["batch_size"] * d.get("runs", 1)
     else:
         n = cost.get("images", 50_000)
-    return n / ips / 3600, (f"{how} | {spec.name}: {cost.get('passes', 'forward')} FLOPs at "
+    what = f"released checkpoint {knobs['checkpoint']}: evaluated, not trained; " \
+        if imported else ""
+    return n / ips / 3600, (f"{how} | {what}{spec.name}: {cost.get('passes', 'forward')} FLOPs at "
                             f"{size} px x{per_image / step:.2f} a pretraining image's"
                             + (f", heads x{cost['heads']} assumed" if "heads" in cost else ""))
 

@@ -95,13 +95,22 @@ def check_references(config: dict[str, Any]) -> None:
                     raise ConfigError(f"{where}.run: unknown run {row['run']!r}")
                 if row.get("baseline") and row["baseline"] not in labels:
                     raise ConfigError(f"{where}.baseline: no row labelled {row['baseline']!r}")
+    cols = registry.columns(plugins(config))
     for name, table in config["tables"].items():
-        if table.get("reference") == "published":
-            for j, row in enumerate(table["rows"]):
-                if row["run"] not in released:
-                    raise ConfigError(f"config key tables.{name}.rows.{j}.run: {row['run']!r} "
-                                      "is no released pretrained checkpoint (the table's "
-                                      "reference is their published numbers)")
+        for j, row in enumerate(table["rows"]):
+            where = f"config key tables.{name}.rows.{j}.run"
+            if table.get("reference") == "published" and row["run"] not in released:
+                raise ConfigError(f"{where}: {row['run']!r} is no released checkpoint (the "
+                                  "table's reference is their published numbers)")
+            if row["run"] not in released:
+                continue
+            for col in table.get("columns", []):
+                if col in cols and not released_reads(config, row["run"], cols[col].stage):
+                    kind = config["checkpoints"][row["run"]]["kind"]
+                    raise ConfigError(f"{where}: {row['run']!r} is a released {kind} "
+                                      f"checkpoint: it has no {cols[col].stage} for column "
+                                      f"{col} (only {released_stage(config, row['run'])} "
+                                      "and the stages consuming it)")
     for name, fig in config["figures"].items():
         check_figure(config, name, fig)
     sweep = config.get(SWEEP)
@@ -128,14 +137,47 @@ def one_line_errors(fn: Any, *args: Any) -> Any:
 
 
 # ---------------------------------------------------------------- runs -> job ids
+# The stage a released checkpoint of each kind stands in for: its job imports the file
+# instead of running, the stages upstream of it are not part of the run.
+RELEASED_STAGE = {"pretrained": "pretrain", "finetuned": "finetune",
+                  "linear_probe": "linear_probe"}
+
+
 def released_runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The runs that stand on a released checkpoint: one per ``checkpoints`` entry of kind
-    ``pretrained``, named as the entry, with its method, variant, arch and epochs (what the
-    checkpoint is; its pretraining is the fetched file, converted)."""
+    """The runs that stand on a released checkpoint: one per ``checkpoints`` entry, named as
+    the entry, with its method, variant, arch and epochs (what the checkpoint is: for a
+    pretrained one its pretraining is the fetched file, converted; for a fine-tuned or
+    probe one, that stage's output, and nothing upstream of it is run)."""
     return {name: {**{k: c[k] for k in ("method", "variant", "arch", "epochs")},
                    "checkpoint": name}
-            for name, c in (config.get("checkpoints") or {}).items()
-            if c["kind"] == "pretrained"}
+            for name, c in (config.get("checkpoints") or {}).items()}
+
+
+def released_stage(config: dict[str, Any], name: str) -> str:
+    """The stage released checkpoint ``name`` stands in for (:data:`RELEASED_STAGE`)."""
+    return RELEASED_STAGE[config["checkpoints"][name]["kind"]]
+
+
+def released_of(exp: str) -> str | None:
+    """The released checkpoint a job id stands on (``..._rel-<name>_s<seed>``), else None."""
+    group = group_id(exp)
+    return group.split(RELEASED, 1)[1] if RELEASED in group else None
+
+
+def stage_chain(config: dict[str, Any], stage: str) -> list[str]:
+    """``stage`` and the stages it consumes, nearest first (robustness, finetune, pretrain)."""
+    chain, spec = [stage], registry.stage(stage, plugins(config))
+    while spec.consumes is not None:
+        chain.append(spec.consumes)
+        spec = registry.stage(spec.consumes, plugins(config))
+    return chain
+
+
+def released_reads(config: dict[str, Any], name: str, stage: str) -> bool:
+    """Whether a run standing on released checkpoint ``name`` can make ``stage``: the stage
+    the checkpoint stands in for or one consuming it (a fine-tuned release has robustness,
+    no probe: nothing was pretrained)."""
+    return released_stage(config, name) in stage_chain(config, stage)
 
 
 def runs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,10 @@ from pixmim.workflow.catalogue import (
     experiments,
     group_id,
     plugins,
+    released_of,
+    released_reads,
+    released_stage,
+    stage_chain,
     sweep_runs,
     texture_bound,
     texture_datasets,
@@ -218,14 +222,22 @@ def released_file(config: dict[str, Any], name: str) -> str:
 
 
 def _released(config: dict[str, Any], knobs: dict[str, Any], job: dict[str, Any]) -> None:
-    """The pretraining job of a run standing on a released checkpoint: no training (one
-    process, no training section), the model keywords its variant sets (the checkpoint's
-    meta, as a trained one's) and what to import."""
+    """The job a released checkpoint stands in for: no training (one process, no training
+    section) and what to import. A pretraining gets the model keywords its variant sets
+    (the checkpoint's meta, as a trained one's); a fine-tune or probe (evaluated on the
+    validation set, nothing upstream of it) the evaluations' loader."""
     name = knobs["checkpoint"]
     ckpt = config["checkpoints"][name]
-    job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
-    job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
-               variant=_variant(config, knobs))
+    if ckpt["kind"] == "pretrained":
+        job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
+        job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],
+                   variant=_variant(config, knobs))
+    else:
+        loader = config["evaluation"]["loader"]
+        job["train"].update({k: loader[k] for k in ("batch_size", "num_workers")
+                             if k in loader})
+        if loader.get("max_batches"):  # a dress rehearsal's cap
+            job["train"]["max_eval_batches"] = loader["max_batches"]
     job["released"] = {"name": name, "file": released_file(config, name),
                        "source": ckpt["source"], "checksum": ckpt["checksum"],
                        "format": ckpt["format"], "kind": ckpt["kind"],
@@ -318,10 +330,15 @@ def job_config(config: dict[str, Any], exp: str, stage: str,
                  "num_classes": data["num_classes"], "bad_images": data.get("bad_images", "fail")},
         "train": {"device": config["device"]},
     }
-    if spec.consumes is not None:
+    name = knobs.get("checkpoint")
+    if name and not released_reads(config, name, stage):
+        raise ConfigError(f"run {exps[exp]['names'][0]} stands on released checkpoint {name} "
+                          f"({config['checkpoints'][name]['kind']}): it has no {stage} job")
+    imported = bool(name) and released_stage(config, name) == stage
+    if spec.consumes is not None and not imported:
         job[f"{spec.consumes}_dir"] = run_dir(config, exp, spec.consumes)
-    if knobs.get("checkpoint") and spec.consumes is None:
-        _released(config, knobs, job)  # its pretraining is a released file, imported
+    if imported:
+        _released(config, knobs, job)  # the stage's output is a released file, imported
     else:
         JOB_KINDS[spec.job](config, spec, knobs, job)
     job["train"]["seed"] = knobs["seed"]  # the run's seed, through its whole chain
@@ -403,12 +420,15 @@ def job_tags(config: dict[str, Any], exp: str,
     return out
 
 
-def upstream(config: dict[str, Any], stage: str) -> list[str]:
-    """The stages a stage needs before it (``robustness`` -> ``finetune``, ``pretrain``)."""
-    chain, spec = [], registry.stage(stage, plugins(config))
-    while spec.consumes is not None:
-        chain.append(spec.consumes)
-        spec = registry.stage(spec.consumes, plugins(config))
+def upstream(config: dict[str, Any], stage: str, exp: str | None = None) -> list[str]:
+    """The stages a stage needs before it (``robustness`` -> ``finetune``, ``pretrain``);
+    for experiment ``exp`` standing on a released checkpoint, down to the stage the
+    checkpoint stands in for (a released fine-tune: ``robustness`` -> ``finetune``)."""
+    chain = stage_chain(config, stage)[1:]
+    name = released_of(exp) if exp else None
+    if name and name in (config.get("checkpoints") or {}):
+        own = released_stage(config, name)
+        chain = chain[:chain.index(own) + 1] if own in chain else []
     return chain
 
 
@@ -424,10 +444,12 @@ def stage_inputs(config: dict[str, Any], exp: str, stage: str) -> dict[str, Any]
                            "tags": tags_path(config, exp),
                            "data": generated_input(config, spec.data, images)}
     released = experiments(config)[exp].get("checkpoint")
-    if released and spec.consumes is None:  # a released file instead of the images
-        out["data"] = []
+    imported = bool(released) and released_stage(config, released) == stage
+    if imported:  # a released file instead of the images and the upstream stage's outputs
         out["released"] = released_file(config, released)
-    if spec.consumes is not None:
+        if spec.consumes is None:
+            out["data"] = []
+    if spec.consumes is not None and not imported:
         up = registry.stage(spec.consumes, plugins(config))
         out["upstream"] = [f"{run_dir(config, exp, up.name)}/{o}" for o in up.outputs]
     return out

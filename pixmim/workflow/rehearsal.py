@@ -88,7 +88,7 @@ def paper_jobs(config: dict[str, Any]) -> set[tuple[str, str]]:
     for kind in ("tables", "figures"):
         for name in buildable(real, kind):
             jobs |= {(e, s) for e, stage in read_jobs(real, name)
-                     for s in (stage, *upstream(real, stage))}
+                     for s in (stage, *upstream(real, stage, e))}
     return jobs
 
 

@@ -167,7 +167,7 @@ def target_jobs(config: dict[str, Any], target: str) -> set[tuple[str, str]]:
         raise ConfigError(f"no table or figure {target!r} in the catalogue")
     _check_buildable(config, target)
     jobs = {rehearsed(config, exp, stage) for exp, stage in read_jobs(config, target)}
-    return {(e, s) for e, stage in jobs for s in (stage, *upstream(config, stage))}
+    return {(e, s) for e, stage in jobs for s in (stage, *upstream(config, stage, e))}
 
 
 def spec_jobs(config: dict[str, Any], spec: dict[str, Any]) -> set[tuple[str, str]]:
@@ -177,7 +177,7 @@ def spec_jobs(config: dict[str, Any], spec: dict[str, Any]) -> set[tuple[str, st
     for f in _spec_files(spec):
         if f.startswith(prefix):
             exp, stage = f[len(prefix):].split("/")[:2]
-            jobs |= {(exp, stage)} | {(exp, up) for up in upstream(config, stage)}
+            jobs |= {(exp, stage)} | {(exp, up) for up in upstream(config, stage, exp)}
     return jobs
 
 

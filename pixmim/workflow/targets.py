@@ -170,7 +170,7 @@ def _run_job(config: dict[str, Any], target: str, parts: tuple,
     if need_file and file not in stages[stage].outputs:
         raise ConfigError(f"target {target}: stage {stage} writes "
                           f"{', '.join(stages[stage].outputs)}, not {file or 'a folder'}")
-    return {(exp, stage)} | {(exp, up) for up in upstream(config, stage)}
+    return {(exp, stage)} | {(exp, up) for up in upstream(config, stage, exp)}
 
 
 def _unknown(target: str, what: str, name: str, known: Any) -> ConfigError:

@@ -121,6 +121,32 @@ def _mm_vit() -> torch.nn.Module:
                           out_type="raw", final_norm=True, with_cls_token=True))
 
 
+def _mm_probe() -> torch.nn.Module:
+    """mmselfsup's PixMIM / mmpretrain's MAE and MFF linear-probe model (mmselfsup
+    configs/selfsup/pixmim/classification/vit-base-p16_linear-8xb2048-coslr-torchvision-
+    transform-90e_in1k.py, mmpretrain configs/mae/benchmarks/vit-base-p16_8xb2048-linear-
+    coslr-90e_in1k.py at the tiny size): the normed cls token, ClsBatchNormNeck (BatchNorm1d
+    without affine), VisionTransformerClsHead."""
+    return _mm_build(dict(
+        type="ImageClassifier",
+        backbone=dict(type="VisionTransformer", arch=ARCH, img_size=64, patch_size=8,
+                      out_type="cls_token", final_norm=True, with_cls_token=True),
+        neck=dict(type="ClsBatchNormNeck", input_features=64),
+        head=dict(type="VisionTransformerClsHead", num_classes=CLASSES, in_channels=64)))
+
+
+def _our_probe(state: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our probe's encoder and head (the linear_probe stage's) with a linear_probe state."""
+    from pixmim.stages.linear_probe import build_head
+
+    encoder, head = _ours("mae"), build_head(64, CLASSES).eval()
+    assert not encoder.load_state_dict({k: v for k, v in state.items()
+                                        if not k.startswith("head.")}, strict=False).unexpected_keys
+    head.load_state_dict({k.removeprefix("head."): v for k, v in state.items()
+                          if k.startswith("head.")}, strict=True)
+    return encoder, head
+
+
 def _timm_vit(num_classes: int = 0, pool: str = "token") -> VisionTransformer:
     """timm's ViT at the tiny size: ``vit_*.mae`` (encoder: num_classes=0, token pool) or
     the fine-tuned classifier (global average pool, fc_norm, head)."""
@@ -175,6 +201,19 @@ def test_mmpretrain_finetuned_imports_with_its_features_and_logits(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(_pooled(ours, imgs), ref.extract_feat(imgs)[0])
         torch.testing.assert_close(ours(imgs), ref(imgs, mode="tensor"))
+
+
+def test_openmmlab_linear_probe_imports_with_its_features_and_logits(tmp_path):
+    ref = _randomise(_mm_probe(), seed=10)
+    state, _ = to_ours(_saved(_mm_checkpoint(ref), tmp_path), "openmmlab", "linear_probe",
+                       "mae", TINY)
+    assert not any(k.startswith(families.pretrain_only("mae")) for k in state)
+    encoder, head = _our_probe(state)
+    imgs = _imgs()
+    with torch.no_grad():
+        feats = encoder.forward_probe_features(imgs)
+        torch.testing.assert_close(feats, ref.extract_feat(imgs, stage="backbone")[0])
+        torch.testing.assert_close(head(feats), ref(imgs, mode="tensor"))
 
 
 def test_mae_full_pretrained_imports_with_the_same_loss_and_prediction(tmp_path):
@@ -240,14 +279,24 @@ def test_timm_encoder_imports_as_the_encoder_with_its_features(method, tmp_path)
 
 # ---------------------------------------------------------------- ours -> theirs -> ours
 def _our_states(method: str) -> dict[str, dict[str, torch.Tensor]]:
+    from pixmim.stages.linear_probe import build_head
+
+    encoder = {k: v for k, v in _randomise(_ours(method), seed=11).state_dict().items()
+               if not k.startswith(families.pretrain_only(method))}
+    head = _randomise(build_head(64, CLASSES), seed=12).state_dict()
     return {"pretrained": _randomise(_ours(method), seed=5).state_dict(),
-            "finetuned": _randomise(_our_classifier(), seed=6).state_dict()}
+            "finetuned": _randomise(_our_classifier(), seed=6).state_dict(),
+            "linear_probe": {**encoder, **{f"head.{k}": v for k, v in head.items()}}}
 
 
 @pytest.mark.parametrize("method", ["mae", "mff", "lsmae"])
 @pytest.mark.parametrize("fmt", formats.FORMATS)
 def test_round_trip_is_exact(fmt, method, tmp_path):
     for kind, state in _our_states(method).items():
+        if fmt == "timm" and kind == "linear_probe":  # timm's ViT has no BatchNorm head
+            with pytest.raises(FormatError, match="unknown checkpoint format/kind 'timm'/"):
+                from_ours(state, fmt, kind, method)
+            continue
         for encoder_only in (False, True) if kind == "pretrained" else (False,):
             ckpt = _saved(from_ours(state, fmt, kind, method, encoder_only=encoder_only),
                           tmp_path)
@@ -298,6 +347,18 @@ def test_exported_finetuned_loads_into_mmpretrains_and_timms_classifier_with_sam
         torch.testing.assert_close(tm(imgs), logits)
 
 
+def test_exported_probe_loads_into_mmpretrains_probe_with_the_same_logits():
+    state = _our_states("mae")["linear_probe"]
+    encoder, head = _our_probe(state)
+    mm = _mm_probe()
+    mm.load_state_dict(from_ours(state, "openmmlab", "linear_probe", "mae")["state_dict"],
+                       strict=True)
+    imgs = _imgs()
+    with torch.no_grad():
+        torch.testing.assert_close(mm(imgs, mode="tensor"),
+                                   head(encoder.forward_probe_features(imgs)))
+
+
 # ---------------------------------------------------------------- checkpoints that do not fit
 def _fails(ckpt, fmt, kind, method="mae", arch=TINY, match=None) -> str:
     with pytest.raises(FormatError, match=match) as err:
@@ -321,6 +382,20 @@ def test_an_encoder_given_as_finetuned_fails_naming_the_head(fmt):
     theirs = from_ours(state, fmt, "pretrained", "mae", encoder_only=True)
     msg = _fails(theirs, fmt, "finetuned")
     assert "missing 4 (fc_norm.bias, fc_norm.weight, head.bias, head.weight)" in msg
+
+
+@pytest.mark.parametrize("fmt", ["mae", "openmmlab"])
+def test_a_classifier_or_an_encoder_given_as_a_probe_fails_naming_the_keys(fmt):
+    states = _our_states("mae")
+    msg = _fails(from_ours(states["finetuned"], fmt, "finetuned", "mae"), fmt, "linear_probe",
+                 match=r"^\w+ linear_probe checkpoint does not fit")
+    # the probe's BatchNorm and Linear and the encoder's final norm, the classifier's head
+    assert "missing 7 (head.0.num_batches_tracked, head.0.running_mean" in msg
+    assert "unexpected 4 (" in msg and ("head.fc.weight" if fmt == "openmmlab"
+                                        else "head.weight") in msg
+    msg = _fails(from_ours(states["pretrained"], fmt, "pretrained", "mae", encoder_only=True),
+                 fmt, "linear_probe")
+    assert "missing 5 (head.0.num_batches_tracked" in msg and "unexpected none" in msg
 
 
 def test_another_arch_size_fails_naming_keys_and_shapes():

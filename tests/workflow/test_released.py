@@ -1,6 +1,7 @@
-"""Released checkpoints as runs (config key ``checkpoints``): each pretrained entry is a run of
-its own name whose pretraining is the fetched file, converted (no training), and every
-downstream stage consumes it unchanged."""
+"""Released checkpoints as runs (config key ``checkpoints``): each entry is a run of its own
+name whose job of the entry's kind (pretrain, finetune, linear_probe) is the fetched file,
+converted (no training), with nothing upstream of it, and every downstream stage consumes
+it unchanged."""
 
 import hashlib
 import http.server
@@ -14,12 +15,12 @@ import yaml
 
 from pixmim.config import ConfigError
 from pixmim.workflow import (
-    experiments,
     experiments_of,
     job_config,
     job_tags,
     load_config,
     stage_inputs,
+    upstream,
     validate_config,
 )
 from tests.conftest import ROOT, tiny_overrides
@@ -48,7 +49,6 @@ def test_a_pretrained_release_is_a_run_of_its_name_whose_pretraining_imports(tmp
     [exp] = experiments_of(config, "rel_a")
     # what the checkpoint is, in the paper's units (arch and epochs never mapped to CPU sizes)
     assert exp == f"mae-lowpass40-src_{CPU}_800e_rel-rel_a_s0"
-    assert "rel_ft" not in {n for e in experiments(config).values() for n in e["names"]}
     job = job_config(config, exp, "pretrain")
     fetched = f"{tmp_path}/results/checkpoints/rel_a/a.pth"  # shared by the run's seeds
     assert job["released"] == {"name": "rel_a", "file": fetched, "source": "weights/a.pth",
@@ -62,6 +62,59 @@ def test_a_pretrained_release_is_a_run_of_its_name_whose_pretraining_imports(tmp
     probe = job_config(config, exp, "linear_probe")
     assert probe["pretrain_dir"] == f"{tmp_path}/results/runs/{exp}/pretrain"
     assert "released" not in probe  # downstream stages consume it unchanged
+
+
+def test_a_finetuned_or_probe_release_is_a_run_whose_own_stage_imports_with_nothing_upstream(
+        tmp_path):
+    config = config_with(tmp_path, {
+        "rel_a": entry("a.pth", None),
+        "rel_ft": entry("weights/ft.pth", None, kind="finetuned", pretrained="rel_a",
+                        format="openmmlab", published={"ft": 83.5, "in_c": 51.7}),
+        "rel_lin": entry("lin.pth", None, kind="linear_probe", pretrained="rel_a",
+                         published={"lin": 67.5})})
+    validate_config(config)
+    [ft] = experiments_of(config, "rel_ft")
+    [lin] = experiments_of(config, "rel_lin")
+    assert ft == f"mae-lowpass40-src_{CPU}_800e_rel-rel_ft_s0" and lin.endswith("_rel-rel_lin_s0")
+    job = job_config(config, ft, "finetune")
+    fetched = f"{tmp_path}/results/checkpoints/rel_ft/ft.pth"
+    assert job["released"] == {"name": "rel_ft", "file": fetched, "source": "weights/ft.pth",
+                               "checksum": None, "format": "openmmlab", "kind": "finetuned",
+                               "published": {"ft": 83.5, "in_c": 51.7}}
+    # no training: no recipe, no epochs, one process; the evaluations' loader
+    assert "pretrain_dir" not in job and "finetune" not in job
+    assert job["train"] == {"device": "cpu", "batch_size": 64, "num_workers": 0, "seed": 0}
+    inputs = stage_inputs(config, ft, "finetune")
+    assert inputs["released"] == fetched and "upstream" not in inputs
+    assert inputs["data"] == [f"{tmp_path}/results/data/synth"]  # its validation set
+    for stage in ("robustness", "shape_bias"):  # consume the import unchanged
+        job = job_config(config, ft, stage)
+        assert job["finetune_dir"] == f"{tmp_path}/results/runs/{ft}/finetune"
+        assert "released" not in job and upstream(config, stage, ft) == ["finetune"]
+        assert "released" not in stage_inputs(config, ft, stage)
+    probe = job_config(config, lin, "linear_probe")
+    assert probe["released"]["kind"] == "linear_probe" and "pretrain_dir" not in probe
+    assert "epochs" not in probe["train"] and upstream(config, "linear_probe", lin) == []
+    assert "upstream" not in stage_inputs(config, lin, "linear_probe")
+    # nothing was pretrained: no pretraining job, no probe of a classifier
+    for exp, stage in ((ft, "pretrain"), (ft, "linear_probe"), (lin, "pretrain"),
+                       (lin, "finetune")):
+        with pytest.raises(ConfigError, match=f"released checkpoint .* it has no {stage} job"):
+            job_config(config, exp, stage)
+    # a pretrained release still has its whole chain
+    [pre] = experiments_of(config, "rel_a")
+    assert upstream(config, "robustness", pre) == ["finetune", "pretrain"]
+
+
+def test_a_table_column_a_release_cannot_make_is_one_line(tmp_path):
+    config = config_with(tmp_path, {
+        "rel_ft": entry("ft.pth", None, kind="finetuned", published={"ft": 83.5})},
+        tables={"tablex": {"title": "x", "reference": "published", "columns": ["ft", "lin"],
+                           "rows": [{"label": "FT", "run": "rel_ft"}]}})
+    with pytest.raises(ConfigError, match=r"tables\.tablex\.rows\.0\.run: 'rel_ft' is a "
+                                          r"released finetuned checkpoint: it has no "
+                                          r"linear_probe for column lin"):
+        validate_config(config)
 
 
 def test_a_release_named_as_a_run_or_a_missing_pretrained_reference_is_one_line(tmp_path):
@@ -100,7 +153,11 @@ def test_the_paper_with_its_releases_plans_fetch_then_import_then_the_probe(tmp_
 
 def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_path):
     """`snakemake -n calibration` with the paper's config and its releases: each released
-    checkpoint of the calibration table fetched, imported, probed and fine-tuned."""
+    pretrained checkpoint of the recipe tier (tablecal) fetched, imported, probed and
+    fine-tuned; each released fine-tuned classifier of the evaluation tier (tablecalft)
+    fetched, imported as its fine-tune and evaluated for robustness and shape bias, each
+    released probe (tablecallin) fetched and imported as its probe: no pretraining and no
+    training for those."""
     nocheck = tmp_path / "nocheck.yaml"
     nocheck.write_text(yaml.safe_dump({"data": {"check_roots": False},
                                        "results": str(tmp_path / "results")}))
@@ -114,10 +171,29 @@ def test_calibration_plans_fetch_import_and_our_recipes_and_no_pretraining(tmp_p
             rule = line.split()[1].rstrip(":")
             counts[rule] = counts.get(rule, 0) + 1
     config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
-    rows = config["tables"]["tablecal"]["rows"]
-    assert counts == {"calibration": 1, "make_table": 1, "init_mlflow": 1,
-                      **{r: len(rows) for r in ("fetch_checkpoint", "pretrain", "linear_probe",
-                                                "finetune")}}
+    tables = config["tables"]
+    rows, ft_rows, lin_rows = (tables[t]["rows"] for t in ("tablecal", "tablecalft",
+                                                           "tablecallin"))
+    assert len(ft_rows) == 7 and len(lin_rows) == 3
+    assert counts == {"calibration": 1, "make_table": 3, "init_mlflow": 1,
+                      "fetch_checkpoint": len(rows) + len(ft_rows) + len(lin_rows),
+                      "pretrain": len(rows), "linear_probe": len(rows) + len(lin_rows),
+                      "finetune": len(rows) + len(ft_rows), "evaluate": 2 * len(ft_rows)}
+    jobs = tmp_path / "results" / "jobs"
+    for row, stage in [(r, "finetune") for r in ft_rows] + [(r, "linear_probe")
+                                                          for r in lin_rows]:
+        [exp] = experiments_of(config, row["run"])  # evaluation tier: imported, not trained
+        assert sorted(p.name for p in (jobs / exp).iterdir() if p.is_dir()) == sorted(
+            {"finetune": ["finetune", "robustness", "shape_bias"],
+             "linear_probe": ["linear_probe"]}[stage])  # no pretraining job
+        job = yaml.safe_load((jobs / exp / stage / "config.yaml").read_text())
+        assert job["released"]["name"] == row["run"]
+        assert job["released"]["kind"] == config["checkpoints"][row["run"]]["kind"]
+        assert "pretrain_dir" not in job and "epochs" not in job["train"]
+        assert "gpus" not in job["train"] and "finetune" not in job
+        if stage == "finetune":
+            rob = yaml.safe_load((jobs / exp / "robustness" / "config.yaml").read_text())
+            assert rob["finetune_dir"].endswith(f"/runs/{exp}/finetune")
     for row in rows:  # every pretraining is an import of its release
         [exp] = experiments_of(config, row["run"])
         job = yaml.safe_load((tmp_path / "results" / "jobs" / exp / "pretrain" /
@@ -142,6 +218,38 @@ def test_the_budget_costs_a_release_nothing_and_its_evaluations_as_a_run_of_ours
             for r in budget(paper, ["table2"])["targets"]["table2"]}
     key = ("mae-lowpass40-src_vit_base_patch16_224_800e", "linear_probe")
     assert ours[key] == pytest.approx(mine[key]) and ours[key] > 0
+
+
+def test_the_budget_costs_the_evaluation_tier_as_inference_on_val_only(tmp_path):
+    """A released fine-tune or probe: one forward pass over ImageNet val (50,000 images), no
+    training, no pretraining; the robustness and shape bias of the classifiers as ours."""
+    from pixmim.workflow.budget import budget
+
+    nocheck = tmp_path / "nocheck.yaml"
+    nocheck.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    config = load_config("config/paper.yaml", "config/released.yaml", nocheck)
+    paper = load_config("config/paper.yaml", nocheck)
+    mine = {(r["experiment"].rsplit("_s", 1)[0], r["stage"]): r
+            for r in budget(paper, ["table4"])["targets"]["table4"]}
+    result = budget(config, ["tablecalft", "tablecallin"])["targets"]
+    ft, lin = result["tablecalft"], result["tablecallin"]
+    assert {r["stage"] for r in ft} == {"finetune", "robustness", "shape_bias"}
+    assert {r["stage"] for r in lin} == {"linear_probe"}
+    for r in ft + lin:
+        assert r["gpus_per_node"] == 1 and r["nodes"] == 1 and r["gpu_hours"] > 0
+    imports = [r for r in ft + lin if r["stage"] in ("finetune", "linear_probe")]
+    assert all("evaluated, not trained" in r["basis"] for r in imports)
+    # a forward over 50,000 images, against the robustness sets' 3,838,389 (same model)
+    hours = {(r["experiment"], r["stage"]): r["gpu_hours"] for r in ft}
+    for exp in {r["experiment"] for r in ft}:
+        assert hours[exp, "finetune"] == pytest.approx(
+            hours[exp, "robustness"] * 50_000 / 3_838_389, rel=1e-6)
+    # the robustness of a released classifier costs what that of our own fine-tune does
+    [rel] = experiments_of(config, "mae_vit_base_1600e_ft")
+    [own] = experiments_of(paper, "mae_800")
+    ours = {(r["experiment"], r["stage"]): r["gpu_hours"] for r in ft}
+    assert ours[rel, "robustness"] == pytest.approx(mine[own.rsplit("_s", 1)[0],
+                                                         "robustness"]["gpu_hours"])
 
 
 def test_a_calibration_row_reads_its_checkpoints_published_numbers(tmp_path):
@@ -174,7 +282,7 @@ def test_a_calibration_row_must_be_a_released_checkpoint(tmp_path):
         "tablecal": {"title": "c", "reference": "published", "columns": ["lin"],
                      "rows": [{"label": "MAE", "run": "mae_800"}]}}, targets=["tablecal"])
     with pytest.raises(ConfigError, match=r"tables\.tablecal\.rows\.0\.run: 'mae_800' is no "
-                                          r"released pretrained checkpoint"):
+                                          r"released checkpoint"):
         validate_config(config)
 
 
@@ -237,3 +345,149 @@ def test_a_local_and_a_served_release_are_fetched_imported_and_probed(tmp_path, 
         assert 0 <= probe["top1_best"] <= 100
     assert (results / "checkpoints" / "rel_url" / "mae_encoder.pth").is_file()
     assert not list((results / "runs").glob("*/pretrain/last.pth"))  # nothing was trained
+
+
+def _top1(model, root, img_size) -> float:
+    """Top-1 (%) of ``model`` (images -> logits) over ``root/val/<wnid>/*.png``, computed
+    here: torchvision's resize to img_size / 0.875 and centre crop, the ImageNet
+    normalisation, the wnid's ImageNet-1k index as the label."""
+    import torch
+    import torchvision.transforms as T
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from pixmim.data.imagenet_meta import imagenet_wnids
+
+    tf = T.Compose([T.Resize(int(img_size / 0.875), interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(img_size), T.ToTensor(),
+                    T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    files = sorted((root / "val").glob("*/*.png"))
+    x = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    y = torch.tensor([imagenet_wnids().index(f.parent.name) for f in files])
+    with torch.no_grad():
+        hits = (model(x).argmax(1) == y).sum().item()
+    assert len(files) > 0
+    return 100.0 * hits / len(files)
+
+
+@pytest.mark.slow
+def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(tmp_path,
+                                                                                  served):
+    """Released classifier (OpenMMLab layout, served on 127.0.0.1) and probe (MAE's layout,
+    a local file): fetched, imported, their top-1 that of the same weights evaluated here
+    with timm's ViT; the classifier's robustness and shape bias run on the import; no
+    pretraining, no training."""
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from pixmim.data.generate.synth import IMAGENET_INDEX
+    from pixmim.families.vit.formats import from_ours
+
+    def vit(**kw):  # timm's ViT at the tiny arch: our keys (the family's classifier is one)
+        return VisionTransformer(img_size=64, patch_size=8, embed_dim=64, depth=4,
+                                 num_heads=4, **kw).eval()
+
+    torch.manual_seed(0)
+    ours = list(IMAGENET_INDEX.values())  # the synthetic classes: predictions among them
+    ft = vit(num_classes=1000, global_pool="avg")
+    enc = vit(num_classes=0, global_pool="token")
+    bn = torch.nn.BatchNorm1d(64, affine=False, eps=1e-6).eval()  # MAE / mmpretrain's eps
+    lin = torch.nn.Linear(64, 1000)
+    with torch.no_grad():
+        for head in (ft.head, lin):
+            head.weight.normal_(0, 1)
+            head.bias.fill_(-100.0)
+            head.bias[ours] = 0.0
+        bn.running_mean.normal_(0, 0.1)
+        bn.running_var.uniform_(0.5, 2.0)
+    url, root = served
+    torch.save(from_ours(ft.state_dict(), "openmmlab", "finetuned", "mae"), root / "ft.pth")
+    probe = {**enc.state_dict(), **{f"head.0.{k}": v for k, v in bn.state_dict().items()},
+             **{f"head.1.{k}": v for k, v in lin.state_dict().items()}}
+    local = tmp_path / "probe.pth"
+    torch.save({"model": probe}, local)  # main_linprobe.py's model: head = (BN, Linear)
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "ft.pth", local)}
+    config = config_with(tmp_path, {
+        "rel_ft": entry(f"{url}/ft.pth", f"sha256:{sha['ft.pth']}", kind="finetuned",
+                        format="openmmlab", published={"ft": 50.0}),
+        "rel_lin": entry(local, f"sha256:{sha['probe.pth']}", kind="linear_probe",
+                         published={"lin": 50.0})})
+    ft_exp, lin_exp = experiments_of(config, "rel_ft")[0], experiments_of(config, "rel_lin")[0]
+    results = tmp_path / "results"
+    targets = [f"{results}/runs/{ft_exp}/{s}/metrics.json" for s in ("robustness", "shape_bias")]
+    targets.append(f"{results}/runs/{lin_exp}/linear_probe/metrics.json")
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
+                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    data, size = results / "data" / "synth", config["data"]["img_size"]
+    got = json.loads((results / "runs" / ft_exp / "finetune" / "metrics.json").read_text())
+    assert got["epochs"] == 0 and got["released"]["name"] == "rel_ft"
+    assert got["top1_best"] == pytest.approx(_top1(ft, data, size), abs=1e-9)
+    assert 0 < got["top1_best"] < 100  # predictions that depend on the weights
+    saved = torch.load(results / "runs" / ft_exp / "finetune" / "model.pth", weights_only=True)
+    assert saved["meta"]["released"]["name"] == "rel_ft" and saved["meta"]["num_classes"] == 1000
+    for stage in ("robustness", "shape_bias"):
+        assert (results / "runs" / ft_exp / stage / "metrics.json").is_file()
+    got = json.loads((results / "runs" / lin_exp / "linear_probe" / "metrics.json").read_text())
+    assert got["epochs"] == 0 and got["released"]["name"] == "rel_lin"
+    want = _top1(lambda x: lin(bn(enc.forward_head(enc.forward_features(x), pre_logits=True))),
+                 data, size)
+    assert got["top1_best"] == pytest.approx(want, abs=1e-9) and 0 < want < 100
+    for exp in (ft_exp, lin_exp):  # nothing pretrained, nothing trained
+        assert not (results / "runs" / exp / "pretrain").exists()
+    assert not list((results / "runs").glob("*/*/last.pth"))
+
+
+@pytest.mark.parametrize("case", ["pretrained_as_finetuned", "classes", "classifier_as_probe",
+                                  "probe_classes"])
+def test_a_release_that_does_not_fit_its_declaration_fails_naming_the_keys(tmp_path, case):
+    """A pretrained file declared as fine-tuned, a head of another class count (classifier,
+    probe), a classifier declared as a probe: the import job fails with one line naming the
+    keys, and writes nothing (never a random head)."""
+    import torch
+
+    from pixmim import families
+    from pixmim.config import load_job_config
+    from pixmim.families.vit.formats import from_ours
+    from pixmim.families.vit.nets import classifier
+    from pixmim.models import create_model
+    from pixmim.stages import finetune, linear_probe
+
+    kind, stage = (("linear_probe", "linear_probe") if "probe" in case
+                   else ("finetuned", "finetune"))
+    config = config_with(tmp_path, {"rel": entry("rel.pth", None, kind=kind,
+                                                 format="openmmlab")})
+    [exp] = experiments_of(config, "rel")
+    job = job_config(config, exp, stage)
+    if case == "pretrained_as_finetuned":
+        theirs = from_ours(create_model("mae", CPU).state_dict(), "openmmlab", "pretrained",
+                           "mae")
+        want = r"missing 4 \(fc_norm.bias, fc_norm.weight, head.bias, head.weight\)"
+    elif case == "probe_classes":
+        state = {k: v for k, v in create_model("mae", CPU).state_dict().items()
+                 if not k.startswith(families.pretrain_only("mae"))}
+        head = torch.nn.Sequential(torch.nn.BatchNorm1d(64, affine=False),
+                                   torch.nn.Linear(64, 10))
+        state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+        theirs = from_ours(state, "openmmlab", "linear_probe", "mae")
+        want = r"shapes 2 \(head.1.bias \[10\] != \[1000\], head.1.weight \[10, 64\]"
+    else:
+        n = 10 if case == "classes" else 1000
+        state = classifier(families.arch("mae", CPU), num_classes=n).state_dict()
+        theirs = from_ours(state, "openmmlab", "finetuned", "mae")
+        want = (r"shapes 2 \(head.bias \[10\] != \[1000\], head.weight \[10, 64\] != "
+                r"\[1000, 64\]\)" if case == "classes" else
+                r"missing 7 \(head.0.num_batches_tracked.*unexpected 4 \(backbone.ln2.bias")
+    path = tmp_path / "results" / "checkpoints" / "rel" / "rel.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(theirs, path)
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text(yaml.safe_dump(job))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=want) as err:
+        {"finetune": finetune, "linear_probe": linear_probe}[stage].run(
+            load_job_config(cfg_file), out)
+    assert "\n" not in str(err.value) and f"checkpoints.rel, declared {kind}" in str(err.value)
+    assert not list(out.iterdir())

@@ -71,10 +71,25 @@ ENTRIES = sorted(released())
 def test_the_file_parses_with_unique_names_and_its_two_top_level_keys():
     doc = parse(RELEASED.read_text())
     assert list(doc) == ["checkpoints", "tables"]  # the releases, and the calibration table
-    assert list(doc["tables"]) == ["tablecal"]
+    # the recipe tier, and the evaluation tier's fine-tuned classifiers and probes
+    assert list(doc["tables"]) == ["tablecal", "tablecalft", "tablecallin"]
     assert ENTRIES and all(NAME.fullmatch(n) for n in ENTRIES), ENTRIES
     with pytest.raises(yaml.constructor.ConstructorError, match="given twice"):
         parse("checkpoints:\n  a: {}\n  a: {}\n")
+
+
+def test_the_evaluation_tier_has_every_released_classifier_and_probe_of_the_vit_family():
+    """Each fine-tuned / probe file whose layout the plain-ViT family converts is a row of
+    its table (ConvMAE's waits for its family's formats), with its own kind's columns."""
+    from pixmim.families.vit.formats import FORMATS
+
+    tables = parse(RELEASED.read_text())["tables"]
+    for table, kind in (("tablecalft", "finetuned"), ("tablecallin", "linear_probe")):
+        rows = [r["run"] for r in tables[table]["rows"]]
+        want = sorted(n for n, e in released().items()
+                      if e["kind"] == kind and e["format"] in FORMATS)
+        assert sorted(rows) == want, table
+        assert tables[table]["reference"] == "published"
 
 
 def test_every_format_and_kind_has_an_entry():

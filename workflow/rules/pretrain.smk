@@ -29,7 +29,8 @@ rule pretrain:
 rule fetch_checkpoint:
     """Fetch a released checkpoint (config key checkpoints): a local path or a URL, resumed,
     retried, its checksum verified, renamed into place whole (pixmim.fetch). The run that
-    stands on it imports it as its pretraining (the pretrain rule, job key released)."""
+    stands on it imports it in the job of its kind (pretrain, finetune or linear_probe; job
+    key released)."""
     output:
         f"{R}/checkpoints/{{ckpt}}/{{file}}",
     log:

@@ -9,6 +9,11 @@ Our two kinds of checkpoint:
 ``finetuned``
     The state dict of the family's classifier (:func:`pixmim.families.vit.nets.classifier`:
     timm's ``VisionTransformer``, global average pool, ``fc_norm`` and ``head``).
+``linear_probe``
+    A trained linear probe: the frozen encoder's keys (the pretraining model's, less its
+    pretraining-only ones; features: the normed cls token) and the probe's head under
+    ``head.``: ``head.0`` a BatchNorm1d without affine parameters, ``head.1`` the Linear
+    (:func:`pixmim.stages.linear_probe.build_head`; MAE Sec. A.2).
 
 The formats (:data:`FORMATS`):
 
@@ -25,7 +30,8 @@ The formats (:data:`FORMATS`):
     and ``LinearClsHead`` (``head.fc``), as their MAE / PixMIM ViT-B fine-tune configs.
 ``timm``
     a timm ``VisionTransformer`` state dict: the encoder (``vit_*.mae``: ``num_classes=0``)
-    as pretrained, the classifier with ``global_pool="avg"`` as fine-tuned.
+    as pretrained, the classifier with ``global_pool="avg"`` as fine-tuned (no probe: timm
+    has no BatchNorm head).
 ``long_seq_mae``
     facebookresearch/long_seq_mae@95993105ce28 (LSMAE): ``mae``'s layout, named apart as its
     files are its own release. Its ``models_mae.py`` (``mae_vit_base_patch16_dec384d12h8b``)
@@ -43,6 +49,13 @@ The formats (:data:`FORMATS`):
     "Pretrained", ...)`` reads it: ``{"state_dict": ...}``, the encoder alone, no prefix,
     mmcls block names but attention in ``nn.MultiheadAttention``'s (``attn.attn.in_proj_*``,
     ``attn.attn.out_proj.``), the final norm ``ln1`` (``final_norm=True``).
+
+Linear probes (``mae``: main_linprobe.py's ``head = Sequential(BatchNorm1d(affine=False,
+eps=1e-6), head)`` on models_vit's ViT with ``global_pool=False``, i.e. our keys;
+``openmmlab``: the ``ImageClassifier`` of mmselfsup 1.0.0's PixMIM and mmpretrain 1.2.0's
+MAE / MFF linear configs, ``VisionTransformer`` with ``out_type="cls_token"``,
+``final_norm=True`` (the norm is ``backbone.ln1``), ``ClsBatchNormNeck`` (``neck.bn``) and
+``VisionTransformerClsHead`` (``head.layers.head``)).
 
 :func:`to_ours` and :func:`from_ours` are the two entry points. An import is checked
 against the keys and shapes of the model it is meant for (built on the meta device): a
@@ -62,7 +75,7 @@ from pixmim.families.vit.nets import classifier
 from pixmim.models import create_model
 
 FORMATS = ("mae", "openmmlab", "timm", "long_seq_mae")
-KINDS = ("pretrained", "finetuned")
+KINDS = ("pretrained", "finetuned", "linear_probe")
 # Layouts of an encoder alone: the pretrained kind only, never a decoder.
 PRETRAINED_ONLY = ("mmseg",)
 # Formats whose pretrained kind is the encoder alone (their libraries have no decoder).
@@ -93,6 +106,7 @@ _RULES = {
     ("mae", "finetuned"): _SAME,
     ("timm", "pretrained"): _SAME,
     ("timm", "finetuned"): _SAME,
+    ("mae", "linear_probe"): _SAME,
     # MAEViT's final norm is ln1; MAEPretrainDecoder keeps our decoder names but its norm.
     ("openmmlab", "pretrained"): (*_MM_ENCODER, ("norm.", "backbone.ln1."),
                                   ("mask_token", "neck.mask_token"),
@@ -103,6 +117,11 @@ _RULES = {
                                  ("head.", "head.fc.")),
     # VisionTransformer(final_norm=True) names its final norm ln1.
     ("mmseg", "pretrained"): (*_MM_VIT, ("norm.", "ln1.")),
+    # vit-base-p16_linear-8xb2048-coslr-torchvision-transform-90e_in1k.py (mmselfsup PixMIM),
+    # vit-base-p16_8xb2048-linear-coslr-90e_in1k.py (mmpretrain MAE, MFF): out_type
+    # cls_token with final_norm (ln1), ClsBatchNormNeck (bn), VisionTransformerClsHead.
+    ("openmmlab", "linear_probe"): (*_MM_ENCODER, ("norm.", "backbone.ln1."),
+                                    ("head.0.", "neck.bn."), ("head.1.", "head.layers.head.")),
 }
 _INFIX = {"openmmlab": _MM_BLOCK, "mmseg": _MMSEG_BLOCK}
 # Where the state dict sits in the checkpoint object (None: the object is the state dict).
@@ -121,11 +140,10 @@ class FormatError(ValueError):
 
 
 def _check_names(fmt: str, kind: str) -> None:
-    if kind not in KINDS or fmt not in FORMATS and (fmt not in PRETRAINED_ONLY
-                                                   or kind != "pretrained"):
+    if (fmt, kind) not in _RULES:
         raise FormatError(f"unknown checkpoint format/kind {fmt!r}/{kind!r}: formats "
-                          f"{list(FORMATS)}, kinds {list(KINDS)}; pretrained only: "
-                          f"{list(PRETRAINED_ONLY)}")
+                          f"{list(FORMATS)}, kinds {list(KINDS)} (timm: no linear_probe); "
+                          f"pretrained only: {list(PRETRAINED_ONLY)}")
 
 
 def rules(fmt: str, kind: str, method: str) -> tuple[tuple, ...]:
@@ -178,10 +196,18 @@ def expected(method: str, arch: str, kind: str, num_classes: int = 1000,
     """Keys and shapes of our ``kind`` of ``method``/``arch`` (the model built on the meta
     device: no memory, no initialisation cost)."""
     with torch.device("meta"):
-        model = (create_model(method, arch) if kind == "pretrained" else
-                 classifier(families.arch(method, arch), num_classes=num_classes,
-                            img_size=img_size))
-    return {k: v.shape for k, v in model.state_dict().items()}
+        model = (classifier(families.arch(method, arch), num_classes=num_classes,
+                            img_size=img_size) if kind == "finetuned" else
+                 create_model(method, arch))
+        if kind == "linear_probe":  # the encoder and the probe's BatchNorm1d + Linear
+            dim = model.embed_dim
+            head = torch.nn.Sequential(torch.nn.BatchNorm1d(dim, affine=False),
+                                       torch.nn.Linear(dim, num_classes))
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    if kind != "linear_probe":
+        return keys
+    return {**{k: v for k, v in keys.items() if not k.startswith(families.pretrain_only(method))},
+            **{f"head.{k}": v.shape for k, v in head.state_dict().items()}}
 
 
 def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
@@ -190,9 +216,9 @@ def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
     """A released checkpoint object (as ``torch.load`` gives it) -> our state dict, report.
 
     Args:
-        checkpoint: the loaded checkpoint in ``fmt``; kind: ``pretrained`` / ``finetuned``.
+        checkpoint: the loaded checkpoint in ``fmt``; kind: one of :data:`KINDS`.
         method, arch: the model it must fit (keys and shapes checked).
-        num_classes: fine-tuned only; None: the checkpoint's head decides.
+        num_classes: fine-tuned and probe only; None: the checkpoint's head decides.
         img_size: fine-tuned only; the classifier's input (None: the arch's own).
 
     Returns:
@@ -216,8 +242,9 @@ def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
             unmapped.append(key)
         else:
             out[renamed[0]] = renamed[1]
-    if kind == "finetuned" and num_classes is None:
-        num_classes = out["head.weight"].shape[0] if "head.weight" in out else 1000
+    head = {"finetuned": "head.weight", "linear_probe": "head.1.weight"}.get(kind)
+    if head and num_classes is None:
+        num_classes = out[head].shape[0] if head in out else 1000
     want = expected(method, arch, kind, num_classes or 1000, img_size)
     missing = set(want) - set(out)
     only = {k for k in want if k.startswith(families.pretrain_only(method))}
