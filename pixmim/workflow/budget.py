@@ -221,6 +221,8 @@ def stand_ins(config: dict[str, Any]) -> dict[str, list[str]]:
     crop), first seed; the released file is one pretraining, so it stands for one seed."""
     out: dict[str, list[str]] = {}
     for name, run in released_runs(config).items():
+        if released_stage(config, name) != "pretrain":  # a classifier or a probe: no stand-in
+            continue
         knobs = resolve_run(config, run, seeds(config)[0])
         del knobs["checkpoint"]
         out.setdefault(run_id(knobs), []).append(name)
