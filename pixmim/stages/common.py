@@ -264,11 +264,12 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], method:
                          f"unexpected {list(unexpected)[:4]}")
 
 
-def released_state(cfg: JobConfig, kind: str,
-                   num_classes: int | None = None) -> dict[str, torch.Tensor]:
+def released_state(cfg: JobConfig, kind: str, num_classes: int | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The fetched file of ``cfg.released`` in our ``kind`` of state dict, converted by the
-    method's family (``formats``): a file of another format, kind, arch or class count is
-    a ValueError of one line naming the missing and unexpected keys."""
+    method's family (``formats``), and the family's report of it (``encoder_only``, what
+    was dropped): a file of another format, kind, arch or class count is a ValueError of
+    one line naming the missing and unexpected keys."""
     r = cfg.released
     fmt = families.formats_of(cfg.method)
     if r.format not in fmt.FORMATS:
@@ -276,10 +277,9 @@ def released_state(cfg: JobConfig, kind: str,
                          f"{cfg.method}'s encoder family (known: {', '.join(fmt.FORMATS)})")
     raw = load_model_file(Path(r.file))
     try:
-        state, _ = fmt.to_ours(raw, r.format, kind, cfg.method, cfg.arch, num_classes)
+        return fmt.to_ours(raw, r.format, kind, cfg.method, cfg.arch, num_classes)
     except ValueError as err:  # the family's FormatError
         raise ValueError(f"{r.file} (checkpoints.{r.name}, declared {kind}): {err}") from None
-    return state
 
 
 def load_encoder(cfg: JobConfig, pretrain_dir: Path,

@@ -137,7 +137,7 @@ def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
     validation set, saved as a trained one (``model.pth``, the same meta plus
     ``released``) for the robustness and shape-bias stages; nothing is trained."""
     r, dist = cfg.released, distributed.setup(cfg.train.device)
-    state = released_state(cfg, "finetuned", cfg.data.num_classes)
+    state, _ = released_state(cfg, "finetuned", cfg.data.num_classes)
     # global average pool with fc_norm: what the family's finetuned kind holds
     model = build_classifier(cfg.method, cfg.arch, cfg.data.num_classes, 0.0, "avg",
                              img_size=cfg.data.img_size)

@@ -144,7 +144,7 @@ def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
     (a head of another class count, a file of another kind: one line naming the keys,
     never a random head), its top-1 on the validation set; nothing is trained."""
     r, dist = cfg.released, distributed.setup(cfg.train.device)
-    state = released_state(cfg, "linear_probe", cfg.data.num_classes)
+    state, _ = released_state(cfg, "linear_probe", cfg.data.num_classes)
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     encoder = create_model(cfg.method, cfg.arch, img_size=cfg.data.img_size)
     # the encoder's keys only: the pretraining-only ones (decoder) are not in a probe

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from timm.optim import create_optimizer_v2
 
-from pixmim import families, registry
+from pixmim import registry
 from pixmim.config import JobConfig, to_dict
 from pixmim.data.datasets import build_dataset
 from pixmim.data.loading import UInt8Crop, to_device
@@ -25,6 +25,7 @@ from pixmim.stages.common import (
     complete,
     load_model_file,
     load_weights,
+    released_state,
     run_main,
     save_model,
     tracked,
@@ -86,8 +87,8 @@ def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
     An encoder-only release keeps no decoder (``meta.encoder_only``): a stage that needs
     one (the frequency analysis) refuses it instead of reading a random decoder."""
     r, dist = cfg.released, distributed.setup(cfg.train.device)
-    raw = load_model_file(Path(r.file))
     if r.format == "pixmim":  # one of ours: {"model", "meta"} as this stage saves it
+        raw = load_model_file(Path(r.file))
         meta = raw.get("meta") if isinstance(raw, dict) else None
         if not isinstance(meta, dict) or (meta.get("method"), meta.get("arch")) != (
                 cfg.method, cfg.arch):
@@ -95,11 +96,7 @@ def import_released(cfg: JobConfig, out: Path) -> dict[str, Any]:
                              f"checkpoint (checkpoints.{r.name}.format: pixmim)")
         state, encoder_only = raw["model"], bool(meta.get("encoder_only"))
     else:
-        fmt = families.formats_of(cfg.method)
-        if r.format not in fmt.FORMATS:
-            raise ValueError(f"checkpoints.{r.name}.format: {r.format!r} is not a format of "
-                             f"{cfg.method}'s encoder family (known: {', '.join(fmt.FORMATS)})")
-        state, report = fmt.to_ours(raw, r.format, "pretrained", cfg.method, cfg.arch)
+        state, report = released_state(cfg, "pretrained")
         encoder_only = report["encoder_only"]
     load_weights(build(cfg), state, cfg.method, encoder_only, r.file)  # it fits the job's model
     released = {"name": r.name, "source": r.source, "checksum": r.checksum,
