@@ -309,6 +309,16 @@ def test_round_trip_is_exact(fmt, method, tmp_path):
             assert all(torch.equal(back[k], v) for k, v in want.items()), (fmt, kind)
 
 
+def test_long_seq_mae_is_the_mae_layout_under_its_own_name():
+    """facebookresearch/long_seq_mae saves what facebookresearch/mae saves (the module's
+    docstring): the same container, keys and tensors for every kind."""
+    for kind, state in _our_states("lsmae").items():
+        ours, theirs = (from_ours(state, f, kind, "lsmae") for f in ("long_seq_mae", "mae"))
+        assert set(ours) == set(theirs) == {"model"}
+        assert ours["model"].keys() == theirs["model"].keys(), kind
+        assert all(torch.equal(v, theirs["model"][k]) for k, v in ours["model"].items())
+
+
 @pytest.mark.parametrize("method", ["mae", "mff"])
 def test_exported_pretrained_loads_into_mmpretrain_with_the_same_loss(method):
     ours = _randomise(_ours(method), seed=7)

@@ -125,6 +125,18 @@ def test_method_arch_variant_and_columns_are_ours(name):
 
 
 @pytest.mark.parametrize("name", ENTRIES)
+def test_its_format_and_kind_are_ones_its_family_converts(name):
+    """The method's encoder family's formats module has the entry's layout and kind (a
+    format named here but not there would stop the import job, at paper scale)."""
+    from pixmim import families
+
+    e = released()[name]
+    fmt = families.formats_of(e["method"])
+    assert e["format"] in fmt.FORMATS, (e["format"], fmt.FORMATS)
+    assert e["kind"] in fmt.KINDS, (e["kind"], fmt.KINDS)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
 def test_published_numbers_are_of_what_the_file_is(name):
     """A pretrained file's numbers come from the stages run on a pretraining (ft, lin, ...), a
     fine-tuned or probe file's from its own stage or the ones run on its output (in_c, ...)."""
