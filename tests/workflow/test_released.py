@@ -305,8 +305,9 @@ def served(tmp_path):
     srv.server_close()
 
 
-@pytest.mark.slow
-def test_a_local_and_a_served_release_are_fetched_imported_and_probed(tmp_path, served):
+def _pretrained_releases(tmp_path, url, root):
+    """A full facebookresearch/mae-layout pretraining (a local file) and its encoder-only
+    release (served): their entries, and the check of their imports and probes."""
     import torch
 
     from pixmim.models import create_model
@@ -317,34 +318,35 @@ def test_a_local_and_a_served_release_are_fetched_imported_and_probed(tmp_path, 
     encoder = {k: v for k, v in full.items() if not k.startswith(("decoder_", "mask_token"))}
     local = tmp_path / "mae_full.pth"
     torch.save({"model": full}, local)  # facebookresearch/mae's layout, with its decoder
-    url, root = served
     torch.save({"model": encoder}, root / "mae_encoder.pth")  # its encoder-only release
     sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
            for p in (local, root / "mae_encoder.pth")}
-    config = config_with(tmp_path, {
+    entries = {
         "rel_local": entry(local, f"sha256:{sha['mae_full.pth']}"),
         "rel_url": entry(f"{url}/mae_encoder.pth", f"sha256:{sha['mae_encoder.pth'][:8]}",
-                         variant="base", epochs=1600)})
-    exps = {n: experiments_of(config, n)[0] for n in ("rel_local", "rel_url")}
-    results = tmp_path / "results"
-    targets = [f"{results}/runs/{e}/linear_probe/metrics.json" for e in exps.values()]
-    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
-                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for name, exp in exps.items():
-        pre = results / "runs" / exp / "pretrain"
-        metrics = json.loads((pre / "metrics.json").read_text())
-        assert metrics["epochs"] == 0 and metrics["released"]["name"] == name
-        assert metrics["released"]["encoder_only"] is (name == "rel_url")
-        ckpt = torch.load(pre / "checkpoint.pth", weights_only=True)
-        want = full if name == "rel_local" else encoder
-        assert set(ckpt["model"]) == set(want)  # no decoder invented for the encoder-only one
-        assert all(torch.equal(ckpt["model"][k], want[k]) for k in want)
-        probe = json.loads((results / "runs" / exp / "linear_probe" / "metrics.json").read_text())
-        assert 0 <= probe["top1_best"] <= 100
-    assert (results / "checkpoints" / "rel_url" / "mae_encoder.pth").is_file()
-    assert not list((results / "runs").glob("*/pretrain/last.pth"))  # nothing was trained
+                         variant="base", epochs=1600)}
+
+    def targets(config, results):
+        return [f"{results}/runs/{experiments_of(config, n)[0]}/linear_probe/metrics.json"
+                for n in entries]
+
+    def check(config, results):
+        for name in entries:
+            exp = experiments_of(config, name)[0]
+            pre = results / "runs" / exp / "pretrain"
+            metrics = json.loads((pre / "metrics.json").read_text())
+            assert metrics["epochs"] == 0 and metrics["released"]["name"] == name
+            assert metrics["released"]["encoder_only"] is (name == "rel_url")
+            ckpt = torch.load(pre / "checkpoint.pth", weights_only=True)
+            want = full if name == "rel_local" else encoder
+            assert set(ckpt["model"]) == set(want)  # no decoder invented for the encoder-only
+            assert all(torch.equal(ckpt["model"][k], want[k]) for k in want)
+            probe = json.loads((results / "runs" / exp / "linear_probe" / "metrics.json"
+                                ).read_text())
+            assert 0 <= probe["top1_best"] <= 100
+        assert (results / "checkpoints" / "rel_url" / "mae_encoder.pth").is_file()
+
+    return entries, targets, check
 
 
 def _top1(model, root, img_size) -> float:
@@ -370,9 +372,7 @@ def _top1(model, root, img_size) -> float:
     return 100.0 * hits / len(files)
 
 
-@pytest.mark.slow
-def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(tmp_path,
-                                                                                  served):
+def _evaluation_releases(tmp_path, url, root):
     """Released classifier (OpenMMLab layout, served on 127.0.0.1) and probe (MAE's layout,
     a local file): fetched, imported, their top-1 that of the same weights evaluated here
     with timm's ViT; the classifier's robustness and shape bias run on the import; no
@@ -400,27 +400,35 @@ def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(
             head.bias[ours] = 0.0
         bn.running_mean.normal_(0, 0.1)
         bn.running_var.uniform_(0.5, 2.0)
-    url, root = served
     torch.save(from_ours(ft.state_dict(), "openmmlab", "finetuned", "mae"), root / "ft.pth")
     probe = {**enc.state_dict(), **{f"head.0.{k}": v for k, v in bn.state_dict().items()},
              **{f"head.1.{k}": v for k, v in lin.state_dict().items()}}
     local = tmp_path / "probe.pth"
     torch.save({"model": probe}, local)  # main_linprobe.py's model: head = (BN, Linear)
     sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "ft.pth", local)}
-    config = config_with(tmp_path, {
+    entries = {
         "rel_ft": entry(f"{url}/ft.pth", f"sha256:{sha['ft.pth']}", kind="finetuned",
                         format="openmmlab", published={"ft": 50.0}),
         "rel_lin": entry(local, f"sha256:{sha['probe.pth']}", kind="linear_probe",
-                         published={"lin": 50.0})})
-    ft_exp, lin_exp = experiments_of(config, "rel_ft")[0], experiments_of(config, "rel_lin")[0]
-    results = tmp_path / "results"
-    targets = [f"{results}/runs/{ft_exp}/{s}/metrics.json" for s in ("robustness", "shape_bias")]
-    targets.append(f"{results}/runs/{lin_exp}/linear_probe/metrics.json")
-    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
-                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    data, size = results / "data" / "synth", config["data"]["img_size"]
+                         published={"lin": 50.0})}
+
+    def targets(config, results):
+        ft_exp, lin_exp = (experiments_of(config, n)[0] for n in ("rel_ft", "rel_lin"))
+        return [*(f"{results}/runs/{ft_exp}/{s}/metrics.json"
+                  for s in ("robustness", "shape_bias")),
+                f"{results}/runs/{lin_exp}/linear_probe/metrics.json"]
+
+    def check(config, results):
+        ft_exp, lin_exp = (experiments_of(config, n)[0] for n in ("rel_ft", "rel_lin"))
+        _check_evaluated(results, ft_exp, lin_exp, config["data"]["img_size"], ft, enc, bn, lin)
+
+    return entries, targets, check
+
+
+def _check_evaluated(results, ft_exp, lin_exp, size, ft, enc, bn, lin):
+    import torch
+
+    data = results / "data" / "synth"
     got = json.loads((results / "runs" / ft_exp / "finetune" / "metrics.json").read_text())
     assert got["epochs"] == 0 and got["released"]["name"] == "rel_ft"
     assert got["top1_best"] == pytest.approx(_top1(ft, data, size), abs=1e-9)
@@ -436,7 +444,26 @@ def test_a_served_finetuned_and_a_local_probe_release_are_evaluated_as_they_are(
     assert got["top1_best"] == pytest.approx(want, abs=1e-9) and 0 < want < 100
     for exp in (ft_exp, lin_exp):  # nothing pretrained, nothing trained
         assert not (results / "runs" / exp / "pretrain").exists()
-    assert not list((results / "runs").glob("*/*/last.pth"))
+
+
+@pytest.mark.slow
+def test_releases_of_every_kind_run_through_the_dag(tmp_path, served):
+    """One DAG: two pretrained releases (a local full file, a served encoder-only one)
+    fetched, imported and probed; a served classifier and a local probe evaluated as they
+    are, the classifier's robustness and shape bias run on the import. Nothing trained
+    upstream of any release."""
+    url, root = served
+    parts = [_pretrained_releases(tmp_path, url, root), _evaluation_releases(tmp_path, url, root)]
+    config = config_with(tmp_path, {k: v for entries, _, _ in parts for k, v in entries.items()})
+    results = tmp_path / "results"
+    targets = [t for _, targets, _ in parts for t in targets(config, results)]
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--workflow-profile",
+                          "profiles/ci", "--configfile", str(tmp_path / "overlay.yaml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    for _, _, check in parts:
+        check(config, results)
+    assert not list((results / "runs").glob("*/*/last.pth"))  # nothing was trained
 
 
 @pytest.mark.parametrize("case", ["pretrained_as_finetuned", "classes", "classifier_as_probe",
