@@ -1,7 +1,8 @@
 """Tiny CPU job configs and process helpers for the fault tests.
 
 Stages run as users run them: ``python -m pixmim <stage> --config FILE --out DIR`` in a
-subprocess with ``OMP_NUM_THREADS=1``.
+subprocess with ``OMP_NUM_THREADS=1`` (:func:`run`), or, for the tests of a stage's own
+errors, the same command line in a fork of the test process (:func:`run_forked`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,59 @@ def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProce
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=kw.pop("env", env()),
                          timeout=timeout, **kw)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def run_forked(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``cmd`` (a ``python -m pixmim ...`` command line, as :func:`stage_cmd` writes it) run by
+    the CLI's ``main`` in a fork of this process: its own process (a crash, an exit, the
+    state it leaves never reach the test), with the stage's environment (:func:`env`), its
+    own stdout and stderr, and the exit status ``python -m pixmim`` would have (an uncaught
+    exception: its traceback on stderr, status 1). The fork starts with torch and the
+    stages imported, which a fresh interpreter spends ~6 s of CPU on; the interpreter's own
+    entry (``-m pixmim``) is run by the subprocess tests."""
+    import tempfile
+    import traceback
+
+    assert cmd[:3] == [sys.executable, "-m", "pixmim"], cmd
+    import pixmim.__main__ as cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        t0 = time.perf_counter()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: runs the command, then exits; never returns to pytest
+            rc = 1
+            try:
+                for fd, path in zip((1, 2), paths, strict=True):
+                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                os.chdir(ROOT)
+                stage_env = env()
+                os.environ.clear()
+                os.environ.update(stage_env)
+                rc = cli.main(cmd[3:])
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(rc)
+        deadline = time.monotonic() + timeout
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            time.sleep(0.02)
+        res = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(done[1]),
+                                          *(p.read_text() for p in paths))
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -1,6 +1,7 @@
 """Bad input: one line naming the culprit, no traceback, no partial declared output.
 
-Stages run as ``python -m pixmim <stage>`` subprocesses; the workflow config through
+Stages run as ``python -m pixmim <stage>`` would (in a fork of the test process: jobs.run_forked,
+or a subprocess); the workflow config through
 ``validate_config`` and ``snakemake -n``.
 """
 
@@ -40,7 +41,7 @@ from tests.faults.jobs import (
     lines,
     pretrain_job,
     run,
-    run_ok,
+    run_forked,
     snakemake,
     stage_cmd,
     write,
@@ -115,7 +116,7 @@ def test_job_config_key_typo_stops_the_stage_with_one_line(tmp_path, tiny_data):
     job = pretrain_job(tiny_data)
     job["train"]["ckpt_every_minute"] = 5  # mistyped ckpt_every_minutes
     out = tmp_path / "out"
-    res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
     line = error_line(res, "pretrain")
     assert "train.ckpt_every_minute: unknown key" in line and str(tmp_path / "c.yaml") in line
     assert not out.exists()
@@ -135,7 +136,7 @@ def test_job_config_wrong_type_names_the_key(tmp_path, tiny_data, train, message
 # ---------------------------------------------------------------- the data
 def test_missing_dataset_root(tmp_path):
     out = tmp_path / "out"
-    res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml",
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml",
                                           pretrain_job(tmp_path / "nowhere")), out))
     line = error_line(res, "pretrain")
     assert line == (f"pixmim pretrain: error: data.root: dataset split folder not found: "
@@ -149,7 +150,7 @@ def test_empty_class_folder(tmp_path, tiny_data):
     for f in empty.iterdir():
         f.unlink()
     out = tmp_path / "out"
-    res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml", pretrain_job(data)), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", pretrain_job(data)), out))
     line = error_line(res, "pretrain")
     assert f"data.root: {data / 'train'}: Found no valid file for the classes {empty.name}" \
         in line
@@ -186,7 +187,7 @@ def test_unreadable_image_fails_naming_the_file_and_the_policy_key(tmp_path, tin
     bad = damage(first_image(data, cls=5))
     out = tmp_path / "out"
     job = pretrain_job(data, epochs=1, num_workers=workers, data_keys={"bad_images": "fail"})
-    res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
     line = error_line(res, "pretrain")
     assert line.startswith(f"pixmim pretrain: error: data.root: cannot read image {bad} (")
     assert line.endswith("set data.bad_images: skip to skip and count such files")
@@ -199,7 +200,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, tiny_data, workers)
     bad = [corrupt(first_image(data, cls=2)), truncated_png(first_image(data, cls=9))]
     out = tmp_path / "out"
     job = pretrain_job(data, epochs=1, num_workers=workers, data_keys={"bad_images": "skip"})
-    res = run_ok(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    assert res.returncode == 0, res.stderr[-4000:]
     for path in bad:
         assert f"[data] skipping unreadable image {path} (" in res.stderr
     metrics = yaml.safe_load((out / "metrics.json").read_text())
@@ -231,7 +233,8 @@ def test_a_stage_with_images_smaller_than_the_crop_finishes(tmp_path, tiny_data)
         Image.new("RGB", size, (cls * 20, 90, 160)).save(path)
     out = tmp_path / "out"
     job = pretrain_job(data, epochs=1, variant={"crop": "rrc"})
-    run_ok(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    assert res.returncode == 0, res.stderr[-4000:]
     assert (out / "metrics.json").is_file() and (out / "checkpoint.pth").is_file()
 
 
@@ -282,7 +285,7 @@ def test_checkpoint_of_another_method_or_size(tmp_path, tiny_data, stage, make_c
     message = make_ckpt(pre / "checkpoint.pth")
     job = (linear_probe_job if stage == "linear_probe" else finetune_job)(tiny_data, pre)
     out = tmp_path / "out"
-    res = run(stage_cmd(stage, write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd(stage, write(tmp_path / "c.yaml", job), out))
     line = error_line(res, stage)
     assert line.startswith(f"pixmim {stage}: error: {pre / 'checkpoint.pth'}: {message}"), line
     assert_no_outputs(out)
@@ -334,7 +337,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_state(tmp
 def test_diverging_run_stops_with_one_line_naming_the_step(tmp_path, tiny_data):
     out = tmp_path / "out"
     job = pretrain_job(tiny_data, epochs=2, warmup_epochs=0, base_lr=1e30)
-    res = run(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
+    res = run_forked(stage_cmd("pretrain", write(tmp_path / "c.yaml", job), out))
     line = error_line(res, "pretrain")
     state_path = out / "_state" / "last.pth"
     m = re.fullmatch(rf"pixmim pretrain: error: non-finite loss at epoch 1, between steps "
