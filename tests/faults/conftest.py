@@ -34,5 +34,6 @@ def reference_pretrain(tmp_path_factory, tiny_data, store):
     resume state (kills are timed inside that window)."""
     tmp = tmp_path_factory.mktemp("faults_reference")
     cfg = write(tmp / "config.yaml", pretrain_job(tiny_data, tracking=store))
-    _, window = run_watched(stage_cmd("pretrain", cfg, tmp / "pretrain"), tmp / "pretrain")
+    _, window = run_watched(stage_cmd("pretrain", cfg, tmp / "pretrain"), tmp / "pretrain",
+                            forked=True)
     return SimpleNamespace(out=tmp / "pretrain", window_s=window)

@@ -1,8 +1,10 @@
 """Tiny CPU job configs and process helpers for the fault tests.
 
 Stages run as users run them: ``python -m pixmim <stage> --config FILE --out DIR`` in a
-subprocess with ``OMP_NUM_THREADS=1`` (:func:`run`), or, for the tests of a stage's own
-errors, the same command line in a fork of the test process (:func:`run_forked`).
+subprocess with ``OMP_NUM_THREADS=1`` (:func:`run`), or the same command line run by the
+CLI's ``main`` in a fork of the test process (:class:`Forked`: a stage's own errors, kills
+and resumes; the interpreter's start-up is the subprocess tests'). The SIGTERM test keeps
+a subprocess: its exit status is what SLURM reads.
 """
 
 from __future__ import annotations
@@ -97,61 +99,84 @@ def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProce
     return res
 
 
-def run_forked(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+class Forked:
     """``cmd`` (a ``python -m pixmim ...`` command line, as :func:`stage_cmd` writes it) run by
-    the CLI's ``main`` in a fork of this process: its own process (a crash, an exit, the
-    state it leaves never reach the test), with the stage's environment (:func:`env`), its
-    own stdout and stderr, and the exit status ``python -m pixmim`` would have (an uncaught
+    the CLI's ``main`` in a fork of this process, with ``Popen``'s ``poll`` / ``wait`` /
+    ``send_signal``: its own process (a crash, an exit, a signal, the state it leaves never
+    reach the test), the stage's environment (:func:`env`), stdout and stderr written to
+    the files given, and the exit status ``python -m pixmim`` would have (an uncaught
     exception: its traceback on stderr, status 1). The fork starts with torch and the
-    stages imported, which a fresh interpreter spends ~6 s of CPU on; the interpreter's own
-    entry (``-m pixmim``) is run by the subprocess tests."""
-    import tempfile
-    import traceback
+    stages imported, which a fresh interpreter spends ~6 s of CPU on; the interpreter's
+    own entry (``-m pixmim``) is run by the subprocess and DAG tests."""
 
-    assert cmd[:3] == [sys.executable, "-m", "pixmim"], cmd
-    import pixmim.__main__ as cli
+    def __init__(self, cmd: list[str], stdout: Path | None, stderr: Path) -> None:
+        import traceback
+
+        assert cmd[:3] == [sys.executable, "-m", "pixmim"], cmd
+        import pixmim.__main__ as cli
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid:
+            return
+        rc = 1  # the child: runs the command, then exits; never returns to pytest
+        try:
+            for fd, path in ((1, stdout or os.devnull), (2, stderr)):
+                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            os.chdir(ROOT)
+            stage_env = env()
+            os.environ.clear()
+            os.environ.update(stage_env)
+            rc = cli.main(cmd[3:])
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float = 600) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                self.send_signal(signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+def run_forked(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """:func:`run` of ``cmd`` in a fork (:class:`Forked`): the same status and outputs."""
+    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = Path(tmp) / "stdout", Path(tmp) / "stderr"
         t0 = time.perf_counter()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: runs the command, then exits; never returns to pytest
-            rc = 1
-            try:
-                for fd, path in zip((1, 2), paths, strict=True):
-                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                os.chdir(ROOT)
-                stage_env = env()
-                os.environ.clear()
-                os.environ.update(stage_env)
-                rc = cli.main(cmd[3:])
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(rc)
-        deadline = time.monotonic() + timeout
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired(cmd, timeout)
-            time.sleep(0.02)
-        res = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(done[1]),
-                                          *(p.read_text() for p in paths))
+        rc = Forked(cmd, *paths).wait(timeout)
+        res = subprocess.CompletedProcess(cmd, rc, *(p.read_text() for p in paths))
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def run_ok(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    res = run(cmd, **kw)
+def run_ok(cmd: list[str], forked: bool = False, **kw) -> subprocess.CompletedProcess:
+    res = run_forked(cmd, **kw) if forked else run(cmd, **kw)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 
@@ -171,15 +196,22 @@ def error_line(res: subprocess.CompletedProcess, stage: str) -> str:
     return errors[0]
 
 
+def start(cmd: list[str], err, forked: bool):
+    """``cmd`` started with stdout dropped and stderr to the open file ``err``: in a fork
+    (:class:`Forked`) or a subprocess."""
+    if forked:
+        return Forked(cmd, None, Path(err.name))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err)
+
+
 def interrupt(cmd: list[str], out: Path, delay: float, sig: int = signal.SIGKILL,
-              log: Path | None = None) -> tuple[bool, int, str]:
+              log: Path | None = None, forked: bool = False) -> tuple[bool, int, str]:
     """Start ``cmd``, wait for its first ``_state/last.pth``, wait ``delay`` s more, send
     ``sig``. Returns (alive when signalled, exit status, stderr)."""
     log = log or out.parent / f"{out.name}.stderr"
     state = out / "_state" / "last.pth"
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = start(cmd, err, forked)
         deadline = time.time() + 300
         while not state.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
@@ -192,15 +224,14 @@ def interrupt(cmd: list[str], out: Path, delay: float, sig: int = signal.SIGKILL
     return alive, rc, log.read_text()
 
 
-def run_watched(cmd: list[str], out: Path) -> tuple[str, float]:
+def run_watched(cmd: list[str], out: Path, forked: bool = False) -> tuple[str, float]:
     """Run ``cmd`` to completion; return its stderr and the seconds between its first and
     its last ``_state/last.pth`` write (the training window, in which a kill lands mid-run)."""
     log = out.parent / f"{out.name}.stderr"
     state = out / "_state" / "last.pth"
     writes: set[float] = set()
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = start(cmd, err, forked)
         while proc.poll() is None:
             try:
                 writes.add(state.stat().st_mtime)

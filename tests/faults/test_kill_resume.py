@@ -2,7 +2,8 @@
 
 A SIGKILL at a random moment of a pretraining, linear-probe or fine-tune job, then a rerun:
 the job resumes from ``_state/last.pth`` and ends with the weights and metrics of an
-uninterrupted run (CPU, deterministic), in the same MLflow run.
+uninterrupted run (CPU, deterministic), in the same MLflow run. The jobs run in forks of the
+test process (tests.faults.jobs.Forked; a SIGKILL ends a fork as it ends a subprocess).
 """
 
 import copy
@@ -54,12 +55,12 @@ def test_sigkill_at_a_random_moment_then_rerun_matches_an_uninterrupted_run(
         cfg = write(tmp_path / "config.yaml",
                     make_job(tiny_data, reference_pretrain.out, tracking=store))
         ref = tmp_path / "ref"
-        _, window = run_watched(stage_cmd(stage, cfg, ref), ref)
+        _, window = run_watched(stage_cmd(stage, cfg, ref), ref, forked=True)
 
     # a seeded random moment of the window in which the reference run wrote resume states
     delay = random.Random(f"sigkill-{stage}").uniform(0.1, 0.7) * window
     out = tmp_path / "killed"
-    alive, rc, _ = interrupt(stage_cmd(stage, cfg, out), out, delay)
+    alive, rc, _ = interrupt(stage_cmd(stage, cfg, out), out, delay, forked=True)
     assert alive, f"{stage} ended within {delay:.2f} s of its first checkpoint: nothing killed"
     assert rc == -9
     state = out / "_state" / "last.pth"
@@ -71,7 +72,7 @@ def test_sigkill_at_a_random_moment_then_rerun_matches_an_uninterrupted_run(
           f" state at epoch {killed_at['epoch'] + 1}, step {killed_at['step']}, "
           f"{killed_at['batches_done']} batches into the epoch")
 
-    res = run_ok(stage_cmd(stage, cfg, out))
+    res = run_ok(stage_cmd(stage, cfg, out), forked=True)
     assert f"resumed from {state}: epoch {killed_at['epoch'] + 1}, step {killed_at['step']}" \
         in res.stderr
     assert not state.parent.exists()  # resume state dropped once the outputs are written
