@@ -19,7 +19,7 @@ from tests.faults.jobs import (
     lines,
     mlflow_client,
     pretrain_job,
-    run,
+    run_forked,
     run_ok,
     stage_cmd,
     write,
@@ -89,7 +89,7 @@ def untracked_wall_s(tmp_path_factory, tiny_data):
     """``wall_s`` of the tiny run with tracking off: the baseline of the tracking costs."""
     tmp = tmp_path_factory.mktemp("untracked")
     cfg = write(tmp / "c.yaml", pretrain_job(tiny_data, epochs=EPOCHS, log_every=LOG_EVERY))
-    run_ok(stage_cmd("pretrain", cfg, tmp / "out"))
+    run_ok(stage_cmd("pretrain", cfg, tmp / "out"), forked=True)
     return json.loads((tmp / "out" / "metrics.json").read_text())["wall_s"]
 
 
@@ -131,7 +131,7 @@ def test_unreachable_server_never_costs_the_run_and_is_synced_later(tmp_path, ti
     out = tmp_path / "out"
     cfg = write(tmp_path / "c.yaml", pretrain_job(
         tiny_data, tracking=f"http://127.0.0.1:{port}", epochs=EPOCHS, log_every=LOG_EVERY))
-    res = run(stage_cmd("pretrain", cfg, out))
+    res = run_forked(stage_cmd("pretrain", cfg, out))
     metrics = assert_finished_untracked(res, out, f"http://127.0.0.1:{port}/api/")
     print(f"\nunreachable server: run {res.seconds:.1f} s in all; wall_s {metrics['wall_s']:.2f}"
           f" s vs {untracked_wall_s:.2f} s untracked: tracking cost "
@@ -140,12 +140,14 @@ def test_unreachable_server_never_costs_the_run_and_is_synced_later(tmp_path, ti
     assert metrics["wall_s"] - untracked_wall_s < 15
 
     sync_uri = f"sqlite:///{tmp_path / 'sync.db'}"
-    res = run_ok([sys.executable, "-m", "pixmim", "mlflow-sync", "--uri", sync_uri, str(out)])
+    res = run_ok([sys.executable, "-m", "pixmim", "mlflow-sync", "--uri", sync_uri, str(out)],
+                 forked=True)
     run_id = res.stdout.split("synced into run ")[1].split()[0]
     assert not (out / OFFLINE_LOG).exists()
     assert (out / "mlflow_offline.synced.jsonl").is_file()
     assert_synced(sync_uri, run_id, metrics, tiny_data)
-    again = run_ok([sys.executable, "-m", "pixmim", "mlflow-sync", "--uri", sync_uri, str(out)])
+    again = run_ok([sys.executable, "-m", "pixmim", "mlflow-sync", "--uri", sync_uri, str(out)],
+                   forked=True)
     assert "no offline logs found" in again.stderr  # nothing is replayed twice
 
 
@@ -161,7 +163,7 @@ def test_locked_store_never_costs_the_run_and_is_synced_later(tmp_path, tiny_dat
     lock = sqlite3.connect(db, isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # another process holds the store's write lock
-        res = run(stage_cmd("pretrain", cfg, out))
+        res = run_forked(stage_cmd("pretrain", cfg, out))
     finally:
         lock.execute("ROLLBACK")
         lock.close()
@@ -184,7 +186,7 @@ def test_a_failed_final_write_marks_the_run_failed(tmp_path, tiny_data, store):
     out = tmp_path / "out"
     (out / "metrics.json").mkdir(parents=True)
     cfg = write(tmp_path / "c.yaml", pretrain_job(tiny_data, tracking=store, epochs=1))
-    res = run(stage_cmd("pretrain", cfg, out))
+    res = run_forked(stage_cmd("pretrain", cfg, out))
     assert res.returncode == 1, res.stderr[-3000:]
     said = [s for s in lines(res.stderr) if ": error: " in s]
     assert len(said) == 1 and "metrics.json" in said[0], said
