@@ -155,8 +155,9 @@ def test_a_release_imports_and_evaluates_through_probe_and_fine_tune(case, synth
     assert imported["meta"]["encoder_only"] is encoder_only
     state = imported["model"]
     assert sorted(state) == sorted(expected)
-    for key, want in expected.items():
-        assert state[key].shape == want.shape and torch.equal(state[key], want), key
+    differ = [k for k, want in expected.items()
+              if state[k].shape != want.shape or not torch.equal(state[k], want)]
+    assert not differ, f"imported weights differ from the file's: {differ}"
 
     train = {"epochs": 1, "warmup_epochs": 0, "batch_size": 16, "max_eval_batches": 1}
     probe_cfg, probe = _run(linear_probe, tmp_path, synth, method, arch, "linear_probe",
