@@ -20,9 +20,9 @@ SHARED = ROOT.parent / "shared"
 # once and the many short modules fill in around them, and the two workers end together
 # instead of one running a long module alone at the end (collection order would start the
 # end-to-end DAG runs of tests/workflow/ last). A worker is handed its next module while its
-# first one runs: the first four go e2e, SLURM, dense preemption, plugins -> worker 1 runs
-# the e2e DAG then the dense preemption, worker 2 the SLURM run (mostly idle, beside the
-# e2e DAG's two cores) then the plugins' DAG.
+# first one runs: the first four go e2e, SLURM, plugins, envs -> worker 1 runs the e2e DAG
+# then pip's resolutions, worker 2 the SLURM run (mostly idle, beside the e2e DAG's two
+# cores) then the plugins' DAG.
 LONGEST_FIRST = (
     "tests/workflow/test_e2e.py",
     "tests/cluster/test_slurm.py",  # mostly waiting on SLURM's polls: overlaps the rest
