@@ -1,5 +1,8 @@
 """Stage ``mlflow-init``: create the tracking store and experiment once, before jobs fan out.
 
+The experiment, new or from an older store, is marked a model-training experiment
+(:data:`pixmim.engine.tracking.EXPERIMENT_KIND`), so MLflow 3.x's UI opens it on its runs.
+
 ``python -m pixmim mlflow-init --uri URI --experiment NAME --out MARKER``
 """
 
