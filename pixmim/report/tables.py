@@ -266,11 +266,13 @@ UI = "http://127.0.0.1:5000"  # where `make ui` serves the store (Makefile)
 MB = 2**20
 
 
-def _log_path(metrics: Path) -> Path:
+def _log_path(metrics: Path) -> str:
     """A job's log, by the workflow's layout: ``<results>/runs/<exp>/<stage>/metrics.json``
-    -> ``<results>/logs/<exp>/<stage>.log`` (workflow/rules)."""
-    stage, exp, results = metrics.parent.name, metrics.parent.parent.name, metrics.parents[3]
-    return results / "logs" / exp / f"{stage}.log"
+    -> ``<results>/logs/<exp>/<stage>.log`` (workflow/rules); empty outside that layout."""
+    run, exp, runs = metrics.parents[:3] if len(metrics.parents) > 3 else (None, None, None)
+    if runs is None or runs.name != "runs":
+        return ""
+    return str(runs.parent / "logs" / exp.name / f"{run.name}.log")
 
 
 def resources_table(spec: dict[str, Any]) -> pd.DataFrame:
@@ -311,7 +313,7 @@ def resources_table(spec: dict[str, Any]) -> pd.DataFrame:
                 "images_per_s_mean": mean(vals("images_per_s")),
                 "checkpoints": SEP.join(str(c) for c in ckpts),
                 "checkpoint_mb": SEP.join(f"{c.stat().st_size / MB:.1f}" for c in ckpts),
-                "logs": SEP.join(str(_log_path(f)) for f in files),
+                "logs": SEP.join(_log_path(f) for f in files),
                 "mlflow_runs": SEP.join(m.get("mlflow_run_id") or "" for m in runs),
             })  # fmt: skip
     return pd.DataFrame(records)
@@ -349,15 +351,18 @@ def resources_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
         "images/s (mean)": [_num(v, ".1f") for v in df["images_per_s_mean"]],
         "checkpoint": [ckpts(p, s) for p, s in zip(df["checkpoints"], df["checkpoint_mb"],
                                                    strict=True)],
-        "log": [", ".join(dict.fromkeys(str(v).split(SEP))) for v in df["logs"]],
+        "log": [", ".join(f"{Path(p).parent.name}/{Path(p).name}"
+                          for p in str(v).split(SEP) if p) or "-" for v in df["logs"]],
         "MLflow runs": [runs(v) for v in df["mlflow_runs"]],
     }) if len(df) else pd.DataFrame()  # fmt: skip
     title = spec.get("title", spec["table"])
-    return (f"# Resources: {title}\n\n{out.to_markdown(index=False)}\n\nPer row and stage, "
+    table = out.to_markdown(index=False, disable_numparse=True)
+    return (f"# Resources: {title}\n\n{table}\n\nPer row and stage, "
             "what its runs used, measured by each job's main process: runtime and images/s "
             "are means over the seeds, GPU-hours their total (GPUs x wall time), memory the "
             "peak over the seeds (host: resident set size; GPU: allocated, absent off GPU). "
-            f"Run links open in `make ui` ({UI}); full paths in the CSV.\n")
+            f"Logs are under `logs/`, checkpoints in the runs' folders (full paths in the CSV); "
+            f"run links open in `make ui` ({UI}).\n")
 
 
 def main(argv: list[str] | None = None) -> int:
