@@ -82,11 +82,10 @@ lint: env
 	exit $$status
 
 ui: env
-	@echo "MLflow UI: http://127.0.0.1:5000 -> experiment pixmim-bench (opens on its runs)."
-	@echo "Compare a baseline with its PixMIM variant over every seed: type"
-	@echo "  tags.compare = 'mae_vit_cpu_patch8_64_25e/pretrain'  (tables: tags.kind = 'table')"
-	@echo "or open http://127.0.0.1:5000/#/experiments/<id>/runs?searchFilter=<url-encoded filter>&orderByKey=tags.%60compare%60&orderByAsc=true"
-	@echo "Columns and grouping (tags method, variant, stage, seed; group by compare) are kept by your browser: README, Comparing runs in MLflow."
+	@id=$$($(BIN)/python -c "import json; print(json.load(open('results/mlflow/store.json'))['experiment_id'])" 2>/dev/null || echo "<id>"); \
+	echo "MLflow UI, experiment pixmim-bench on its runs: http://127.0.0.1:5000/#/experiments/$$id?workflowType=machine_learning"; \
+	echo "Compare a baseline with its PixMIM variant over every seed: tags.compare = 'mae_vit_cpu_patch8_64_25e/pretrain'"; \
+	echo "(the tables: tags.kind = 'table'; columns and grouping: README, Comparing runs in MLflow)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db
 
 # Optional: compile mmcv 2.1.0's ops (~25 CPU-minutes) in place of the torchvision stand-in.

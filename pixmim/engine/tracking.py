@@ -34,14 +34,24 @@ _RETRY_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 DEFAULT_EXPERIMENT_ID = "0"  # what MLflow's SQL store creates with every database
-# The experiment tag MLflow 3.x's UI reads to choose an experiment's first page: without it,
-# or with "genai_development", it opens on the GenAI overview (traces, latency, tokens);
-# "custom_model_development" ("Machine learning") opens the runs table. Source: the UI's
-# ExperimentKind enum and its lookup of the "mlflow.experimentKind" tag in
-# mlflow/server/js/build/static/js/main.*.js of mlflow 3.17 (mlflow/demo/generators/traces.py
-# sets the GenAI value the same way, with set_experiment_tag).
+# The experiment tag by which MLflow 3.x's UI chooses an experiment's first page:
+# "custom_model_development" ("Machine learning") the runs table, "genai_development" the
+# GenAI overview (traces, latency, tokens). Source: the UI's ExperimentKind enum and its
+# lookup of the "mlflow.experimentKind" tag in mlflow/server/js/build/static/js/main.*.js
+# (mlflow/demo/generators/traces.py sets the GenAI value with set_experiment_tag). From
+# 3.17 on the UI's header switch (GenAI | Model training) decides instead: the URL's
+# ``workflowType`` parameter, else the browser's last choice, else GenAI (same bundle: the
+# workflow-type context, "mlflow.workflowType" in local storage); so the links we print
+# carry ``workflowType=machine_learning`` (:func:`experiment_url`).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the default store (Makefile)
+
+
+def experiment_url(experiment_id: str, base: str = UI_URL) -> str:
+    """The experiment in the UI, opening on its runs table whatever the browser chose last
+    (see :data:`EXPERIMENT_KIND_TAG`)."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def resolve_uri(cfg_uri: str) -> str:

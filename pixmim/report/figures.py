@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from pixmim.engine.tracking import log_report, resolve_uri
 from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
 from pixmim.io import atomic_write, read_json
 from pixmim.report.plots import plot_coverage, plot_frequency
@@ -237,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     draw(spec, out)
     print(f"wrote {args.out}")
     if args.tracking_uri and args.experiment:
-        from pixmim.engine.tracking import log_report, resolve_uri
-
         files = [Path(f) for f in args.files] or [f for f in (out, out.with_suffix(".csv"))
                                                    if f.is_file()]
         note = f"# {spec.get('title') or out.stem}\n\nFiles: " + ", ".join(

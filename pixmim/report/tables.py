@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pixmim.engine.tracking import UI_URL, log_report, resolve_uri
 from pixmim.io import read_json, write_text
 from pixmim.report.provenance import NO_DATA, UNFINGERPRINTED, commit_label
 from pixmim.report.stats import Estimate, estimate, paired
@@ -262,7 +263,6 @@ def spec_runs(spec: dict[str, Any]) -> list[str]:
 # The resources table's columns: per row and stage, what its seeds' runs used
 # (metrics.json ``resources``: pixmim.stages.common.resources), where their checkpoints and
 # logs are, and their MLflow runs, as in the model-zoo tables of mmpretrain and lightly.
-UI = "http://127.0.0.1:5000"  # where `make ui` serves the store (Makefile)
 MB = 2**20
 
 
@@ -336,7 +336,7 @@ def resources_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
     import pandas as pd
 
     def runs(ids: str) -> str:
-        return " ".join(f"[{i[:8]}]({UI}/#/runs/{i})" for i in str(ids).split(SEP) if i) or "-"
+        return " ".join(f"[{i[:8]}]({UI_URL}/#/runs/{i})" for i in str(ids).split(SEP) if i) or "-"
 
     def ckpts(paths: str, sizes: str) -> str:
         pairs = zip(str(paths).split(SEP), str(sizes).split(SEP), strict=True)
@@ -362,7 +362,7 @@ def resources_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
             "are means over the seeds, GPU-hours their total (GPUs x wall time), memory the "
             "peak over the seeds (host: resident set size; GPU: allocated, absent off GPU). "
             f"Logs are under `logs/`, checkpoints in the runs' folders (full paths in the CSV); "
-            f"run links open in `make ui` ({UI}).\n")
+            f"run links open in `make ui` ({UI_URL}).\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
     write_text(files[3], res.to_csv(index=False, float_format="%.4f"))
     print(f"wrote {stem}.csv and {stem}.md ({len(df)} rows), {res_stem}.csv and .md")
     if args.tracking_uri and args.experiment:
-        from pixmim.engine.tracking import log_report, resolve_uri
-
         note = markdown.split("## Provenance")[0] + (  # the description: the table itself
             "Provenance (each cell's runs, commits, data) and the resources table: in the "
             "artifacts.\n")

@@ -73,7 +73,7 @@ def test_resources_table_per_row_and_stage(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:8] == ["MAE", "pretrain", "2", "1:30:00", "6.000", "901", "-", "150.0"]
     assert cells[9] == "mae-base_vit_2e_s0/pretrain.log, mae-base_vit_2e_s1/pretrain.log"
-    assert f"[{RUN_IDS['pix'][1][:8]}]({tables.UI}/#/runs/{RUN_IDS['pix'][1]})" in md
+    assert f"[{RUN_IDS['pix'][1][:8]}]({tables.UI_URL}/#/runs/{RUN_IDS['pix'][1]})" in md
     assert "checkpoint.pth (2.0 MB)" in md
 
 

@@ -23,7 +23,8 @@ rule make_table:
         f"{R}/logs/tables/{{table}}.log",
     localrule: True
     conda:
-        ENVS["report"]
+        # the training env: it has MLflow, which logs the table as a run of its own
+        ENVS["train"]
     params:
         stem=stem,
         uri=config["mlflow"]["tracking_uri"],
