@@ -1,5 +1,6 @@
 """The MLflow UI, rendered by headless Chromium against a local ``mlflow server``, shows the
-runs of a table, compares a baseline with its PixMIM variant, and its filter really filters.
+runs of a table, compares a baseline with its PixMIM variant, and its filter really filters;
+the experiment's printed link lands on its runs, and a table's run shows the table.
 
 The store is filled through the stages' own ``start_tracker`` (the tags a real run gets).
 """
