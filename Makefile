@@ -82,6 +82,10 @@ lint: env
 	exit $$status
 
 ui: env
+	@id=$$($(BIN)/python -c "import json; print(json.load(open('results/mlflow/store.json'))['experiment_id'])" 2>/dev/null || echo "<id>"); \
+	echo "MLflow UI, experiment pixmim-bench on its runs: http://127.0.0.1:5000/#/experiments/$$id?workflowType=machine_learning"; \
+	echo "Compare a baseline with its PixMIM variant over every seed: tags.compare = 'mae_vit_cpu_patch8_64_25e/pretrain'"; \
+	echo "(the tables: tags.kind = 'table'; columns and grouping: README, Comparing runs in MLflow)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///results/mlflow/mlflow.db
 
 # Optional: compile mmcv 2.1.0's ops (~25 CPU-minutes) in place of the torchvision stand-in.

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,24 @@ _RETRY_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 DEFAULT_EXPERIMENT_ID = "0"  # what MLflow's SQL store creates with every database
+# The experiment tag by which MLflow 3.x's UI chooses an experiment's first page:
+# "custom_model_development" ("Machine learning") the runs table, "genai_development" the
+# GenAI overview (traces, latency, tokens). Source: the UI's ExperimentKind enum and its
+# lookup of the "mlflow.experimentKind" tag in mlflow/server/js/build/static/js/main.*.js
+# (mlflow/demo/generators/traces.py sets the GenAI value with set_experiment_tag). From
+# 3.17 on the UI's header switch (GenAI | Model training) decides instead: the URL's
+# ``workflowType`` parameter, else the browser's last choice, else GenAI (same bundle: the
+# workflow-type context, "mlflow.workflowType" in local storage); so the links we print
+# carry ``workflowType=machine_learning`` (:func:`experiment_url`).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the default store (Makefile)
+
+
+def experiment_url(experiment_id: str, base: str = UI_URL) -> str:
+    """The experiment in the UI, opening on its runs table whatever the browser chose last
+    (see :data:`EXPERIMENT_KIND_TAG`)."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def resolve_uri(cfg_uri: str) -> str:
@@ -86,13 +104,18 @@ def ensure_store(uri: str, experiment: str) -> str:
     MLflow's SQL store creates experiment 0 (``Default``) with every new database, its
     artifacts under ``./mlruns`` of whatever directory first opened it; it is pointed at
     ``<artifact root>/0`` and soft-deleted, so the UI lists only our experiment
-    (``mlflow experiments restore --experiment-id 0`` brings it back)."""
+    (``mlflow experiments restore --experiment-id 0`` brings it back). The experiment, new
+    or existing, is marked a model-training one (:data:`EXPERIMENT_KIND`): the UI opens it on
+    its runs."""
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # a store made before
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     root = artifact_root(uri)
-    exp_id = client.create_experiment(experiment)
+    exp_id = client.create_experiment(experiment,
+                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     if root is not None:
         _set_artifact_location(uri, exp_id, f"{root}/{exp_id}")
         default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
@@ -172,7 +195,8 @@ class Tracker:
         self.offline: str | None = None  # the reason, once tracking failed
         self.offline_log = Path(offline_log) if offline_log else None
         self._pending: list[dict[str, Any]] = []  # metric entries not yet sent
-        self._last_flush = time.monotonic()
+        self._last_flush = self.started = time.monotonic()  # started: the job's wall time
+        self.images_per_s: list[float] = []  # each epoch's throughput, as logged (resources)
         if not self.enabled:
             return
         _OPEN.append(self)
@@ -233,6 +257,8 @@ class Tracker:
         """Queue metrics (timestamped now) for the store; sent at most :data:`FLUSH_S`
         seconds later, in one batch with whatever else waits. ``step``: the epoch, the
         optimizer step or 0, by metric family (see the class docstring)."""
+        if "images_per_s" in metrics:  # the training loop's, per epoch
+            self.images_per_s.append(float(metrics["images_per_s"]))
         if not self.enabled:
             return
         self._pending.append({"op": "log_metrics", "step": step,
@@ -293,6 +319,49 @@ class Tracker:
             self.flush()
             self._call({"op": "finish", "status": status},
                        lambda: self._client_ready.set_terminated(self.run_id, status=status))
+
+
+def log_report(uri: str, experiment: str, kind: str, name: str, files: list[Path],
+               cell_runs: list[str], note: str = "") -> str | None:
+    """Attach a built table or figure to the experiment as a run of its own, named ``name``
+    and tagged ``kind=<kind>``, ``<kind>=<name>``, ``cell_runs`` (the MLflow run ids of its
+    cells, comma-separated); ``files`` are its artifacts and ``note`` its description (the
+    run page renders it as Markdown). A rebuilt table reuses its run (its files replaced,
+    same names), and each cell run gets a tag ``<kind>_run.<name>`` with the table run's id.
+    Like a stage's tracking, a failure never fails the build: one warning, and None."""
+    try:
+        return _log_report(uri, experiment, kind, name, files, cell_runs, note)
+    except Exception as err:  # noqa: BLE001 - any tracking failure, never the table's
+        cause = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+        print(f"[tracking] {kind} {name} not logged to MLflow ({cause}); the files are "
+              "written, rebuild the target to log it", file=sys.stderr)
+        return None
+
+
+def _log_report(uri: str, experiment: str, kind: str, name: str, files: list[Path],
+                cell_runs: list[str], note: str) -> str:
+    from mlflow.entities import RunTag
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    client = _client(uri)
+    exp_id = ensure_store(uri, experiment)
+    found = client.search_runs([exp_id], f"tags.kind = '{kind}' and tags.{kind} = '{name}'",
+                               max_results=1)
+    tags = {"kind": kind, kind: name, "cell_runs": ",".join(cell_runs)[:MAX_TAG_VAL_LENGTH],
+            "mlflow.note.content": note[:MAX_TAG_VAL_LENGTH]}
+    if found:
+        run_id = found[0].info.run_id
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    else:
+        tags = {**source_tags(name), **tags}
+        run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    for f in files:
+        client.log_artifact(run_id, str(Path(f).resolve()))
+    client.set_terminated(run_id, status="FINISHED")
+    for cell in dict.fromkeys(cell_runs):  # a link back; a run gone from the store is skipped
+        with suppress(Exception):
+            client.set_tag(cell, f"{kind}_run.{name}", run_id)
+    return run_id
 
 
 def sync(log: Path, uri: str | None = None) -> str:

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from pixmim.engine.tracking import log_report, resolve_uri
 from pixmim.evaluation.shape_bias import figure_input, plot_shape_bias
 from pixmim.io import atomic_write, read_json
 from pixmim.report.plots import plot_coverage, plot_frequency
 from pixmim.report.stats import estimate, paired
+from pixmim.report.tables import spec_runs
 
 
 def files_of(entry: dict) -> list[str]:
@@ -224,8 +226,25 @@ def main(argv: list[str] | None = None) -> int:
                    "module:function (a catalogue figure's draw)")
     p.add_argument("--spec", required=True, help="spec YAML written by the workflow")
     p.add_argument("--out", required=True, help="the first file to write (PNG)")
+    p.add_argument("--tracking-uri", help="also log the figure to this MLflow store as a run "
+                   "of its own (MLFLOW_TRACKING_URI overrides; needs --experiment)")
+    p.add_argument("--experiment", help="the MLflow experiment of --tracking-uri")
+    p.add_argument("--files", nargs="*", default=[], help="the figure's files to log (its "
+                   "outputs; default: --out and the CSV beside it)")
     args = p.parse_args(argv)
     draw = drawing_function(args.kind)
-    draw(yaml.safe_load(Path(args.spec).read_text()), Path(args.out))
+    spec = yaml.safe_load(Path(args.spec).read_text())
+    out = Path(args.out)
+    draw(spec, out)
     print(f"wrote {args.out}")
+    if args.tracking_uri and args.experiment:
+        files = [Path(f) for f in args.files] or [f for f in (out, out.with_suffix(".csv"))
+                                                   if f.is_file()]
+        note = f"# {spec.get('title') or out.stem}\n\nFiles: " + ", ".join(
+            f"`{f.name}`" for f in files) + " (artifacts); `cell_runs`: the runs it reads."
+        run = log_report(resolve_uri(args.tracking_uri), args.experiment, "figure", out.stem,
+                         files, spec_runs(spec), note)
+        if run:
+            print(f"logged to MLflow: run {run} ({args.experiment}, tags.figure = "
+                  f"'{out.stem}')")
     return 0

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pixmim.engine.tracking import UI_URL, log_report, resolve_uri
 from pixmim.io import read_json, write_text
 from pixmim.report.provenance import NO_DATA, UNFINGERPRINTED, commit_label
 from pixmim.report.stats import Estimate, estimate, paired
@@ -236,15 +237,163 @@ def provenance_markdown(df: pd.DataFrame, headers: dict[str, str]) -> str:
             f"{pd.DataFrame(rows).to_markdown(index=False)}\n")
 
 
+def spec_files(entry: Any) -> list[str]:
+    """Every ``metrics.json`` a table or figure spec reads (its cells' and rows' ``files`` /
+    ``file``), in spec order, each once."""
+    found: list[str] = []
+    if isinstance(entry, dict):
+        for k, v in entry.items():
+            if k in ("files", "file"):
+                found += [f for f in ([v] if isinstance(v, str) else v)
+                          if str(f).endswith("metrics.json")]
+            else:
+                found += spec_files(v)
+    elif isinstance(entry, list):
+        for v in entry:
+            found += spec_files(v)
+    return list(dict.fromkeys(found))
+
+
+def spec_runs(spec: dict[str, Any]) -> list[str]:
+    """The MLflow run ids of the runs a spec reads (those whose ``metrics.json`` names one)."""
+    ids = [read_json(f).get("mlflow_run_id") for f in spec_files(spec) if Path(f).is_file()]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+# The resources table's columns: per row and stage, what its seeds' runs used
+# (metrics.json ``resources``: pixmim.stages.common.resources), where their checkpoints and
+# logs are, and their MLflow runs, as in the model-zoo tables of mmpretrain and lightly.
+MB = 2**20
+
+
+def _log_path(metrics: Path) -> str:
+    """A job's log, by the workflow's layout: ``<results>/runs/<exp>/<stage>/metrics.json``
+    -> ``<results>/logs/<exp>/<stage>.log`` (workflow/rules); empty outside that layout."""
+    run, exp, runs = metrics.parents[:3] if len(metrics.parents) > 3 else (None, None, None)
+    if runs is None or runs.name != "runs":
+        return ""
+    return str(runs.parent / "logs" / exp.name / f"{run.name}.log")
+
+
+def resources_table(spec: dict[str, Any]) -> pd.DataFrame:
+    """One row per table row and stage (its pretraining first, then its columns' stages):
+    the seeds' mean wall time and images/s, their total GPU-hours, the peak host and GPU
+    memory over them, each run's checkpoints (``*.pth`` in its folder) with their size, its
+    log and its MLflow run id (``;``-separated in seed order; blank where a run recorded
+    none)."""
+    import pandas as pd
+
+    records = []
+    for row in spec["rows"]:
+        by_stage: dict[str, list[Path]] = {}
+        for cell in row["cells"].values():
+            for f in map(Path, cell.get("files") or [cell["file"]]):
+                pre = f.parent.parent / "pretrain" / "metrics.json"
+                if pre.is_file() and pre != f:
+                    by_stage.setdefault("pretrain", []).append(pre)
+                by_stage.setdefault(f.parent.name, []).append(f)
+        for stage, files in by_stage.items():
+            files = list(dict.fromkeys(files))
+            runs = [read_json(f) for f in files]
+            used = [m.get("resources") or {} for m in runs]
+            ckpts = [c for f in files for c in sorted(f.parent.glob("*.pth"))]
+
+            def vals(key: str, used=used) -> list[float]:
+                return [float(u[key]) for u in used if key in u]
+
+            def mean(v: list[float]) -> float:
+                return sum(v) / len(v) if v else float("nan")
+
+            records.append({
+                "method": row["label"], "stage": stage, "seeds": len(files),
+                "wall_s_mean": mean(vals("wall_s")),
+                "gpu_hours_total": sum(vals("gpu_hours")) if vals("gpu_hours") else math.nan,
+                "peak_host_mem_mb": max(vals("peak_host_mem_mb"), default=math.nan),
+                "peak_gpu_mem_mb": max(vals("peak_gpu_mem_mb"), default=math.nan),
+                "images_per_s_mean": mean(vals("images_per_s")),
+                "checkpoints": SEP.join(str(c) for c in ckpts),
+                "checkpoint_mb": SEP.join(f"{c.stat().st_size / MB:.1f}" for c in ckpts),
+                "logs": SEP.join(_log_path(f) for f in files),
+                "mlflow_runs": SEP.join(m.get("mlflow_run_id") or "" for m in runs),
+            })  # fmt: skip
+    return pd.DataFrame(records)
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _num(value: float, fmt: str = ".0f") -> str:
+    return "-" if math.isnan(value) else format(value, fmt)
+
+
+def resources_markdown(df: pd.DataFrame, spec: dict[str, Any]) -> str:
+    """The resources table in Markdown: a line per row and stage, checkpoints and logs by
+    file name with their folder in the CSV, each MLflow run a link into ``make ui``."""
+    import pandas as pd
+
+    def runs(ids: str) -> str:
+        return " ".join(f"[{i[:8]}]({UI_URL}/#/runs/{i})" for i in str(ids).split(SEP) if i) or "-"
+
+    def ckpts(paths: str, sizes: str) -> str:
+        pairs = zip(str(paths).split(SEP), str(sizes).split(SEP), strict=True)
+        return ", ".join(f"{Path(p).name} ({mb} MB)" for p, mb in pairs if p) or "-"
+
+    out = pd.DataFrame({
+        "method": df["method"], "stage": df["stage"], "seeds": df["seeds"],
+        "runtime (mean)": [_duration(v) for v in df["wall_s_mean"]],
+        "GPU-hours (total)": [_num(v, ".3f") for v in df["gpu_hours_total"]],
+        "peak host memory (MB)": [_num(v) for v in df["peak_host_mem_mb"]],
+        "peak GPU memory (MB)": [_num(v) for v in df["peak_gpu_mem_mb"]],
+        "images/s (mean)": [_num(v, ".1f") for v in df["images_per_s_mean"]],
+        "checkpoint": [ckpts(p, s) for p, s in zip(df["checkpoints"], df["checkpoint_mb"],
+                                                   strict=True)],
+        "log": [", ".join(f"{Path(p).parent.name}/{Path(p).name}"
+                          for p in str(v).split(SEP) if p) or "-" for v in df["logs"]],
+        "MLflow runs": [runs(v) for v in df["mlflow_runs"]],
+    }) if len(df) else pd.DataFrame()  # fmt: skip
+    title = spec.get("title", spec["table"])
+    table = out.to_markdown(index=False, disable_numparse=True)
+    return (f"# Resources: {title}\n\n{table}\n\nPer row and stage, "
+            "what its runs used, measured by each job's main process: runtime and images/s "
+            "are means over the seeds, GPU-hours their total (GPUs x wall time), memory the "
+            "peak over the seeds (host: resident set size; GPU: allocated, absent off GPU). "
+            f"Logs are under `logs/`, checkpoints in the runs' folders (full paths in the CSV); "
+            f"run links open in `make ui` ({UI_URL}).\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pixmim table")
     p.add_argument("--spec", required=True, help="table spec YAML written by the workflow")
-    p.add_argument("--out", required=True, help="output stem: writes STEM.csv and STEM.md")
+    p.add_argument("--out", required=True, help="output stem: writes STEM.csv, STEM.md and "
+                   "STEM_resources.{csv,md}")
+    p.add_argument("--tracking-uri", help="also log the table to this MLflow store as a run "
+                   "of its own (MLFLOW_TRACKING_URI overrides; needs --experiment)")
+    p.add_argument("--experiment", help="the MLflow experiment of --tracking-uri")
     args = p.parse_args(argv)
     spec = yaml.safe_load(Path(args.spec).read_text())
     df = build_table(spec)
     stem = Path(args.out)
-    write_text(stem.with_suffix(".csv"), df.to_csv(index=False, float_format="%.4f"))
-    write_text(stem.with_suffix(".md"), to_markdown(df, spec))
-    print(f"wrote {stem}.csv and {stem}.md ({len(df)} rows)")
+    res_stem = stem.with_name(f"{stem.name}_resources")
+    res = resources_table(spec)
+    files = [stem.with_suffix(".md"), stem.with_suffix(".csv"),
+             res_stem.with_suffix(".md"), res_stem.with_suffix(".csv")]
+    markdown = to_markdown(df, spec)
+    write_text(files[0], markdown)
+    write_text(files[1], df.to_csv(index=False, float_format="%.4f"))
+    write_text(files[2], resources_markdown(res, spec))
+    write_text(files[3], res.to_csv(index=False, float_format="%.4f"))
+    print(f"wrote {stem}.csv and {stem}.md ({len(df)} rows), {res_stem}.csv and .md")
+    if args.tracking_uri and args.experiment:
+        note = markdown.split("## Provenance")[0] + (  # the description: the table itself
+            "Provenance (each cell's runs, commits, data) and the resources table: in the "
+            "artifacts.\n")
+        run = log_report(resolve_uri(args.tracking_uri), args.experiment, "table",
+                         stem.name, files, spec_runs(spec), note)
+        if run:
+            print(f"logged to MLflow: run {run} ({args.experiment}, tags.table = "
+                  f"'{stem.name}')")
     return 0

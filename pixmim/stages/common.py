@@ -7,8 +7,11 @@ import argparse
 import dataclasses
 import os
 import pickle
+import re
+import resource
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,25 +123,31 @@ def complete(out: Path, metrics: dict[str, Any], tracker: Tracker | None, cfg: J
     return metrics
 
 
+SEED_SUFFIX = re.compile(r"_s(\d+)$")  # a job id's seed (pixmim.workflow: ``..._s<seed>``)
+
+
 def compare_key(cfg: JobConfig) -> str:
-    """What a baseline's run shares with its variants' runs of the same stage: the
-    experiment id without the PixMIM knobs, then the stage
-    (``mae-lowpass11.4286-src_vit_cpu_patch8_64_40e`` -> ``mae_vit_cpu_patch8_64_40e/...``;
-    the knobs part of an id has no underscore)."""
+    """What a baseline's runs share with their variants' runs of the same stage, over every
+    seed: the experiment id without the PixMIM knobs and the seed, then the stage
+    (``mae-lowpass40-src_vit_cpu_patch8_64_25e_s1`` -> ``mae_vit_cpu_patch8_64_25e/...``;
+    the knobs part of an id has no underscore). The seed is a tag of its own (``seed``)."""
     rest = cfg.experiment.split("_", 1)[1] if "_" in cfg.experiment else cfg.experiment
-    return f"{cfg.method}_{rest}/{cfg.stage}"
+    return f"{cfg.method}_{SEED_SUFFIX.sub('', rest)}/{cfg.stage}"
 
 
 def run_tags(cfg: JobConfig, tags: dict[str, str] | None = None) -> dict[str, str]:
-    """The job's MLflow tags: who it is, which tables it feeds, whom to compare it with
-    (``compare``), and a one-line description (``mlflow.note.content``)."""
+    """The job's MLflow tags: who it is, its seed, which tables it feeds, whom to compare it
+    with (``compare``, across seeds), and a one-line description (``mlflow.note.content``)."""
     variant = cfg.tags.get("variant", "")
+    seed = SEED_SUFFIX.search(cfg.experiment)
     base = {"experiment": cfg.experiment, "method": cfg.method, "stage": cfg.stage,
-            "arch": cfg.arch, "compare": compare_key(cfg), **cfg.tags, **(tags or {})}
+            "arch": cfg.arch, "compare": compare_key(cfg),
+            **({"seed": seed.group(1)} if seed else {}), **cfg.tags, **(tags or {})}
     tables = base.get("tables") or "none"
     base.setdefault("mlflow.note.content",
                     f"{cfg.stage} of {cfg.method} ({variant or 'unnamed'} variant, {cfg.arch}) "
-                    f"for tables {tables}; compare with tags.compare = '{base['compare']}'")
+                    f"for tables {tables}; compare with tags.compare = '{base['compare']}' "
+                    "(every seed; this one: tags.seed)")
     return base
 
 
@@ -331,13 +340,36 @@ def batches(model: nn.Module, ds: Dataset, cfg: JobConfig, device: torch.device,
         yield logits.float(), y.to(device)
 
 
+def resources(tracker: Tracker, world: int) -> dict[str, float]:
+    """What the job used, measured on its main process when it finishes: ``wall_s`` since
+    its run started (a resumed job: since it resumed), ``peak_host_mem_mb`` (the largest
+    peak RSS of the process and of its finished children, the data loader workers),
+    ``peak_gpu_mem_mb`` (``torch.cuda.max_memory_allocated`` of its GPU; absent off GPU),
+    ``gpus`` and ``gpu_hours`` (processes x wall, one GPU each; 0 off GPU) and
+    ``images_per_s`` (the mean of the training loop's epochs; absent for a stage that
+    trains nothing)."""
+    wall = time.monotonic() - tracker.started
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB on Linux
+    on_gpu = torch.cuda.is_available() and torch.cuda.is_initialized()
+    used = {"wall_s": wall, "peak_host_mem_mb": peak_kb / 1024}
+    if on_gpu:
+        used["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    gpus = world if on_gpu else 0
+    used.update(gpus=gpus, gpu_hours=gpus * wall / 3600)
+    if tracker.images_per_s:
+        used["images_per_s"] = sum(tracker.images_per_s) / len(tracker.images_per_s)
+    return used
+
+
 def finish(out: Path, metrics: dict[str, Any], tracker: Tracker,
            cfg: JobConfig) -> dict[str, Any]:
     """Write ``metrics.json`` atomically, attach artifacts, close the run, drop resume state;
     returns what was written.
 
     The resolved config (defaults filled in) is saved beside the outputs and in MLflow;
-    ``metrics.json`` also records the run's provenance (:data:`PROVENANCE_KEYS`).
+    ``metrics.json`` also records the run's provenance (:data:`PROVENANCE_KEYS`) and what
+    it used (``resources``: :func:`resources`, also MLflow metrics ``resources/<key>``).
     """
     resolved = out / "config.resolved.yaml"
     write_text(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -346,6 +378,9 @@ def finish(out: Path, metrics: dict[str, Any], tracker: Tracker,
     prov = recorded_provenance(out) or provenance(cfg)
     # (data_sources: absent from a run started before it was recorded)
     metrics = {**metrics, **{k: prov.get(k) for k in PROVENANCE_KEYS}}
+    used = resources(tracker, metrics.get("world_size", 1))
+    tracker.log_metrics({f"resources/{k}": v for k, v in used.items()}, 0)
+    metrics = {**metrics, "resources": used}
     write_json(out / "metrics.json", metrics)
     for f in (resolved, out / "metrics.json"):
         tracker.log_artifact(f)

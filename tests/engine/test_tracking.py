@@ -97,3 +97,23 @@ def test_a_run_left_open_by_an_error_is_marked_failed(moved):
     client = MlflowClient(tracking_uri=URI)
     assert client.get_run(done.run_id).info.status == "FINISHED"
     assert client.get_run(left.run_id).info.status == "FAILED"
+
+
+def test_the_experiment_opens_on_its_runs(tmp_path, monkeypatch):
+    """MLflow 3.x opens an experiment tagged custom_model_development on its runs table (not
+    its GenAI overview): a new experiment is tagged, and ``mlflow-init`` tags an older one."""
+    from mlflow.tracking import MlflowClient
+
+    from pixmim.engine.tracking import EXPERIMENT_KIND_TAG, ensure_store
+    from pixmim.stages import mlflow_init
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    new = client.get_experiment(ensure_store(uri, "new"))
+    assert new.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old = client.create_experiment("old")  # as a store made before the tag
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert mlflow_init.main(["--uri", uri, "--experiment", "old",
+                             "--out", str(tmp_path / "store.json")]) == 0
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"

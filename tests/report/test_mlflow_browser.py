@@ -1,5 +1,6 @@
 """The MLflow UI, rendered by headless Chromium against a local ``mlflow server``, shows the
-runs of a table, compares a baseline with its PixMIM variant, and its filter really filters.
+runs of a table, compares a baseline with its PixMIM variant, and its filter really filters;
+the experiment's printed link lands on its runs, and a table's run shows the table.
 
 The store is filled through the stages' own ``start_tracker`` (the tags a real run gets).
 """
@@ -41,6 +42,8 @@ FAMILY = "mae_vit_cpu_patch8_64_2e"  # what BASE and PIX share (the ``compare`` 
 
 
 VARIANTS = {BASE: "base", PIX: "pixmim"}
+TABLE_MD = ("# Table 2 check\n\n| method | lin ours (paper) |\n|:--|:--|\n"
+            "| MAE | 41.25 (65.6) |\n| PixMIM MAE | 43.75 (67.2) |\n")
 
 
 def job(exp: str, stage: str, uri: str, tables: str) -> JobConfig:
@@ -77,6 +80,12 @@ def populate(root: Path) -> str:
         dense.log_metrics({"seed0/loss": 3.0 - it / 50, "seed0/lr": 1e-4}, it)
     dense.log_metrics({"miou": 12.5}, 0)
     dense.finish()
+    # a table as the table rule logs it: its run holds its files, its description the table
+    from pixmim.engine.tracking import log_report
+
+    md = root / "table2.md"
+    md.write_text(TABLE_MD)
+    log_report(uri, EXPERIMENT, "table", "table2", [md], [pre.run_id], TABLE_MD)
     return uri
 
 
@@ -213,3 +222,32 @@ def test_chart_of_a_dense_runs_loss(server, tmp_path):
     text = render(runs_page(url, exp_id, "tags.stage = 'segment_ade20k'", "CHART"), tmp_path,
                   (curve,))
     assert curve in text, text[:3000]
+
+
+def test_the_experiment_opens_on_its_runs(server, tmp_path):
+    """The experiment's address as `mlflow-init` and `make ui` print it lands on its runs
+    table, not on MLflow 3's GenAI overview (which lists no run), in a fresh browser."""
+    from pixmim.engine.tracking import EXPERIMENT_KIND_TAG, experiment_url
+
+    url, exp_id, client = server
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    names = (f"{BASE}/pretrain", f"{PIX}/pretrain")
+    text = render(experiment_url(exp_id, url), tmp_path, names)
+    assert all(n in text for n in names), text[:3000]
+    assert "Token Usage" not in text
+
+
+def test_a_tables_run_shows_its_markdown(server, tmp_path):
+    """A table's run: its description renders the table, its Markdown file is an artifact."""
+    url, exp_id, client = server
+    (run,) = client.search_runs([exp_id], "tags.kind = 'table' and tags.table = 'table2'")
+    page = f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}"
+    cells = ("Table 2 check", "PixMIM MAE", "43.75 (67.2)")
+    text = render(page, tmp_path, cells)
+    assert all(c in text for c in cells), text[:3000]
+    assert "# Table 2 check" not in text and "|:--" not in text  # rendered, not raw
+    text = render(f"{page}/artifacts/table2.md", tmp_path, ("41.25 (65.6)",))
+    assert "41.25 (65.6)" in text, text[:3000]
+    # the resources tables' run links (pixmim.report.tables.resources_markdown)
+    text = render(f"{url}/#/runs/{run.info.run_id}", tmp_path, cells)
+    assert all(c in text for c in cells), text[:3000]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -90,6 +91,24 @@ def test_default_dag_end_to_end(tmp_path):
         assert len(client.get_metric_history(probe_id, "top1")) == 2
         artifacts = {a.path for a in client.list_artifacts(pre_id)}
         assert {"config.resolved.yaml", "metrics.json"} <= artifacts
+        used = json.loads((results / "runs" / exp / "pretrain" / "metrics.json").read_text())
+        assert used["resources"]["wall_s"] > 0 and used["resources"]["images_per_s"] > 0
+        assert pre.data.metrics["resources/wall_s"] == pytest.approx(
+            used["resources"]["wall_s"])
+
+    # each table and figure is a run of its own holding its files, with its resources table
+    exp_id = client.get_experiment_by_name("pixmim-e2e").experiment_id
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == (
+        "custom_model_development")
+    for table in ("table2", "table4", "table19"):
+        (run,) = client.search_runs([exp_id], f"tags.table = '{table}'")
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+            f"{table}{s}" for s in (".md", ".csv", "_resources.md", "_resources.csv")}
+        cells = set(run.data.tags["cell_runs"].split(","))
+        listed = pd.read_csv(results / "tables" / f"{table}_resources.csv")
+        assert cells <= {i for v in listed["mlflow_runs"] for i in v.split(";")}
+        assert listed["wall_s_mean"].notna().all(), table
+    check_readme_filters(client, exp_id, overlay)
 
     # dense stages: through mmengine's Runner, nested under the pretraining run, with the
     # generated OpenMMLab config kept; segmentation averages its two runs (seeds 2s, 2s + 1)
@@ -136,6 +155,51 @@ def test_default_dag_end_to_end(tmp_path):
 
     # identity is what a job reads: the three ways a config change reaches the DAG
     check_selective_reruns(tmp_path, overlay, results)
+
+
+def readme_filters() -> list[tuple[str, str, dict[str, list[str]]]]:
+    """The rows of README's "Comparing runs in MLflow" table: (what, filter, promises), the
+    promises a tag -> the values the listed runs show (``...``: and more)."""
+    section = (ROOT / "README.md").read_text().split("## Comparing runs in MLflow")[1]
+    rows = re.findall(r"^\| (.+?) \| `([^`]+)` \| ([^|`]+) \|$", section.split("\n## ")[0],
+                      re.M)
+    return [(what, flt, {k.strip(): [v.strip() for v in vs.split(",")]
+                         for k, vs in (part.split(":", 1) for part in lists.split(";"))})
+            for what, flt, lists in rows]
+
+
+def compare_families(config) -> dict[tuple, str]:
+    """(catalogue names, seed) -> the compare tag of its jobs, without the stage."""
+    from pixmim import workflow as W
+    from pixmim.config import JobConfig, from_dict
+    from pixmim.stages.common import compare_key
+
+    out = {}
+    for exp, knobs in W.experiments(config).items():
+        job = from_dict(JobConfig, {"experiment": exp, "stage": "pretrain",
+                                    "method": knobs["method"], "arch": knobs["arch"]})
+        out[(tuple(sorted(knobs["names"])), knobs["seed"])] = compare_key(job).split("/")[0]
+    return out
+
+
+def check_readme_filters(client, exp_id, overlay):
+    """Each filter of README's table, on the finished store, lists the runs it promises; a
+    compare tag of the default (``..._25e``) is read as the tiny overlay's (``..._2e``)."""
+    from pixmim import workflow as W
+
+    default, tiny = compare_families(W.load_config()), compare_families(W.load_config(overlay))
+    rename = {default[k]: tiny[k] for k in tiny if k in default}
+    rows = readme_filters()
+    assert len(rows) >= 6, rows
+    for what, flt, promises in rows:
+        for old, new in rename.items():
+            flt = flt.replace(f"'{old}/", f"'{new}/")
+        runs = client.search_runs([exp_id], flt, max_results=1000)
+        assert runs, (what, flt)
+        for tag, values in promises.items():
+            found = {r.data.tags.get(tag) for r in runs}
+            want = set(values) - {"..."}
+            assert want <= found and ("..." in values or found == want), (what, tag, found)
 
 
 def planned(text: str) -> dict[str, list[str]]:

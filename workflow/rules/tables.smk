@@ -16,15 +16,23 @@ rule make_table:
             category="Tables",
             subcategory="{table}",
         ),
+        # per row and stage: runtime, memory, checkpoint, log, MLflow run
+        resources_csv=f"{R}/tables/{{table}}_resources.csv",
+        resources_md=f"{R}/tables/{{table}}_resources.md",
     log:
         f"{R}/logs/tables/{{table}}.log",
     localrule: True
     conda:
-        ENVS["report"]
+        # the training env: it has MLflow, which logs the table as a run of its own
+        ENVS["train"]
     params:
         stem=stem,
+        uri=config["mlflow"]["tracking_uri"],
+        experiment=config["mlflow"]["experiment"],
     shell:
-        "python -m pixmim table --spec {input.spec:q} --out {params.stem:q} > {log:q} 2>&1"
+        # also logged to MLflow as the run `{table}` (a failure there only warns)
+        "python -m pixmim table --spec {input.spec:q} --out {params.stem:q} "
+        "--tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log:q} 2>&1"
 
 
 rule plot_curves:
@@ -43,8 +51,12 @@ rule plot_curves:
     localrule: True
     conda:
         ENVS["train"]
+    params:
+        uri=config["mlflow"]["tracking_uri"],
+        experiment=config["mlflow"]["experiment"],
     shell:
-        "python -m pixmim figure curves --spec {input.spec:q} --out {output.png:q} > {log:q} 2>&1"
+        "python -m pixmim figure curves --spec {input.spec:q} --out {output.png:q} "
+        "--tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log:q} 2>&1"
 
 
 # One rule per figure of the catalogue, from its declaration (config/catalogue.yaml:
@@ -66,9 +78,13 @@ for _name in config["figures"]:
             ENVS["train"]
         params:
             draw=config["figures"][_name]["draw"],
+            uri=config["mlflow"]["tracking_uri"],
+            experiment=config["mlflow"]["experiment"],
         shell:
+            # also logged to MLflow as the run `<first file's stem>`, its files as artifacts
             "python -m pixmim figure {params.draw:q} --spec {input.spec:q} "
-            "--out {output.out:q} > {log:q} 2>&1"
+            "--out {output.out:q} --tracking-uri {params.uri:q} "
+            "--experiment {params.experiment:q} --files {output:q} > {log:q} 2>&1"
 
 
 rule texture_sweep:
@@ -90,6 +106,10 @@ rule texture_sweep:
     localrule: True
     conda:
         ENVS["train"]
+    params:
+        uri=config["mlflow"]["tracking_uri"],
+        experiment=config["mlflow"]["experiment"],
     shell:
         "python -m pixmim figure texture_sweep --spec {input.spec:q} --out {output.png:q} "
-        "> {log:q} 2>&1"
+        "--tracking-uri {params.uri:q} --experiment {params.experiment:q} "
+        "--files {output:q} > {log:q} 2>&1"
