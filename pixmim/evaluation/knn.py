@@ -41,7 +41,6 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
     queries = F.normalize(queries.float(), dim=1)
     bank_labels = bank_labels.long().to(bank.device)
     classes = int(bank_labels.max()) + 1 if num_classes is None else num_classes
-    k = min(k, bank.shape[0])
     preds = []
     for q in queries.split(chunk):
         sim = q.to(bank.device) @ bank.T  # [q, B] cosine similarities
