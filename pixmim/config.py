@@ -185,7 +185,7 @@ class MonitorConfig:
     reconstructions of fixed validation images, each every N epochs and at the last."""
 
     knn_every: Index = 0  # epochs between k-NN evaluations, and the last epoch (0: off)
-    knn_bank: Count = 1024  # labelled training images whose features are the bank
+    knn_bank: Count = 512  # labelled training images whose features are the bank
     knn_queries: Count = 512  # validation images classified against it
     knn_k: Count = 20  # neighbours: DINO eval_knn.py (Caron et al. 2021, Sec. 4.1)
     knn_temperature: Positive = 0.07  # vote weight exp(sim / T): DINO eval_knn.py

@@ -1,8 +1,9 @@
 """What a pretraining watches while it learns (``pretrain.monitor``: :class:`MonitorConfig`).
 
 * **k-NN top-1** (``knn_top1``, MLflow step = epoch): the features the linear probe reads
-  (``forward_probe_features``) of ``knn_bank`` training images as the bank and of
-  ``knn_queries`` validation images as the queries, classified by DINO's weighted vote
+  (``forward_probe_features``, standardised per dimension as its BatchNorm head does) of
+  ``knn_bank`` training images as the bank and of ``knn_queries`` validation images as the
+  queries, classified by DINO's weighted vote
   (:mod:`pixmim.evaluation.knn`: cosine similarity, k = 20, weights exp(sim / 0.07)). The
   images are drawn once with ``monitor.seed`` from the run's own ``train/`` and ``val/``
   folders (labels: the class folders, matched by name) and read with the evaluation
@@ -161,11 +162,17 @@ class Monitor:
         return torch.cat(out)
 
     def knn_top1(self) -> float:
+        """k-NN top-1 (%) on the features as the linear probe reads them: its head's
+        BatchNorm (no affine) standardises each dimension, here by the bank's mean and
+        standard deviation, before the cosine similarity. (Raw MAE features, a few large
+        dimensions dominating the cosine, fell below the untrained encoder's k-NN on the
+        default: 9.6% against 12.3% after 25 epochs; standardised 15.0% against 12.9%.)"""
         bank, bank_y = self.images("bank")
         queries, query_y = self.images("queries")
-        return knn_top1(self.features(bank), bank_y.to(self.dist.device),
-                        self.features(queries), query_y.to(self.dist.device),
-                        self.m.knn_k, self.m.knn_temperature)
+        fb, fq = self.features(bank), self.features(queries)
+        mean, std = fb.mean(dim=0), fb.std(dim=0) + 1e-6  # 1e-6: a constant dimension
+        return knn_top1((fb - mean) / std, bank_y.to(self.dist.device), (fq - mean) / std,
+                        query_y.to(self.dist.device), self.m.knn_k, self.m.knn_temperature)
 
     # ------------------------------------------------------------ reconstructions
     def panels(self) -> np.ndarray:

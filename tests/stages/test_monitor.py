@@ -128,6 +128,25 @@ def test_the_panels_are_original_masked_prediction_target(tmp_path, data):
     assert not torch.allclose(target, original, atol=0.02)  # the low-passed target
 
 
+def test_knn_reads_the_probe_features_standardised_by_the_bank(tmp_path, data):
+    """The monitor's k-NN: the encoder's probe features of its drawn bank and queries,
+    standardised per dimension by the bank's statistics, through DINO's vote."""
+    from pixmim.evaluation.knn import knn_top1
+
+    cfg = job(tmp_path, data, tracking=False)
+    model = pretrain.build(cfg).eval()
+    mon = monitor_mod.Monitor(model, cfg, tmp_path, pretrain.distributed.DistInfo())
+    (bank, bank_y), (queries, query_y) = mon.images("bank"), mon.images("queries")
+    assert (len(bank), len(queries)) == (24, 12)
+    assert len(set(bank_y.tolist())) > 8 and (query_y >= 0).all()  # labels by class folder
+    with torch.no_grad():
+        fb = model.forward_probe_features(monitor_mod.normalise(bank))
+        fq = model.forward_probe_features(monitor_mod.normalise(queries))
+        mean, std = fb.mean(0), fb.std(0) + 1e-6
+        want = knn_top1((fb - mean) / std, bank_y, (fq - mean) / std, query_y, 20, 0.07)
+        assert mon.knn_top1() == pytest.approx(want)
+
+
 def test_the_rng_is_restored():
     torch.manual_seed(3)
     before = torch.get_rng_state()
