@@ -84,6 +84,21 @@ def draw(n_total: int, n: int, seed: int, salt: int) -> list[int]:
     return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
 
 
+@torch.no_grad()
+def reconstruction_panels(model: torch.nn.Module, x: torch.Tensor, seeds: list[int]
+                          ) -> np.ndarray:
+    """A MIM model's reconstructions of ``x`` [N, 3, H, W] (normalised), image ``i`` masked
+    with a mask drawn from ``seeds[i]``: [N, 4, H, W, 3] in [0, 1], original | masked input
+    (removed patches grey) | prediction (module docstring) | target as an image."""
+    pred, mask = fq.predict(model, x, model.mask_ratio, seeds)
+    removed = model.unpatchify(mask.unsqueeze(-1).expand_as(pred))  # 1 = removed
+    raw = (x * model.std + model.mean).clamp(0, 1)
+    target = model.unpatchify(model.forward_target(x)) * model.std + model.mean
+    cols = [raw, raw * (1 - removed) + 0.5 * removed, fq.to_image(model, x, pred, mask, "target"),
+            target.clamp(0, 1)]
+    return torch.stack(cols, dim=1).permute(0, 1, 3, 4, 2).float().cpu().numpy()
+
+
 class Monitor:
     """The pretraining's monitor (module docstring); call it with (epoch, last) at the end
     of each epoch (the training loop's ``monitor`` hook) for the epoch record's values."""
@@ -177,17 +192,9 @@ class Monitor:
     # ------------------------------------------------------------ reconstructions
     def panels(self) -> np.ndarray:
         """[rows, 4, S, S, 3] in [0, 1]: original | masked input | prediction | target."""
-        model, imgs = self.model, self.images("recon")[0]
-        x = normalise(imgs.to(self.dist.device))
-        seeds = [sample_seed(self.m.seed, _RECON, i) for i in range(len(x))]
-        pred, mask = fq.predict(model, x, model.mask_ratio, seeds)
-        removed = model.unpatchify(mask.unsqueeze(-1).expand_as(pred))  # 1 = removed
-        raw = (x * model.std + model.mean).clamp(0, 1)
-        target = (model.unpatchify(model.forward_target(x)) * model.std + model.mean)
-        cols = [raw, raw * (1 - removed) + 0.5 * removed, fq.to_image(model, x, pred, mask,
-                                                                      "target"),
-                target.clamp(0, 1)]
-        return torch.stack(cols, dim=1).permute(0, 1, 3, 4, 2).float().cpu().numpy()
+        x = normalise(self.images("recon")[0].to(self.dist.device))
+        return reconstruction_panels(self.model, x, [sample_seed(self.m.seed, _RECON, i)
+                                                     for i in range(len(x))])
 
     def reconstructions(self, epoch: int) -> Path:
         path = plot_reconstructions(self.panels(),

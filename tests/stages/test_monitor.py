@@ -197,3 +197,23 @@ def test_the_curve_survives_a_preemption(tmp_path, data, runs, monkeypatch):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     history = client.get_metric_history(resumed["mlflow_run_id"], "knn_top1")
     assert sorted({m.step for m in history}) == STEPS
+
+
+def test_the_frequency_stage_draws_its_example_with_the_same_code(runs, data, tmp_path):
+    """Fig. 1's example (validation image 0, the analysis's mask for it) as one row of the
+    monitor's figure: original | masked input | prediction | target."""
+    from pixmim.stages import frequency
+
+    tmp, _, _ = runs
+    cfg = from_dict(JobConfig, {
+        "experiment": "mae-lowpass_test", "stage": "frequency", "method": "mae",
+        "arch": "vit_cpu_patch8_64", "data": {"root": str(data), "img_size": 64},
+        "train": {"batch_size": 8, "seed": 3}, "tracking": {"enabled": False},
+        "pretrain_dir": str(tmp / "on")})
+    frequency.run(cfg, tmp_path)
+    with Image.open(tmp_path / "example_reconstruction.png") as img:
+        assert img.size == (4 * RECON_PANEL_PX, RECON_PANEL_PX + RECON_HEADER_PX)
+        masked = np.asarray(img.convert("RGB"))[RECON_HEADER_PX:, RECON_PANEL_PX:
+                                                 2 * RECON_PANEL_PX]
+    grey = (np.abs(masked.astype(int) - 128) <= 1).all(-1).mean()
+    assert 0.6 < grey < 0.8  # 75% of the patches removed
