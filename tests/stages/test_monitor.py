@@ -217,3 +217,30 @@ def test_the_frequency_stage_draws_its_example_with_the_same_code(runs, data, tm
                                                  2 * RECON_PANEL_PX]
     grey = (np.abs(masked.astype(int) - 128) <= 1).all(-1).mean()
     assert 0.6 < grey < 0.8  # 75% of the patches removed
+
+
+@pytest.mark.slow
+def test_two_processes_monitor_on_the_main_one_without_a_hang(tmp_path, data, runs):
+    """Under torchrun (2 gloo processes) the main process runs the monitor while the other
+    waits at the epoch's checkpoint barrier: the run ends with the curve and figures."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pixmim import config as config_mod
+    from tests.conftest import ROOT
+
+    path = tmp_path / "config.yaml"
+    cfg = config_mod.to_dict(job(tmp_path, data))
+    cfg["train"]["gpus"] = 2  # two CPU processes over gloo
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "pixmim", "pretrain", "--config", str(path), "--out", str(tmp_path / "out")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["world_size"] == 2
+    assert [c["epoch"] for c in m["knn_curve"]] == STEPS
+    assert m["reconstructions"] == runs[1]["reconstructions"]
