@@ -179,6 +179,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """What a pretraining watches while it learns (``pretrain.monitor`` in the workflow
+    config; :mod:`pixmim.stages.monitor`): a k-NN top-1 of the encoder's probe features and
+    reconstructions of fixed validation images, each every N epochs and at the last."""
+
+    knn_every: Index = 0  # epochs between k-NN evaluations, and the last epoch (0: off)
+    knn_bank: Count = 512  # labelled training images whose features are the bank
+    knn_queries: Count = 512  # validation images classified against it
+    knn_k: Count = 20  # neighbours: DINO eval_knn.py (Caron et al. 2021, Sec. 4.1)
+    knn_temperature: Positive = 0.07  # vote weight exp(sim / T): DINO eval_knn.py
+    recon_every: Index = 0  # epochs between reconstruction figures, and the last (0: off)
+    recon_images: Count = 4  # validation images per figure (its rows)
+    seed: Index = 0  # draws the images of both (the same for every run and seed)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "monitor")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """End-to-end fine-tuning knobs (PixMIM Table 9 / MAE Table 11); timm implementations."""
 
@@ -302,6 +321,7 @@ class JobConfig:
     plugins: tuple[str, ...] = ()  # modules declaring this job's method or stage (non built-in)
     options: dict[str, Any] = field(default_factory=dict)  # a plugin stage's own config section
     released: ReleasedConfig = field(default_factory=ReleasedConfig)  # pretraining: imported
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)  # pretraining only
 
 
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}

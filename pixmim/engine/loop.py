@@ -1,9 +1,11 @@
 """One training loop for every stage (pretrain, linear probe, later fine-tune).
 
-A stage supplies the trainable module, a ``loss_fn(batch) -> loss`` and an optional
-``evaluate() -> metrics``; the loop owns the optimizer steps, gradient accumulation, the
-per-iteration warm-up + cosine schedule, autocast (bf16, or fp16 with a scaler), the
-finite-loss guard, progress bars, MLflow metrics and resumable state.
+A stage supplies the trainable module, a ``loss_fn(batch) -> loss``, an optional
+``evaluate() -> metrics`` and an optional ``monitor(epoch, last) -> metrics`` (called at
+every epoch's end; it leaves the training as it found it); the loop owns the optimizer
+steps, gradient accumulation, the per-iteration warm-up + cosine schedule, autocast (bf16,
+or fp16 with a scaler), the finite-loss guard, progress bars, MLflow metrics and resumable
+state.
 
 Resume state lives in ``<out>/_state/last.pth``, outside the workflow's declared outputs,
 written atomically every ``ckpt_every_steps`` optimizer steps and/or
@@ -124,9 +126,11 @@ class Trainer:
     def __init__(self, module: nn.Module, loss_fn: Callable[[Any], torch.Tensor], optimizer,
                  loader, cfg: TrainConfig, out: Path, tracker=None,
                  evaluate: Callable[[], dict[str, float]] | None = None, desc: str = "train",
-                 dist: DistInfo | None = None, extra_state: dict[str, Any] | None = None):
+                 dist: DistInfo | None = None, extra_state: dict[str, Any] | None = None,
+                 monitor: Callable[[int, bool], dict[str, float]] | None = None):
         self.module, self.loss_fn, self.optimizer, self.loader = module, loss_fn, optimizer, loader
         self.cfg, self.tracker, self.evaluate, self.desc = cfg, tracker, evaluate, desc
+        self.monitor = monitor
         self.dist, self.extra_state = dist or DistInfo(), extra_state or {}
         if len(loader.sampler) // loader.batch_size < cfg.accum_steps:
             raise ValueError(f"train.batch_size: {cfg.batch_size} leaves no full step per epoch")
@@ -324,6 +328,8 @@ class Trainer:
         last = self.epoch + 1 == self.cfg.epochs or self.capped
         if self.evaluate is not None and ((self.epoch + 1) % self.cfg.eval_every == 0 or last):
             record.update(self.evaluate())
+        if self.monitor is not None:  # it decides itself what is due at (epoch, last)
+            record.update(self.monitor(self.epoch + 1, last))
         return record
 
 
@@ -335,7 +341,7 @@ def capped(batches: Iterable, limit: int) -> Iterable:
 
 def fit(module: nn.Module, loss_fn, optimizer, loader, cfg: TrainConfig, out: Path,
         tracker=None, evaluate=None, desc: str = "train", extra_state=None,
-        dist: DistInfo | None = None) -> list[dict[str, float]]:
+        dist: DistInfo | None = None, monitor=None) -> list[dict[str, float]]:
     """Train ``module``; see :class:`Trainer`. Returns one record per epoch."""
     return Trainer(module, loss_fn, optimizer, loader, cfg, out, tracker, evaluate, desc,
-                   dist, extra_state).fit()
+                   dist, extra_state, monitor).fit()

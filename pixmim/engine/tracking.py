@@ -302,6 +302,16 @@ class Tracker:
             self._call({"op": "log_artifact", "path": path},
                        lambda: self._client_ready.log_artifact(self.run_id, path))
 
+    def log_image(self, path: str | Path, key: str, step: int) -> None:
+        """A PNG as an MLflow image of ``key`` at ``step`` (the run page's image view, a
+        slider over the steps); the file stays where it is (it is replayed from there
+        offline)."""
+        if self.enabled:
+            self.flush()
+            path = str(Path(path).resolve())
+            self._call({"op": "log_image", "path": path, "key": key, "step": step},
+                       lambda: _log_image(self._client_ready, self.run_id, path, key, step))
+
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
             self.flush()
@@ -364,6 +374,13 @@ def _log_report(uri: str, experiment: str, kind: str, name: str, files: list[Pat
     return run_id
 
 
+def _log_image(client, run_id: str, path: str, key: str, step: int) -> None:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        client.log_image(run_id, img.convert("RGB"), key=key, step=step)
+
+
 def sync(log: Path, uri: str | None = None) -> str:
     """Replay one offline log into the store; return the run id. The log is renamed to
     ``*.synced.jsonl`` once every call went through."""
@@ -392,6 +409,8 @@ def sync(log: Path, uri: str | None = None) -> str:
                                               for k, v in e["metrics"].items()])
         elif e["op"] == "log_artifact" and Path(e["path"]).is_file():
             client.log_artifact(run_id, e["path"])
+        elif e["op"] == "log_image" and Path(e["path"]).is_file():
+            _log_image(client, run_id, e["path"], e["key"], e["step"])
         elif e["op"] == "set_tags":
             for k, v in e["tags"].items():
                 client.set_tag(run_id, k, v)

@@ -5,6 +5,8 @@
 * :func:`plot_coverage`: object coverage J(F) per crop (PixMIM Fig. 6) from the coverage
   stage's ``coverage.csv``, whose format (:func:`to_csv`, :func:`read_csv`) is kept here
   (:mod:`pixmim.analysis.coverage` computes the values).
+* :func:`plot_reconstructions`: original | masked input | prediction | target per image (a
+  pretraining's reconstructions, :mod:`pixmim.stages.monitor`), from arrays.
 """
 
 from __future__ import annotations
@@ -161,5 +163,50 @@ def plot_coverage(csv_path: str | Path, out_png: str | Path, upper_bound: float 
     fig.tight_layout()
     out_png = Path(out_png)
     atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return out_png
+
+
+# --------------------------------------------------------------- reconstructions
+RECON_COLUMNS = ("original", "masked input", "prediction", "target")
+RECON_PANEL_PX = 128  # side of one panel in the PNG (px); images are scaled up to it
+RECON_HEADER_PX = 24  # the column titles' strip above the panels (px)
+
+
+def plot_reconstructions(panels, out_png: str | Path, columns=RECON_COLUMNS) -> Path:
+    """A grid of images, one row per image and one column per panel (MAE's visualisation:
+    original | masked input | prediction with the visible patches pasted | target), the
+    column titles above; the PNG is exactly ``len(columns) x RECON_PANEL_PX`` px wide and
+    ``rows x RECON_PANEL_PX + RECON_HEADER_PX`` px high.
+
+    Args:
+        panels: [rows, len(columns), H, W, 3] RGB values in [0, 1] (a numpy array or nested
+            lists; no torch here).
+        out_png: figure to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    grid = np.clip(np.asarray(panels, dtype=np.float32), 0.0, 1.0)
+    if grid.ndim != 5 or grid.shape[1] != len(columns) or grid.shape[-1] != 3:
+        raise ValueError(f"expected panels [rows, {len(columns)}, H, W, 3], got {grid.shape}")
+    rows, cols = grid.shape[:2]
+    dpi = 100
+    width, height = cols * RECON_PANEL_PX, rows * RECON_PANEL_PX + RECON_HEADER_PX
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    for r in range(rows):
+        for c in range(cols):
+            ax = fig.add_axes((c / cols, 1 - (RECON_HEADER_PX + (r + 1) * RECON_PANEL_PX)
+                               / height, 1 / cols, RECON_PANEL_PX / height))
+            ax.imshow(grid[r, c], interpolation="nearest")
+            ax.set_axis_off()
+    for c, name in enumerate(columns):
+        fig.text((c + 0.5) / cols, 1 - RECON_HEADER_PX / 2 / height, name, ha="center",
+                 va="center", fontsize=9)
+    out_png = Path(out_png)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return out_png

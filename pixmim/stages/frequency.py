@@ -8,7 +8,8 @@ per-band PSNR to ``metrics.json`` and ``bands.csv``: ``band_psnr`` (the default
 reconstruction), ``band_psnr_target_denorm`` (un-normalised with the target's statistics)
 and ``band_psnr_patch_stats`` (prediction zeroed: what the de-normalisation alone restores;
 the model's contribution is the gap to it); ``example_band_psnr``: the first validation
-image alone (Fig. 1).
+image alone (Fig. 1), drawn with its reconstruction in ``example_reconstruction.png`` by
+the pretraining monitor's code (:func:`pixmim.stages.monitor.reconstruction_panels`).
 
 ``N_BANDS`` rings up to ``img_size / 2`` bins (the paper plots 0..112 at 224 px with fine
 intervals; 16 rings of 2 bins at 64 px). It is a module constant until the workflow
@@ -32,6 +33,7 @@ from pixmim.engine import distributed
 from pixmim.engine.loop import capped, make_loader, seed_everything
 from pixmim.io import write_text
 from pixmim.progress import progress
+from pixmim.report.plots import plot_reconstructions
 from pixmim.stages.common import (
     build_pretrained,
     complete,
@@ -41,6 +43,7 @@ from pixmim.stages.common import (
     run_main,
     tracked,
 )
+from pixmim.stages.monitor import reconstruction_panels
 
 N_BANDS = 16
 
@@ -76,6 +79,17 @@ def measure(model: torch.nn.Module, loader, cfg: JobConfig, device: torch.device
                 sums["example"] += fq.psnr_from_mse(mse[index.index(0)])
         sums["n"] += len(x)
     return sums
+
+
+def example_reconstruction(model: torch.nn.Module, val_ds, cfg: JobConfig,
+                           device: torch.device, out: Path) -> Path:
+    """Fig. 1's example (validation image 0, with the mask the analysis drew for it) as the
+    pretraining monitor draws its reconstructions: original | masked input | prediction |
+    target, in ``<out>/example_reconstruction.png``. (Fig. 1's band components of the input
+    and of the reconstruction are not drawn; its PSNR per band is ``example_band_psnr``.)"""
+    x = val_ds[0][0].unsqueeze(0).to(device)
+    panels = reconstruction_panels(model, x, [sample_seed(cfg.train.seed, 0, 0)])
+    return plot_reconstructions(panels, out / "example_reconstruction.png")
 
 
 def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
@@ -139,6 +153,8 @@ def run(cfg: JobConfig, out: Path, n_bands: int = N_BANDS) -> dict[str, Any]:
                                  enumerate(metrics["band_psnr"]) if v is not None}, step=0)
             if metrics["psnr"] is not None:
                 tracker.log_metrics({"psnr": metrics["psnr"]}, step=0)
+            example = example_reconstruction(model, val_ds, cfg, dist.device, out)
+            tracker.log_artifact(example)
     return complete(out, metrics, tracker, cfg, dist)
 
 

@@ -30,6 +30,7 @@ from pixmim.stages.common import (
     save_model,
     tracked,
 )
+from pixmim.stages.monitor import Monitor
 
 
 def model_kwargs(cfg: JobConfig) -> dict[str, Any]:
@@ -132,8 +133,9 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with tracked(cfg, out, dist) as tracker:
+        monitor = Monitor(model, cfg, out, dist, tracker)  # pretrain.monitor: k-NN, images
         history = fit(model, loss_fn, optimizer, loader, t, out, tracker, desc="pretrain",
-                      dist=dist,
+                      dist=dist, monitor=monitor if monitor.active else None,
                       extra_state={"mlflow_run_id": tracker.run_id if tracker else ""})
     metrics = {
         "stage": "pretrain", "experiment": cfg.experiment,
@@ -142,7 +144,7 @@ def run(cfg: JobConfig, out: Path) -> dict[str, Any]:
         "loss_curve": [h["train_loss"] for h in history],
         "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
         "epochs": len(history), "world_size": dist.world, "wall_s": time.perf_counter() - t0,
-        "bad_images_skipped": len(dataset.skipped),
+        "bad_images_skipped": len(dataset.skipped), **monitor.summary(history),
     }
     if cfg.variant.target == "adaptive":
         metrics["final_radius"] = model.current_radius

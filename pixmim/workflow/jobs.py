@@ -201,8 +201,12 @@ def _variant(config: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
 
 def _train(config: dict[str, Any], spec: registry.Stage, knobs: dict[str, Any],
            job: dict[str, Any]) -> None:
-    job["train"].update(section(config, spec.section, knobs["method"], knobs["arch"], spec.name))
+    sec = section(config, spec.section, knobs["method"], knobs["arch"], spec.name)
+    monitor = sec.pop("monitor", None)  # pretrain.monitor: what the pretraining watches
+    job["train"].update(sec)
     if spec.consumes is None:  # the pretraining itself
+        if monitor:
+            job["monitor"] = dict(monitor)
         job["data"]["img_size"] = pretrain_size(config, knobs["method"], knobs["arch"])
         job["train"]["epochs"] = knobs["epochs"]
         job.update(mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"],

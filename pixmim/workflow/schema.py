@@ -23,6 +23,7 @@ from pixmim.config import (
     ConfigError,
     DenseConfig,
     FinetuneConfig,
+    MonitorConfig,
     TrainConfig,
     VariantConfig,
     json_schema,
@@ -48,6 +49,9 @@ def build_schema(config: dict[str, Any], path: Traversable = SCHEMA) -> dict[str
     # training sections: one source, the dataclasses (workflow-only keys excluded)
     defs["train"] = json_schema(TrainConfig, exclude=("device", "seed"),
                                 required=("epochs", "batch_size", "base_lr"))
+    # the pretraining's section: the training keys and what it watches (pretrain.monitor)
+    defs["pretrain"] = {**defs["train"], "properties": {**defs["train"]["properties"],
+                                                        "monitor": json_schema(MonitorConfig)}}
     ft = json_schema(FinetuneConfig, exclude=("fraction", "layer_decay"))
     tr = json_schema(TrainConfig, exclude=("device", "seed", "base_lr", "momentum"))
     defs["finetune"] = {**tr, "properties": {**tr["properties"], **ft["properties"],

@@ -67,6 +67,11 @@ ALLOWED = {
     "*.max_steps": "step cap",
     "*.max_eval_batches": "evaluation batch cap",
     "*.max_batches": "evaluation batch cap",
+    # the pretraining monitor's image counts (its k-NN bank and queries, figure rows): caps
+    # on what it reads, its schedule (knn_every, recon_every) kept
+    "*monitor.knn_bank": "monitor image cap",
+    "*monitor.knn_queries": "monitor image cap",
+    "*monitor.recon_images": "monitor image cap",
     "*.max_iters": "iteration cap",
     "*.max_eval_images": "evaluation size cap",
     # repetitions of one job (the paper averages two segmentation runs; the averaging is
