@@ -36,6 +36,7 @@ LONGEST_FIRST = (
     "tests/workflow/test_released.py",
     "tests/stages/test_data_parallel.py",
     "tests/stages/test_pretrain_stage.py",
+    "tests/stages/test_monitor.py",
     "tests/report/test_mlflow_browser.py",
     "tests/faults/test_tracking_faults.py",
     "tests/faults/test_preemption.py",
