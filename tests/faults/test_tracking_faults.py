@@ -102,9 +102,11 @@ def assert_finished_untracked(res, out, cause: str) -> dict:
     assert len(said) == 1 and cause in said[0], said
     assert f"recorded to {out / OFFLINE_LOG}" in said[0]
     ops = offline_ops(out)
+    # the step metrics, the epoch metrics, then the job's resources (stages.common.finish)
     assert [e["op"] for e in ops] == (
-        ["create_run"] + ["log_metrics"] * (EPOCHS * 4 // LOG_EVERY + EPOCHS)
+        ["create_run"] + ["log_metrics"] * (EPOCHS * 4 // LOG_EVERY + EPOCHS + 1)
         + ["log_artifact"] * 2 + ["finish"])
+    assert set(ops[-4]["metrics"]) >= {"resources/wall_s", "resources/peak_host_mem_mb"}
     assert ops[-1]["status"] == "FINISHED"
     return metrics
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from PIL import Image
 
 from pixmim.config import JobConfig, from_dict
 
@@ -67,6 +68,13 @@ def populate(root: Path) -> str:
         pre = start_tracker(job(exp, "pretrain", uri, "table2,table4"), root / exp / "pretrain")
         for step, loss in enumerate((1.0, 0.7, 0.5), start=1):
             pre.log_metrics({"train_loss": loss if exp == BASE else loss - 0.1}, step)
+        # the monitor's: a k-NN curve and a reconstruction figure per logged epoch
+        # (pixmim.stages.monitor: knn_top1 at step = epoch, log_image under its key)
+        for epoch, knn in ((1, 9.5), (3, 12.5)):
+            pre.log_metrics({"knn_top1": knn}, epoch)
+            png = root / exp / f"reconstructions_{epoch}.png"
+            Image.new("RGB", (256, 64), (40 * epoch, 90, 160)).save(png)
+            pre.log_image(png, "reconstructions", step=epoch)
         pre.finish()
         probe = start_tracker(job(exp, "linear_probe", uri, "table2,table4"),
                               root / exp / "linear_probe", {"mlflow.parentRunId": pre.run_id})
@@ -251,3 +259,15 @@ def test_a_tables_run_shows_its_markdown(server, tmp_path):
     # the resources tables' run links (pixmim.report.tables.resources_markdown)
     text = render(f"{url}/#/runs/{run.info.run_id}", tmp_path, cells)
     assert all(c in text for c in cells), text[:3000]
+
+
+def test_a_pretrainings_run_page_shows_its_knn_curve_and_reconstructions(server, tmp_path):
+    """The monitor's output where a user looks: the run page's metrics tab plots
+    ``knn_top1``; its images are the reconstruction figures, under their key."""
+    url, exp_id, client = server
+    (run,) = client.search_runs([exp_id], f"attributes.run_name = '{BASE}/pretrain'")
+    page = f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}"
+    text = render(f"{page}/model-metrics", tmp_path, ("knn_top1",))
+    assert "knn_top1" in text, text[:3000]
+    text = render(f"{page}/model-metrics", tmp_path, ("reconstructions",))
+    assert "reconstructions" in text, text[:3000]
