@@ -68,20 +68,21 @@ def populate(root: Path) -> str:
         pre = start_tracker(job(exp, "pretrain", uri, "table2,table4"), root / exp / "pretrain")
         for step, loss in enumerate((1.0, 0.7, 0.5), start=1):
             pre.log_metrics({"train_loss": loss if exp == BASE else loss - 0.1}, step)
-        # the monitor's: a k-NN curve and a reconstruction figure per logged epoch
-        # (pixmim.stages.monitor: knn_top1 at step = epoch, log_image under its key)
-        for epoch, knn in ((1, 9.5), (3, 12.5)):
-            pre.log_metrics({"knn_top1": knn}, epoch)
-            png = root / exp / f"reconstructions_{epoch}.png"
-            Image.new("RGB", (256, 64), (40 * epoch, 90, 160)).save(png)
-            pre.log_image(png, "reconstructions", step=epoch)
         pre.finish()
         probe = start_tracker(job(exp, "linear_probe", uri, "table2,table4"),
                               root / exp / "linear_probe", {"mlflow.parentRunId": pre.run_id})
         for epoch in (1, 2):
             probe.log_metrics({"top1": 0.3 * epoch + (0.05 if exp == PIX else 0.0)}, epoch)
         probe.finish()
-    start_tracker(job(CONTROL, "pretrain", uri, "table9"), root / CONTROL).finish()
+    control = start_tracker(job(CONTROL, "pretrain", uri, "table9"), root / CONTROL)
+    # the monitor's: a k-NN curve and a reconstruction figure per logged epoch
+    # (pixmim.stages.monitor: knn_top1 at step = epoch, log_image under its key)
+    for epoch, knn in ((1, 9.5), (3, 12.5)):
+        control.log_metrics({"knn_top1": knn}, epoch)
+        png = root / CONTROL / f"reconstructions_{epoch}.png"
+        Image.new("RGB", (256, 64), (40 * epoch, 90, 160)).save(png)
+        control.log_image(png, "reconstructions", step=epoch)
+    control.finish()
     # a dense run: its training curve at step = iteration, its summary at step 0
     dense = start_tracker(job(BASE, "segment_ade20k", uri, "table2"), root / BASE / "seg")
     for it in range(10, 110, 10):
@@ -265,7 +266,7 @@ def test_a_pretrainings_run_page_shows_its_knn_curve_and_reconstructions(server,
     """The monitor's output where a user looks: the run page's metrics tab plots
     ``knn_top1``; its images are the reconstruction figures, under their key."""
     url, exp_id, client = server
-    (run,) = client.search_runs([exp_id], f"attributes.run_name = '{BASE}/pretrain'")
+    (run,) = client.search_runs([exp_id], f"attributes.run_name = '{CONTROL}/pretrain'")
     page = f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}"
     text = render(f"{page}/model-metrics", tmp_path, ("knn_top1",))
     assert "knn_top1" in text, text[:3000]
