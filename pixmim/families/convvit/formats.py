@@ -44,7 +44,7 @@ import torch
 
 from pixmim import families
 from pixmim.families.convvit.nets import classifier
-from pixmim.families.vit.formats import FormatError, _shown
+from pixmim.families.vit.formats import FormatError, _shown, fit_report
 from pixmim.models import create_model
 
 __all__ = ["FORMATS", "KINDS", "FormatError", "expected", "from_ours", "to_ours"]
@@ -108,23 +108,7 @@ def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
     if kind == "finetuned" and num_classes is None:
         num_classes = out["head.weight"].shape[0] if "head.weight" in out else 1000
     want = expected(method, arch, kind, num_classes or 1000, img_size)
-    missing = set(want) - set(out)
-    only = {k for k in want if k.startswith(families.pretrain_only(method))}
-    encoder_only = kind == "pretrained" and bool(only) and only <= missing
-    if encoder_only:  # all the pretraining-only keys absent: an encoder; some: an error
-        missing -= only
-    unexpected = set(out) - set(want)
-    shapes = [f"{k} {list(out[k].shape)} != {list(want[k])}" for k in sorted(set(out) & set(want))
-              if out[k].shape != want[k]]
-    if missing or unexpected or shapes:
-        differ = f", shapes {_shown(shapes, 2)}" if shapes else ""
-        raise FormatError(
-            f"{fmt} {kind} checkpoint does not fit {method} {arch}: missing {_shown(missing)}, "
-            f"unexpected {_shown(unexpected)}{differ}")
-    report = {"format": fmt, "kind": kind, "method": method, "arch": arch,
-              "encoder_only": encoder_only, "absent": sorted(only) if encoder_only else [],
-              "dropped": []}
-    return out, report
+    return out, fit_report(out, want, fmt, kind, method, arch)
 
 
 def from_ours(state_dict: dict[str, torch.Tensor], fmt: str, kind: str, method: str,

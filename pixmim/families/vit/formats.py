@@ -246,6 +246,16 @@ def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
     if head and num_classes is None:
         num_classes = out[head].shape[0] if head in out else 1000
     want = expected(method, arch, kind, num_classes or 1000, img_size)
+    return out, fit_report(out, want, fmt, kind, method, arch, unmapped, dropped)
+
+
+def fit_report(out: dict[str, torch.Tensor], want: dict[str, tuple[int, ...]], fmt: str,
+               kind: str, method: str, arch: str, unmapped: list[str] | tuple = (),
+               dropped: list[str] | tuple = ()) -> dict[str, Any]:
+    """The report of a converted state dict ``out`` against the shapes ``want`` of the
+    model it is meant for (any family's ``to_ours``): an encoder when every pretraining-only
+    key is absent; else a FormatError of one line naming the missing and unexpected keys
+    (``unmapped``: the file's keys that have no name of ours) and the shapes that differ."""
     missing = set(want) - set(out)
     only = {k for k in want if k.startswith(families.pretrain_only(method))}
     encoder_only = kind == "pretrained" and bool(only) and only <= missing
@@ -259,10 +269,9 @@ def to_ours(checkpoint: Any, fmt: str, kind: str, method: str, arch: str,
         raise FormatError(
             f"{fmt} {kind} checkpoint does not fit {method} {arch}: missing {_shown(missing)}, "
             f"unexpected {_shown(unexpected)}{differ}")
-    report = {"format": fmt, "kind": kind, "method": method, "arch": arch,
-              "encoder_only": encoder_only, "absent": sorted(only) if encoder_only else [],
-              "dropped": sorted(dropped)}
-    return out, report
+    return {"format": fmt, "kind": kind, "method": method, "arch": arch,
+            "encoder_only": encoder_only, "absent": sorted(only) if encoder_only else [],
+            "dropped": sorted(dropped)}
 
 
 def from_ours(state_dict: dict[str, torch.Tensor], fmt: str, kind: str, method: str,
