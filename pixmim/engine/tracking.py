@@ -332,12 +332,14 @@ class Tracker:
 
 
 def log_report(uri: str, experiment: str, kind: str, name: str, files: list[Path],
-               cell_runs: list[str], note: str = "") -> str | None:
+               cell_runs: list[str], note: str | list[str] = "") -> str | None:
     """Attach a built table or figure to the experiment as a run of its own, named ``name``
     and tagged ``kind=<kind>``, ``<kind>=<name>``, ``cell_runs`` (the MLflow run ids of its
     cells, comma-separated); ``files`` are its artifacts and ``note`` its description (the
-    run page renders it as Markdown). A rebuilt table reuses its run (its files replaced,
-    same names), and each cell run gets a tag ``<kind>_run.<name>`` with the table run's id.
+    run page renders it as Markdown): a list is its sections, each kept whole while the
+    description fits MLflow's tag limit, the rest replaced by a line pointing to the
+    artifacts. A rebuilt table reuses its run (its files replaced, same names), and each
+    cell run gets a tag ``<kind>_run.<name>`` with the table run's id.
     Like a stage's tracking, a failure never fails the build: one warning, and None."""
     try:
         return _log_report(uri, experiment, kind, name, files, cell_runs, note)
@@ -358,7 +360,7 @@ def _log_report(uri: str, experiment: str, kind: str, name: str, files: list[Pat
     found = client.search_runs([exp_id], f"tags.kind = '{kind}' and tags.{kind} = '{name}'",
                                max_results=1)
     tags = {"kind": kind, kind: name, "cell_runs": ",".join(cell_runs)[:MAX_TAG_VAL_LENGTH],
-            "mlflow.note.content": note[:MAX_TAG_VAL_LENGTH]}
+            "mlflow.note.content": fit_sections(note, MAX_TAG_VAL_LENGTH)}
     if found:
         run_id = found[0].info.run_id
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -372,6 +374,21 @@ def _log_report(uri: str, experiment: str, kind: str, name: str, files: list[Pat
         with suppress(Exception):
             client.set_tag(cell, f"{kind}_run.{name}", run_id)
     return run_id
+
+
+SECTION_LEFT_OUT = "\n_(A section too long for this description is in the artifacts.)_\n"
+
+
+def fit_sections(note: str | list[str], limit: int) -> str:
+    """``note``'s sections joined, in order, each whole or left out (with one line saying
+    so) where it would take the text past ``limit`` characters."""
+    out, left_out = "", False
+    for part in [note] if isinstance(note, str) else note:
+        if len(out) + len(part) + len(SECTION_LEFT_OUT) <= limit:
+            out += part
+        else:
+            left_out = True
+    return (out + SECTION_LEFT_OUT if left_out else out)[:limit]
 
 
 def _log_image(client, run_id: str, path: str, key: str, step: int) -> None:

@@ -381,16 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     res = resources_table(spec)
     files = [stem.with_suffix(".md"), stem.with_suffix(".csv"),
              res_stem.with_suffix(".md"), res_stem.with_suffix(".csv")]
-    markdown = to_markdown(df, spec)
+    markdown, res_markdown = to_markdown(df, spec), resources_markdown(res, spec)
     write_text(files[0], markdown)
     write_text(files[1], df.to_csv(index=False, float_format="%.4f"))
-    write_text(files[2], resources_markdown(res, spec))
+    write_text(files[2], res_markdown)
     write_text(files[3], res.to_csv(index=False, float_format="%.4f"))
     print(f"wrote {stem}.csv and {stem}.md ({len(df)} rows), {res_stem}.csv and .md")
     if args.tracking_uri and args.experiment:
-        note = markdown.split("## Provenance")[0] + (  # the description: the table itself
-            "Provenance (each cell's runs, commits, data) and the resources table: in the "
-            "artifacts.\n")
+        # the description: the table itself, then its resources table (a heading lower)
+        note = [markdown.split("## Provenance")[0], "#" + res_markdown + "\n",
+                f"Provenance (each cell's runs, commits, data): `{stem.name}.md` in the "
+                "artifacts.\n"]
         run = log_report(resolve_uri(args.tracking_uri), args.experiment, "table",
                          stem.name, files, spec_runs(spec), note)
         if run:

@@ -5,17 +5,8 @@ the experiment's printed link lands on its runs, and a table's run shows the tab
 The store is filled through the stages' own ``start_tracker`` (the tags a real run gets).
 """
 
-import html
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,18 +14,9 @@ import pytest
 from PIL import Image
 
 from pixmim.config import JobConfig, from_dict
+from tests.report.browser import CHROMIUM, NO_CHROMIUM, mlflow_server, render, runs_page
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH or at /usr/bin/chromium "
-                       "(Debian: apt-get install chromium)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
 
 EXPERIMENT = "browser-check"
 BASE, PIX = "mae-pixel-rrc_vit_cpu_patch8_64_2e", "mae-lowpass40-src_vit_cpu_patch8_64_2e"
@@ -98,26 +80,6 @@ def populate(root: Path) -> str:
     return uri
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, experiment id, MlflowClient on the server) of a fresh local server."""
@@ -125,55 +87,11 @@ def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         uri = populate(root / "store")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", uri, "--workers", "1"]
-    # MLflow 3 also starts a job runner and 7 huey consumers by default: not needed for the UI
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as f:  # own process group: the finalizer stops the server and workers
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
-    try:
-        wait_healthy(url, proc, log)
+    with mlflow_server(uri, root) as url:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=url)
         yield url, client.get_experiment_by_name(EXPERIMENT).experiment_id, client
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def render(url: str, tmp_path: Path, expect: tuple[str, ...] = (), tries: int = 3) -> str:
-    """The visible text of ``url`` once the React app has rendered (headless Chromium).
-
-    The UI loads some panels (the charts) on timers that race the virtual-time budget, so a
-    page lacking any of ``expect`` is rendered again, up to ``tries`` times.
-    """
-    for _ in range(tries):
-        profile = tmp_path / f"chromium-{time.monotonic_ns()}"
-        cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-               "--virtual-time-budget=60000", url]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-        assert res.returncode == 0, res.stderr[-2000:]
-        body = res.stdout[res.stdout.find("<body"):]
-        body = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", body, flags=re.S)
-        text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
-        if all(e in text for e in expect):
-            break
-    return text
-
-
-def runs_page(url: str, exp_id: str, search: str | None = None, mode: str = "") -> str:
-    query = [f"searchFilter={quote(search, safe='')}"] if search else []
-    query += [f"compareRunsMode={mode}"] if mode else []
-    return f"{url}/#/experiments/{exp_id}/runs" + ("?" + "&".join(query) if query else "")
 
 
 def test_table_filter_shows_its_runs_only(server, tmp_path):

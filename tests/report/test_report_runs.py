@@ -2,6 +2,7 @@
 (pixmim.report.tables, pixmim.report.figures, pixmim.engine.tracking.log_report)."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -106,7 +107,10 @@ def test_main_logs_the_table_as_one_run_reused_when_rebuilt(tmp_path, monkeypatc
     assert run.info.run_name == "table2" and run.data.tags["table"] == "table2"
     assert run.info.status == "FINISHED"
     assert run.data.tags["cell_runs"].split(",") == cells
-    assert "PixMIM MAE" in run.data.tags["mlflow.note.content"]  # the table, on its page
+    note = run.data.tags["mlflow.note.content"]  # the table, then its resources, on its page
+    assert note.index("| PixMIM MAE ") < note.index("## Resources: Table 2")
+    assert re.search(r"^\| MAE +\| pretrain +\| 2 +\| 1:30:00 ", note, re.M), note
+    assert "## Provenance" not in note and "`table2.md` in the artifacts" in note
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert arts == {"table2.md", "table2.csv", "table2_resources.md", "table2_resources.csv"}
     assert all(client.get_run(c).data.tags["table_run.table2"] == run.info.run_id
@@ -160,3 +164,13 @@ def test_a_figure_is_logged_with_its_files(tmp_path, monkeypatch):
     assert run.data.tags["cell_runs"].split(",") == RUN_IDS["base"] + RUN_IDS["pix"]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"fig9_toy.png",
                                                                           "fig9_toy.csv"}
+
+
+def test_a_description_keeps_whole_sections_only():
+    from pixmim.engine.tracking import SECTION_LEFT_OUT, fit_sections
+
+    assert fit_sections("abc", 100) == "abc"
+    assert fit_sections(["ab", "cd", "ef"], 100) == "abcdef"
+    limit = 4 + len(SECTION_LEFT_OUT)  # room for "ab" + "cd" and the line, not "efg"
+    assert fit_sections(["ab", "efg", "cd"], limit) == "abcd" + SECTION_LEFT_OUT
+    assert fit_sections(["x" * 50], 20) == SECTION_LEFT_OUT[:20]

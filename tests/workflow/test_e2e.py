@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, tiny_overrides
+from tests.report.browser import CHROMIUM, NO_CHROMIUM, dom, mlflow_server, render
 
 
 def snakemake(*args, cwd=ROOT, timeout=2400):
@@ -36,11 +37,19 @@ def test_bad_config_key_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.slow
-def test_default_dag_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default DAG (its targets, on the tiny overlay), run once for this module's tests:
+    (its folder, the overlay, Snakemake's result, when it started)."""
+    tmp_path = tmp_path_factory.mktemp("default")
     overlay = write_overlay(tmp_path)
     started = time.time()
-    res = snakemake("--configfile", str(overlay))
+    return tmp_path, overlay, snakemake("--configfile", str(overlay)), started
+
+
+@pytest.mark.slow
+def test_default_dag_end_to_end(default_run):
+    tmp_path, overlay, res, started = default_run
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     results = tmp_path / "results"
 
@@ -155,6 +164,46 @@ def test_default_dag_end_to_end(tmp_path):
 
     # identity is what a job reads: the three ways a config change reaches the DAG
     check_selective_reruns(tmp_path, overlay, results)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_defaults_tables_and_figures_in_the_mlflow_ui(default_run, tmp_path):
+    """What `make ui` shows of the default's tables and figures, rendered by headless
+    Chromium: each table's run page shows the table (its cells as the Markdown file has
+    them) and its resources table; each figure's run shows its PNG."""
+    from mlflow.tracking import MlflowClient
+
+    root, _, res, _ = default_run
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    results = root / "results"
+    with mlflow_server(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}", tmp_path) as url:
+        client = MlflowClient(tracking_uri=url)
+        exp_id = client.get_experiment_by_name("pixmim-e2e").experiment_id
+        for table in ("table2", "table4", "table19"):
+            (run,) = client.search_runs([exp_id], f"tags.table = '{table}'")
+            md = (results / "tables" / f"{table}.md").read_text()
+            title = md.splitlines()[0].removeprefix("# ")
+            row = next(line for line in md.splitlines() if line.startswith("| PixMIM MAE"))
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            resources = (results / "tables" / f"{table}_resources.md").read_text()
+            runtime = next(line for line in resources.splitlines()
+                           if line.startswith("| PixMIM MAE")).split("|")[4].strip()
+            expect = (title, *cells, f"Resources: {title}", runtime)
+            text = render(f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path,
+                          expect)
+            assert all(e in text for e in expect), (table, expect, text[:3000])
+            assert "|:--" not in text  # rendered, not raw
+        for fig in ("fig5_frequency", "fig6_coverage", "fig8_shape_bias"):
+            (run,) = client.search_runs([exp_id], f"tags.figure = '{fig}'")
+            page = (f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}/artifacts/"
+                    f"{fig}.png")
+            shown = f'<img alt="{fig}.png" src="blob:'  # the fetched PNG, drawn
+            for _ in range(3):
+                html = dom(page, tmp_path)
+                if shown in html:
+                    break
+            assert shown in html, (fig, html[-3000:])
 
 
 def readme_filters() -> list[tuple[str, str, dict[str, list[str]]]]:
