@@ -258,3 +258,31 @@ def test_installed_wheel_runs_the_cli_and_builds_a_table(wheel, tmp_path):
     assert res.returncode == 0, res.stderr
     md = (work / "tables" / "table2.md").read_text()
     assert "41.5 (67.2)" in md and "+1.5 (+1.6)" in md  # the paper's values: package data
+
+
+def test_make_envs_two_pip_halves_write_no_folder_in_common():
+    """`make env` installs the lock as two concurrent pip processes (Makefile ``LOCK_A``):
+    together they are the lock, and no top-level folder of site-packages is written by a
+    distribution of each half (two processes would race on its files)."""
+    import re
+    from importlib.metadata import distribution
+
+    pattern = re.search(r"^LOCK_A := (.+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    half_a = [line for line in lines if re.search(pattern, line)]
+    half_b = [line for line in lines if not re.search(pattern, line)]
+    assert sorted(half_a + half_b) == sorted(lines)
+    assert any(line.startswith("torch==") for line in half_a) and len(half_b) > len(half_a)
+
+    def folders(half: list[str]) -> set[str]:
+        out = set()
+        for line in half:
+            if line.startswith("#") or "==" not in line:
+                continue
+            files = distribution(line.split("==")[0]).files or []
+            out |= {f.parts[0] for f in files if len(f.parts) > 1
+                    and not f.parts[0].endswith((".dist-info", ".data")) and f.parts[0] != ".."}
+        return out
+
+    common = folders(half_a) & folders(half_b)
+    assert not common, f"folders written by both halves of the lock: {sorted(common)}"
