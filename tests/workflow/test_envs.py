@@ -229,10 +229,10 @@ def test_every_pixmim_rule_has_an_env_providing_its_imports(tmp_path):
                 f"rule {rule}: {importer} imports {top} ({', '.join(dists)}), not in {env.name}"
 
 
-def test_table_env_is_torch_free():
-    """`python -m pixmim table` imports no torch, so its env (report.yaml) has none."""
+def test_the_table_build_imports_no_torch():
+    """`python -m pixmim table` imports no torch (it runs in the training env, for MLflow,
+    but starts in well under a second more than a torch-free env would)."""
     assert "torch" not in third_party(["pixmim.__main__", "pixmim.report.tables"])
-    assert "torch" not in installs(ENVS / "report.yaml")
 
 
 @pytest.mark.slow

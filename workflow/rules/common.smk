@@ -17,7 +17,6 @@ ENVS = {
     "data": "../../envs/data.yaml",
     "train": "../../envs/train.yaml",
     "dense": "../../envs/dense.yaml",
-    "report": "../../envs/report.yaml",
 }
 # Jobs run `python -m pixmim ...`: with --sdm conda the interpreter of the rule's env (its
 # activation puts it first on PATH), otherwise the interpreter running Snakemake, put first
