@@ -186,7 +186,8 @@ def test_a_pretrainings_run_page_shows_its_knn_curve_and_reconstructions(server,
     url, exp_id, client = server
     (run,) = client.search_runs([exp_id], f"attributes.run_name = '{CONTROL}/pretrain'")
     page = f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}"
-    text = render(f"{page}/model-metrics", tmp_path, ("knn_top1",))
-    assert "knn_top1" in text, text[:3000]
-    text = render(f"{page}/model-metrics", tmp_path, ("reconstructions",))
-    assert "reconstructions" in text, text[:3000]
+    # the panels load on timers that race the render under load (seen once with both
+    # xdist workers busy: the page's header, no panel): more tries than the default
+    shown = ("knn_top1", "reconstructions")
+    text = render(f"{page}/model-metrics", tmp_path, shown, tries=6)
+    assert all(s in text for s in shown), text[:3000]

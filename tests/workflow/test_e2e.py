@@ -191,7 +191,7 @@ def test_the_defaults_tables_and_figures_in_the_mlflow_ui(default_run, tmp_path)
                            if line.startswith("| PixMIM MAE")).split("|")[4].strip()
             expect = (title, *cells, f"Resources: {title}", runtime)
             text = render(f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path,
-                          expect)
+                          expect, tries=5)
             assert all(e in text for e in expect), (table, expect, text[:3000])
             assert "|:--" not in text  # rendered, not raw
         for fig in ("fig5_frequency", "fig6_coverage", "fig8_shape_bias"):
@@ -199,7 +199,7 @@ def test_the_defaults_tables_and_figures_in_the_mlflow_ui(default_run, tmp_path)
             page = (f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}/artifacts/"
                     f"{fig}.png")
             shown = f'<img alt="{fig}.png" src="blob:'  # the fetched PNG, drawn
-            for _ in range(3):
+            for _ in range(5):
                 html = dom(page, tmp_path)
                 if shown in html:
                     break
