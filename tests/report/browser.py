@@ -71,7 +71,7 @@ def mlflow_server(uri: str, workdir: Path):
             proc.wait()
 
 
-def dom(url: str, tmp_path: Path) -> str:
+def _dump(url: str, tmp_path: Path) -> str:
     """The DOM of ``url`` once the React app has rendered (headless Chromium)."""
     profile = tmp_path / f"chromium-{time.monotonic_ns()}"
     cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
@@ -87,17 +87,25 @@ def visible_text(page: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
 
 
-def render(url: str, tmp_path: Path, expect: tuple[str, ...] = (), tries: int = 3) -> str:
-    """The visible text of ``url`` once rendered.
-
-    The UI loads some panels (the charts) on timers that race the virtual-time budget, so a
-    page lacking any of ``expect`` is rendered again, up to ``tries`` times.
-    """
+def _until(url: str, tmp_path: Path, view, expect: tuple[str, ...], tries: int) -> str:
+    """``view`` of the rendered page, rendered again (up to ``tries`` times) while it lacks
+    any of ``expect``: the UI loads some panels (the charts, an artifact's image) on timers
+    that race the virtual-time budget."""
     for _ in range(tries):
-        text = visible_text(dom(url, tmp_path))
-        if all(e in text for e in expect):
+        out = view(_dump(url, tmp_path))
+        if all(e in out for e in expect):
             break
-    return text
+    return out
+
+
+def dom(url: str, tmp_path: Path, expect: tuple[str, ...] = (), tries: int = 1) -> str:
+    """The DOM of ``url`` once rendered (retried as :func:`_until`)."""
+    return _until(url, tmp_path, lambda page: page, expect, tries)
+
+
+def render(url: str, tmp_path: Path, expect: tuple[str, ...] = (), tries: int = 3) -> str:
+    """The visible text of ``url`` once rendered (retried as :func:`_until`)."""
+    return _until(url, tmp_path, visible_text, expect, tries)
 
 
 def runs_page(url: str, exp_id: str, search: str | None = None, mode: str = "") -> str:

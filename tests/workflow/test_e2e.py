@@ -199,10 +199,7 @@ def test_the_defaults_tables_and_figures_in_the_mlflow_ui(default_run, tmp_path)
             page = (f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}/artifacts/"
                     f"{fig}.png")
             shown = f'<img alt="{fig}.png" src="blob:'  # the fetched PNG, drawn
-            for _ in range(5):
-                html = dom(page, tmp_path)
-                if shown in html:
-                    break
+            html = dom(page, tmp_path, (shown,), tries=5)
             assert shown in html, (fig, html[-3000:])
 
 

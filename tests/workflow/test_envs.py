@@ -230,8 +230,8 @@ def test_every_pixmim_rule_has_an_env_providing_its_imports(tmp_path):
 
 
 def test_the_table_build_imports_no_torch():
-    """`python -m pixmim table` imports no torch (it runs in the training env, for MLflow,
-    but starts in well under a second more than a torch-free env would)."""
+    """`python -m pixmim table` imports no torch (it runs in the training env, which has
+    the MLflow it logs the table with, but does not load torch)."""
     assert "torch" not in third_party(["pixmim.__main__", "pixmim.report.tables"])
 
 
