@@ -9,6 +9,7 @@ import sys
 from snakemake.cli import get_argument_parser
 from snakemake.utils import min_version
 
+from pixmim import warm
 from pixmim import workflow as W
 from pixmim.workflow.targets import cli_targets
 
@@ -33,6 +34,20 @@ if workflow.is_main_process:  # (a job's own process finds its inputs written)
     # written where their content changed: a config change reaches the DAG through file
     # times, with or without .snakemake/. A job's bad layout: one line, as a bad key.
     W.one_line_errors(W.materialize, config, TARGETS)
+
+
+# A local run's jobs fork from one process with torch, timm and MLflow imported
+# (config warm_start; pixmim.warm): started before the first job, stopped after the last.
+onstart:
+    warm.start(config, workflow)
+
+
+onsuccess:
+    warm.stop()
+
+
+onerror:
+    warm.stop()
 
 
 include: "workflow/rules/common.smk"

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from pixmim import __version__, registry
+from pixmim import __version__, registry, warm
 from pixmim.config import ConfigError
 from pixmim.io import WriteError
 from pixmim.registry import RegistryError
@@ -37,6 +37,7 @@ TOOLS = {
                   "Dress rehearsal: `rehearsal resources` writes memory per job kind"),
     "mlflow-sync": ("pixmim.stages.mlflow_sync", "Replay tracking logged while MLflow was down"),
     "mlflow-init": ("pixmim.stages.mlflow_init", "Create the MLflow store and experiment"),
+    "warm": ("pixmim.warm", "Serve warm job starts to a local run's jobs (config warm_start)"),
 }
 
 
@@ -96,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in table:
         print(f"unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name != "warm":
+        rc = warm.relay(argv)  # in a fork of the local run's warm server, if there is one
+        if rc is not None:
+            return rc
     try:
         if name == "run":
             rc = run_job(rest)
+        elif name == "warm":
+            job = warm.main(rest)  # returns in a fork only: the job to run as this process
+            rc = 0 if job is None else main(job)
         else:
             # the command's module is imported here, by name, on purpose: a stage's torch
             # (and OpenMMLab) loads only for that stage; --help and the tools stay torch-free

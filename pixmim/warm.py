@@ -1,0 +1,333 @@
+"""Warm job starts: a local run's jobs fork from one process that has already imported the
+deep-learning stack.
+
+A job of the workflow is ``python -m pixmim <command> ...``: a fresh interpreter that spends
+~10 CPU-seconds importing torch, torchvision (whose ``ops`` import ``torch._dynamo``), timm and
+MLflow before its first step, which on the embedded default is often longer than the step
+itself. For a local run (config key ``warm_start``), the Snakefile starts one server per
+Snakemake invocation (:func:`start`, stopped by :func:`stop`) that imports those libraries
+once (:data:`PRELOAD`, by name) and listens on a Unix socket named by the environment variable
+:data:`ENV`. A job's ``python -m pixmim`` then becomes a client (:func:`relay`): it hands the
+server its arguments, working directory, environment, ``sys.path`` and its standard streams
+(the file descriptors themselves, so the job writes its log where the rule redirected it); the
+server forks, and the fork becomes that command, run by the same :func:`pixmim.__main__.main`.
+The client stays the job's process for Snakemake: it forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT
+and SIGUSR1/2 to the fork and ends as the fork ended (its exit status, or killed by the same
+signal). A client killed outright (SIGKILL) closes its connection, and the server kills the
+fork. Anything else runs the command in the client itself, as a cold start: no variable, no
+server listening (yet), another interpreter or environment (``--sdm conda``), a job under
+SLURM (``SLURM_JOB_ID``) or a process of torchrun (``LOCAL_RANK``): those keep their launcher's
+process tree and accounting.
+
+What a fork inherits that a fresh interpreter would not have: the preloaded modules (only
+third-party libraries; pixmim's own modules are imported by the fork, so plugins and code
+changes between runs behave as in a cold start) and the hash seed (``PYTHONHASHSEED``);
+Python's and NumPy's global generators are reseeded from the OS, as at a cold start, and
+torch's default generator is untouched (a fresh process's fixed default: the server draws no
+random numbers). Snakemake's ``benchmark:`` files measure the client's process tree, not the
+fork: the dress rehearsal, which reads its memory figures from them, runs cold; a job's own
+``resources`` (``metrics.json``) are measured inside the fork.
+
+Standard library only at import (the Snakefile imports this module at every DAG build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+ENV = "PIXMIM_WARM"  # the server's socket path, set for the jobs of a local run
+# What a job imports before its first step (a cold pretraining: ~10 CPU-s, `python -X
+# importtime`): torch, torchvision and timm, MLflow with its SQL store (alembic, SQLAlchemy)
+# and pandas. OpenMMLab is left to the dense jobs (~1 CPU-s more).
+PRELOAD = ("torch", "torchvision", "timm", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
+           "pandas")
+# A job started by a launcher that tracks its processes stays that launcher's child.
+COLD_WHEN = ("SLURM_JOB_ID", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+_HEADER = struct.Struct("!Q")
+
+
+def _identity() -> dict[str, str]:
+    """What client and server must share: the same interpreter in the same environment."""
+    return {"executable": os.path.realpath(sys.executable), "prefix": sys.prefix,
+            "version": sys.version}
+
+
+# --- the client: a job's `python -m pixmim ...` -------------------------------------------
+
+def relay(argv: Sequence[str]) -> int | None:
+    """Run ``python -m pixmim argv`` in a fork of the warm server and return its exit status
+    (after this process re-raises a signal that killed the fork); None where there is no
+    usable server: the caller runs the command itself."""
+    path = os.environ.get(ENV)
+    if not path or any(k in os.environ for k in COLD_WHEN):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        request = dict(_identity(), argv=[sys.argv[0], *argv], cwd=os.getcwd(),
+                       env=dict(os.environ), path=list(sys.path))
+        payload = json.dumps(request).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(payload))], [0, 1, 2])
+        conn.sendall(payload)
+        reader = conn.makefile("r")
+        first = reader.readline().split()
+    except OSError:
+        conn.close()
+        return None
+    if first[:1] != ["pid"]:  # "cold": another interpreter or environment
+        conn.close()
+        return None
+    child = int(first[1])
+
+    def forward(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    line = reader.readline().split()
+    if line[:1] != ["exit"]:
+        print(f"pixmim: the warm server ({path}) went away while running process {child}",
+              file=sys.stderr)
+        return 1
+    code = os.waitstatus_to_exitcode(int(line[1]))
+    if code < 0:  # killed by a signal: end the same way, as the shell and Snakemake see it
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+# --- the server -------------------------------------------------------------------------------
+
+def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    while len(head) < _HEADER.size:
+        more = conn.recv(_HEADER.size - len(head))
+        if not more:
+            raise ConnectionError("request cut short")
+        head += more
+    (size,) = _HEADER.unpack(head)
+    data = b""
+    while len(data) < size:
+        more = conn.recv(min(size - len(data), 1 << 16))
+        if not more:
+            raise ConnectionError("request cut short")
+        data += more
+    return json.loads(data), fds
+
+
+def _stream(fd: int, name: str) -> io.TextIOWrapper:
+    """A text stream over ``fd`` as the interpreter opens its standard streams at start-up:
+    stdout line-buffered on a terminal, stderr always, both written through with
+    ``PYTHONUNBUFFERED``; stderr's errors backslash-replaced."""
+    reading = name == "stdin"
+    raw = open(fd, "rb" if reading else "wb", buffering=0, closefd=False)  # noqa: SIM115
+    if reading:
+        return io.TextIOWrapper(io.BufferedReader(raw), encoding=sys.stdin.encoding)
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    return io.TextIOWrapper(raw if unbuffered else io.BufferedWriter(raw),
+                            encoding=sys.stdout.encoding,
+                            errors="backslashreplace" if name == "stderr" else "strict",
+                            line_buffering=os.isatty(fd) or name == "stderr",
+                            write_through=unbuffered or name == "stderr")
+
+
+def _become(request: dict, fds: list[int]) -> list[str]:
+    """In the fork: take on the client's streams, directory, environment, arguments and
+    path; return the command's arguments (``argv`` without the program)."""
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.pop(ENV, None)  # the command itself, and what it starts, runs here
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin, sys.stdout, sys.stderr = (_stream(0, "stdin"), _stream(1, "stdout"),
+                                         _stream(2, "stderr"))
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    sys.path[:] = request["path"]
+    sys.argv = list(request["argv"])
+    sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+    # a fresh interpreter seeds these from the OS; forks would otherwise share one stream
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and "torch" in sys.modules:  # a fresh torch reads it at import
+        sys.modules["torch"].set_num_threads(int(threads))
+    return sys.argv[1:]
+
+
+def serve(path: str, preload: Sequence[str] = PRELOAD) -> list[str] | None:
+    """Import ``preload``, then serve on ``path`` until SIGTERM (or until the process that
+    started the server is gone) and no fork is left running. Returns None in the server; in
+    a fork, the command's arguments, for the caller to run as this process's command."""
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # an optional library missing: its jobs import it cold
+            print(f"warm: not preloaded: {name} ({e})", file=sys.stderr)
+    if threading.active_count() > 1:  # a fork copies only the forking thread
+        print(f"warm: {threading.active_count()} threads after preloading; not serving",
+              file=sys.stderr)
+        return None
+    identity = _identity()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".tmp")
+    os.replace(path + ".tmp", path)  # clients connect only once the server listens
+    listener.listen(64)
+    parent, server = os.getppid(), os.getpid()
+    children: dict[int, socket.socket] = {}
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # its jobs' clients forward Ctrl-C
+    print(f"warm: serving on {path} (pid {server}, preloaded {', '.join(preload)})",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            if stopping.is_set() or os.getppid() != parent:
+                if listener.fileno() >= 0:
+                    listener.close()
+                    os.unlink(path)
+                if not children:
+                    return None
+            ready, _, _ = select.select(
+                [s for s in (listener, *children.values()) if s.fileno() >= 0], [], [], 0.5)
+            for s in ready:
+                if s is listener:
+                    argv = _accept(listener, identity, children)
+                    if argv is not None:  # this is the fork
+                        return argv
+                elif not s.recv(1, socket.MSG_PEEK):  # the client is gone: so is its job
+                    pid = next(p for p, c in children.items() if c is s)
+                    os.kill(pid, signal.SIGKILL)
+            _reap(children)
+    finally:
+        if os.getpid() == server and listener.fileno() >= 0:
+            listener.close()
+            os.unlink(path)
+
+
+def _accept(listener: socket.socket, identity: dict, children: dict) -> list[str] | None:
+    conn, _ = listener.accept()
+    try:
+        request, fds = _recv_request(conn)
+    except (OSError, ValueError) as e:
+        print(f"warm: a bad request ({e})", file=sys.stderr)
+        conn.close()
+        return None
+    if any(request.get(k) != v for k, v in identity.items()):
+        conn.sendall(b"cold\n")
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        print(f"warm: process {os.getpid()}: {' '.join(request['argv'][1:])}",
+              file=sys.stderr, flush=True)
+        listener.close()
+        for c in children.values():
+            c.close()
+        conn.close()
+        return _become(request, fds)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(f"pid {pid}\n".encode())
+    children[pid] = conn
+    return None
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            try:
+                conn.sendall(f"exit {status}\n".encode())
+            except OSError:
+                pass
+            conn.close()
+
+
+# --- the workflow's side: one server per local Snakemake run -------------------------------
+
+_server: dict = {}
+
+
+def start(config: dict, workflow) -> None:
+    """Start the server for this Snakemake run's local jobs (``onstart``); nothing where
+    ``warm_start`` is off, for a rehearsal, where the jobs run elsewhere (a cluster executor)
+    or in their own environments (``--sdm conda``)."""
+    if (not config.get("warm_start", True) or config.get("rehearsal")
+            or not workflow.local_exec or os.name != "posix"):
+        return
+    if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower():
+        return
+    folder = tempfile.mkdtemp(prefix="pixmim-warm-")
+    path = os.path.join(folder, "socket")
+    log = Path(config["results"]) / "logs" / "warm.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # each fork sets its job's own thread count
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pixmim", "warm", "--socket", path],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                start_new_session=True)
+    _server.update(proc=proc, folder=folder)
+    os.environ[ENV] = path
+
+
+def stop() -> None:
+    """Stop the server (``onsuccess`` / ``onerror``): it ends once its forks have."""
+    os.environ.pop(ENV, None)
+    proc = _server.pop("proc", None)
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(_server.pop("folder", ""), ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> list[str] | None:
+    """``python -m pixmim warm --socket PATH``: the server (the workflow starts it)."""
+    p = argparse.ArgumentParser(
+        prog="python -m pixmim warm",
+        description="Serve warm job starts on a Unix socket: import torch, timm and MLflow "
+                    "once, fork one process per job (the workflow starts it; config key "
+                    "warm_start).")
+    p.add_argument("--socket", required=True, help="the socket's path (must not exist)")
+    p.add_argument("--preload", default=",".join(PRELOAD),
+                   help="the modules to import before serving, comma-separated (default: "
+                        "%(default)s)")
+    a = p.parse_args(argv)
+    return serve(a.socket, [m for m in a.preload.split(",") if m])
