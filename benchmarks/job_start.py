@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.loader import ratio_interval  # noqa: E402
 from pixmim import warm  # noqa: E402
 from pixmim.data.generate.synth import SynthConfig, generate  # noqa: E402
 from pixmim.io import atomic_write  # noqa: E402
@@ -68,14 +68,6 @@ def same_weights(a: Path, b: Path) -> bool:
 
     wa, wb = (torch.load(p, map_location="cpu", weights_only=False)["model"] for p in (a, b))
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def ratio_interval(new: list[float], old: list[float]) -> tuple[float, float, float]:
-    """(low, geometric mean, high) of the per-round ratios ``new / old``."""
-    from pixmim.report.stats import paired
-
-    est = paired([math.log(v) for v in new], [math.log(v) for v in old])
-    return math.exp(est.low), math.exp(est.mean), math.exp(est.high)
 
 
 def main(argv=None) -> int:

@@ -122,21 +122,20 @@ def relay(argv: Sequence[str]) -> int | None:
 
 # --- the server -------------------------------------------------------------------------------
 
-def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
-    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
-    while len(head) < _HEADER.size:
-        more = conn.recv(_HEADER.size - len(head))
-        if not more:
-            raise ConnectionError("request cut short")
-        head += more
-    (size,) = _HEADER.unpack(head)
-    data = b""
+def _recv_exactly(conn: socket.socket, size: int, data: bytes = b"") -> bytes:
+    """``data`` completed to ``size`` bytes from ``conn``."""
     while len(data) < size:
         more = conn.recv(min(size - len(data), 1 << 16))
         if not more:
             raise ConnectionError("request cut short")
         data += more
-    return json.loads(data), fds
+    return data
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    (size,) = _HEADER.unpack(_recv_exactly(conn, _HEADER.size, head))
+    return json.loads(_recv_exactly(conn, size)), fds
 
 
 def _stream(fd: int, name: str) -> io.TextIOWrapper:
@@ -209,12 +208,16 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> list[str] | None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # its jobs' clients forward Ctrl-C
     print(f"warm: serving on {path} (pid {server}, preloaded {', '.join(preload)})",
           file=sys.stderr, flush=True)
+
+    def stop_listening() -> None:  # in the server only (a fork closes its copy itself)
+        if os.getpid() == server and listener.fileno() >= 0:
+            listener.close()
+            os.unlink(path)
+
     try:
         while True:
             if stopping.is_set() or os.getppid() != parent:
-                if listener.fileno() >= 0:
-                    listener.close()
-                    os.unlink(path)
+                stop_listening()
                 if not children:
                     return None
             ready, _, _ = select.select(
@@ -229,9 +232,7 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> list[str] | None:
                     os.kill(pid, signal.SIGKILL)
             _reap(children)
     finally:
-        if os.getpid() == server and listener.fileno() >= 0:
-            listener.close()
-            os.unlink(path)
+        stop_listening()
 
 
 def _accept(listener: socket.socket, identity: dict, children: dict) -> list[str] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pixmim.warm import PRELOAD
 from tests.conftest import ROOT
 
 PROBE = "tests.plugins.warm_probe"
@@ -168,7 +169,7 @@ def test_a_pretraining_forked_from_the_preloaded_stack_equals_a_cold_one(tmp_pat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = write(tmp_path / "config.yaml", pretrain_job(data, tracking=uri, epochs=2))
     path = tmp_path / "socket"
-    server = start_server(path, ",".join(__import__("pixmim.warm").warm.PRELOAD))
+    server = start_server(path, ",".join(PRELOAD))
     try:
         outs = {}
         for name, extra in (("cold", {}), ("warm", {"PIXMIM_WARM": str(path)})):
