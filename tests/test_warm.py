@@ -87,6 +87,11 @@ def test_a_job_in_a_fork_sees_what_it_would_see_cold(server, tmp_path):
     # cold: the process itself, nothing preloaded; warm: a fork of the server
     assert cold_view["pid"] == cold.pid and cold_view["preloaded"] == []
     assert warm_view["pid"] != warm.pid and warm_view["preloaded"] == ["numpy"]
+    # the preloaded objects are frozen out of the fork's collections (numpy: thousands)
+    assert cold_view["gc_frozen"] == 0 and warm_view["gc_frozen"] > 1000
+    # the server's SIGCHLD handler and wake-up pipe are not the job's
+    for key in ("wakeup_fd", "sigchld"):
+        assert warm_view[key] == cold_view[key], key
     # and otherwise the same process: directory, arguments, environment, path, streams
     for key in ("cwd", "argv", "marker", "path", "stdin"):
         assert warm_view[key] == cold_view[key], key
@@ -143,6 +148,38 @@ def test_a_job_without_a_usable_server_runs_cold(server, tmp_path, env):
     assert proc.wait(timeout=120) == 0
     view = wait_for(report)
     assert view["pid"] == proc.pid and view["preloaded"] == []
+
+
+def test_a_job_started_while_the_server_imports_waits_for_it(tmp_path):
+    """As the workflow starts it (:func:`pixmim.warm.start`: the server's pid beside its
+    socket), a job started before the server listens runs warm, not cold; a job whose server
+    is gone before listening runs cold at once."""
+    from pixmim import warm
+
+    folder = tmp_path / "server"
+    folder.mkdir()
+    socket_path = folder / "socket"
+    # a server that takes 3 s longer to import than it does: the job starts long before
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3); "
+                             "from pixmim.__main__ import main; main(['warm', '--socket', "
+                             f"{str(socket_path)!r}, '--preload', 'numpy'])"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    (folder / "pid").write_text(str(proc.pid))
+    try:
+        job, report, _ = probe(tmp_path / "early", socket_path)
+        assert job.wait(timeout=120) == 0
+        assert wait_for(report)["preloaded"] == ["numpy"]  # a fork of the server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    gone = folder.with_name("gone")
+    gone.mkdir()
+    (gone / "pid").write_text(str(proc.pid))  # ended, never listened
+    start = time.monotonic()
+    job, report, _ = probe(tmp_path / "gone", gone / "socket")
+    assert job.wait(timeout=120) == 0 and wait_for(report)["preloaded"] == []
+    assert time.monotonic() - start < warm.AWAIT_LIMIT
 
 
 def test_a_stopped_server_finishes_its_jobs_then_ends(tmp_path):

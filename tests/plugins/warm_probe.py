@@ -6,6 +6,7 @@ imported was imported before it ran.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -40,7 +41,10 @@ def main(argv: list[str]) -> int:
             "marker": os.environ.get("WARM_PROBE_MARKER"), "path": sys.path,
             "warm_env": os.environ.get("PIXMIM_WARM"),
             "preloaded": sorted(m for m in ("numpy", "torch") if m in sys.modules),
-            "stdin": sys.stdin.readline()}
+            "stdin": sys.stdin.readline(),
+            # what the server set for itself and a fresh interpreter does not have
+            "gc_frozen": gc.get_freeze_count(), "wakeup_fd": signal.set_wakeup_fd(-1),
+            "sigchld": str(signal.getsignal(signal.SIGCHLD))}
     report.write_text(json.dumps(view))
     print("probe stdout")
     print("probe stderr", file=sys.stderr)
