@@ -98,6 +98,7 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
             batch_size=batch if train else 1, num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
             dataset=dict(data_root=str(d.root), ann_file=ANN.format(split),
+                         **common.dataset_keys(d),
                          data_prefix=dict(img=f"{split}2017/"), metainfo=dict(classes=classes),
                          pipeline=train_pipeline if train else test_pipeline,
                          **({} if train else dict(test_mode=True, **common.eval_indices(d)))))

@@ -106,7 +106,7 @@ def build_config(cfg: JobConfig, work_dir: Path, seed: int, pretrained: str | No
             batch_size=batch if train else 1, num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
             sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
-            dataset=dict(type=ds_type, data_root=str(d.root),
+            dataset=dict(type=ds_type, data_root=str(d.root), **common.dataset_keys(d),
                          data_prefix=dict(img_path=f"images/{split}",
                                           seg_map_path=f"annotations/{split}"),
                          pipeline=train_pipeline if train else test_pipeline,

@@ -293,6 +293,13 @@ def test_seg_config_inherits_mmseg_and_reads_the_scenes(scenes, tmp_path):
     for split in ("train", "val", "test"):
         ds = c[f"{split}_dataloader"].dataset
         assert ds.type == "PixMIMScenes" and ds.data_root == root
+        # serialised for dataloader workers to share (the dense section's default: 2)
+        assert c[f"{split}_dataloader"].num_workers == 2 and ds.serialize_data is True
+    # without workers it stays a list (mmengine's serialisation costs a full collection)
+    path = seg.build_config(_job("mae", root=root, num_workers=0), tmp_path / "w0", 3, ckpt)
+    c0 = Config.fromfile(str(path))
+    assert all(c0[f"{s}_dataloader"].dataset.serialize_data is False
+               for s in ("train", "val", "test"))
     assert c.optim_wrapper.constructor == "PixMIMLayerDecay"
     assert c.randomness.seed == 3 and c.work_dir == str(tmp_path / "work")
 
@@ -307,12 +314,19 @@ def no_yapf(monkeypatch):
     monkeypatch.setattr(mm_config, "FormatCode", fail)
 
 
+@pytest.mark.parametrize("task, root, size", [(seg, "ade20k", 64), (det, "coco", 96)])
 def test_load_config_reads_the_whole_config_and_never_formats_it(scenes, tmp_path,
-                                                                 monkeypatch):
-    path = seg.build_config(_job("mae", root=str(scenes / "ade20k"), crop_size=64),
-                            tmp_path / "work", 0, None)
+                                                                 monkeypatch, task, root, size):
+    path = task.build_config(_job("mae", root=str(scenes / root), crop_size=size),
+                             tmp_path / "work", 0, None)
     full = Config.fromfile(str(path)).to_dict()  # with its _base_ configs merged
     no_yapf(monkeypatch)
+    import mmengine.config.utils as mm_utils
+
+    def fail(*args, **kwargs):
+        raise AssertionError("mmengine read the package's metafiles for a _base_ config")
+
+    monkeypatch.setattr(mm_utils, "_get_cfg_metainfo", fail)
     c = common.load_config(path)
     assert c.to_dict() == full and c.filename == str(path)
     # what the Runner does with it: a deep copy, dumped into every checkpoint and log
