@@ -20,9 +20,10 @@ process gone before it listened), another interpreter or environment (``--sdm co
 job under SLURM (``SLURM_JOB_ID``) or a process of torchrun (``LOCAL_RANK``): those keep
 their launcher's process tree and accounting.
 
-What a fork inherits that a fresh interpreter would not have: the preloaded modules (only
-third-party libraries; pixmim's own modules are imported by the fork, so plugins and code
-changes between runs behave as in a cold start) and the hash seed (``PYTHONHASHSEED``);
+What a fork inherits that a fresh interpreter would not have: the preloaded modules
+(third-party libraries, and of pixmim only the mmcv stand-in that OpenMMLab's import needs;
+pixmim's own modules are imported by the fork, so plugins and code changes between runs
+behave as in a cold start) and the hash seed (``PYTHONHASHSEED``);
 Python's and NumPy's global generators are reseeded from the OS, as at a cold start, and
 torch's default generator is untouched (a fresh process's fixed default: the server draws no
 random numbers). Snakemake's ``benchmark:`` files measure the client's process tree, not the
@@ -67,15 +68,17 @@ from pathlib import Path
 ENV = "PIXMIM_WARM"  # the server's socket path, set for the jobs of a local run
 # What a job imports before its first step (a cold pretraining: ~10 CPU-s, `python -X
 # importtime`): torch, torchvision and timm, MLflow with its SQL store (alembic, SQLAlchemy)
-# and pandas. OpenMMLab is left to the dense jobs (~1 CPU-s more).
+# and pandas; and what a dense job imports from OpenMMLab (~4-5 CPU-s more each, measured:
+# pixmim.downstream.preload), behind the mmcv stand-in that must precede it.
 PRELOAD = ("torch", "torchvision", "timm", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
-           "pandas")
+           "pandas", "pixmim.downstream.preload")
 # A job started by a launcher that tracks its processes stays that launcher's child.
 COLD_WHEN = ("SLURM_JOB_ID", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 _HEADER = struct.Struct("!Q")
-# Seconds a job waits at most for a server that has not started listening yet (it takes ~9).
+# Seconds a job waits at most for a server that has not started listening yet (it takes
+# ~10-14).
 AWAIT_LIMIT = 60.0
 
 
@@ -135,7 +138,7 @@ def relay(argv: Sequence[str]) -> int | None:
 
 
 def _await_server(path: str, limit: float | None = None) -> None:
-    """Wait while the server is still importing (it listens ~9 s after the run starts):
+    """Wait while the server is still importing (it listens ~10-14 s after the run starts):
     a job started meanwhile would spend longer importing cold. Not once the server's process
     (its pid beside the socket, :func:`start`) is gone, nor past ``limit`` seconds
     (:data:`AWAIT_LIMIT`)."""
