@@ -137,8 +137,11 @@ def module_file(mod: str) -> Path | None:
 
 # Modules whose module names in strings are no imports: the CLI's command table (dispatched
 # by entry_modules), the registry (imports on request) and the declarations (they name the
-# modules of the methods' classes and of the stages; entry_modules adds a job's own).
-DISPATCH = {"pixmim.__main__", "pixmim.registry", "pixmim.methods", "pixmim.pipeline"}
+# modules of the methods' classes and of the stages; entry_modules adds a job's own), and
+# the warm server's preload (pixmim.warm.PRELOAD: the server never runs with --sdm conda,
+# where these envs are used, and a preload missing from an env is only skipped).
+DISPATCH = {"pixmim.__main__", "pixmim.registry", "pixmim.methods", "pixmim.pipeline",
+            "pixmim.warm"}
 
 
 def direct_imports(mod: str) -> tuple[set[str], set[str]]:
