@@ -65,6 +65,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pixmim.io import write_text
+
 ENV = "PIXMIM_WARM"  # the server's socket path, set for the jobs of a local run
 # What a job imports before its first step (a cold pretraining: ~10 CPU-s, `python -X
 # importtime`): torch, torchvision and timm, MLflow with its SQL store (alembic, SQLAlchemy)
@@ -137,16 +139,20 @@ def relay(argv: Sequence[str]) -> int | None:
     return code
 
 
-def _await_server(path: str, limit: float | None = None) -> None:
+def _pid_file(socket_path: str) -> Path:
+    """Where :func:`start` writes the server's pid: beside its socket."""
+    return Path(socket_path).with_name("pid")
+
+
+def _await_server(path: str) -> None:
     """Wait while the server is still importing (it listens ~10-14 s after the run starts):
     a job started meanwhile would spend longer importing cold. Not once the server's process
-    (its pid beside the socket, :func:`start`) is gone, nor past ``limit`` seconds
-    (:data:`AWAIT_LIMIT`)."""
+    (:func:`_pid_file`) is gone, nor past :data:`AWAIT_LIMIT` seconds."""
     try:
-        pid = int(Path(path).with_name("pid").read_text())
+        pid = int(_pid_file(path).read_text())
     except (OSError, ValueError):
         return
-    deadline = time.monotonic() + (AWAIT_LIMIT if limit is None else limit)
+    deadline = time.monotonic() + AWAIT_LIMIT
     while not os.path.exists(path) and time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
@@ -269,8 +275,7 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> list[str] | None:
                  if not isinstance(s, socket.socket) or s.fileno() >= 0], [], [], 0.5)
             for s in ready:
                 if not isinstance(s, socket.socket):  # the wake-up pipe
-                    while _drain(wake):
-                        pass
+                    _drain(wake)
                 elif s is listener:
                     argv = _accept(listener, identity, children)
                     if argv is not None:  # this is the fork
@@ -285,11 +290,13 @@ def serve(path: str, preload: Sequence[str] = PRELOAD) -> list[str] | None:
         stop_listening()
 
 
-def _drain(fd: int) -> bool:
+def _drain(fd: int) -> None:
+    """Read the non-blocking ``fd`` until it is empty."""
     try:
-        return bool(os.read(fd, 512))
+        while os.read(fd, 512):
+            pass
     except BlockingIOError:
-        return False
+        pass
 
 
 def _accept(listener: socket.socket, identity: dict, children: dict) -> list[str] | None:
@@ -361,8 +368,7 @@ def start(config: dict, workflow) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "pixmim", "warm", "--socket", path],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 start_new_session=True)
-    (Path(folder) / "pid.tmp").write_text(str(proc.pid))
-    os.replace(Path(folder) / "pid.tmp", Path(folder) / "pid")
+    write_text(_pid_file(path), str(proc.pid))  # atomic: a client reads all of it or none
     _server.update(proc=proc, folder=folder)
     os.environ[ENV] = path
 
