@@ -310,3 +310,23 @@ def check_selective_reruns(tmp_path, overlay, results):
     # of a run reruns (a table spec rewritten by a preview rebuilds its table only)
     jobs = dry_run(overlay)
     assert not set(jobs) & {"pretrain", "linear_probe", "finetune", "dense", "evaluate"}, jobs
+
+
+@pytest.mark.slow
+def test_weights_are_temporary_exactly_where_not_kept(default_run):
+    """keep_weights: false (the rehearsal's) makes every weights file of the DAG, and
+    nothing else, a temp() output Snakemake deletes once its readers are done: asked on the
+    finished default run, `--delete-temp-output -n` would delete each checkpoint.pth and
+    model.pth it wrote; with the default (true) nothing."""
+    root, overlay, res, _ = default_run
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    weights = {str(p) for p in (root / "results" / "runs").rglob("*.pth")}
+    assert {p.rsplit("/", 1)[1] for p in weights} == {"checkpoint.pth", "model.pth"}
+
+    def would_delete(*config):
+        out = snakemake("--delete-temp-output", "-n", *config, "--configfile", str(overlay))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return set(re.findall(r"^Would delete (\S+)$", out.stdout + out.stderr, re.M))
+
+    assert would_delete() == set()
+    assert would_delete("--config", "keep_weights=False") == weights

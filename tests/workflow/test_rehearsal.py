@@ -36,6 +36,9 @@ ALLOWED = {
     "mlflow.experiment": "where results go",
     "pretrain_dir": "upstream folder under the results root",
     "finetune_dir": "upstream folder under the results root",
+    # disk: the weights, one step from initialisation, deleted once read (a CI machine's
+    # free disk does not hold all of them)
+    "keep_weights": "disk: weights deleted once their readers are done",
     # device settings
     "device": "device (cpu)",
     "train.device": "device (cpu)",

@@ -71,6 +71,14 @@ def family_env(family):
     return ENVS["dense" if family == "dense" else "train"]
 
 
+def weights(path):
+    """An output path; a weights file (*.pth) is temp() where config keep_weights is false:
+    Snakemake deletes it once every job reading it is done."""
+    if path.endswith(".pth") and not config.get("keep_weights", True):
+        return temp(path)
+    return path
+
+
 def out_dir(wildcards, output):
     """The folder a job writes into: that of its metrics.json (an output, so the path
     also holds where jobs do not share the file system)."""

@@ -3,7 +3,7 @@ rule pretrain:
     input:
         unpack(lambda wc: stage_input(wc, "pretrain")),
     output:
-        checkpoint=f"{R}/runs/{{exp}}/pretrain/checkpoint.pth",
+        checkpoint=weights(f"{R}/runs/{{exp}}/pretrain/checkpoint.pth"),
         metrics=f"{R}/runs/{{exp}}/pretrain/metrics.json",
     log:
         f"{R}/logs/{{exp}}/pretrain.log",

@@ -13,7 +13,7 @@ for _name, _family in W.rule_families(config).items():
             unpack(stage_input),
         output:
             **{
-                o.split(".")[0]: f"{R}/runs/{{exp}}/{{stage}}/{o}"
+                o.split(".")[0]: weights(f"{R}/runs/{{exp}}/{{stage}}/{o}")
                 for o in _family["outputs"]
             },
         log:
