@@ -68,6 +68,10 @@ from pathlib import Path
 from pixmim.io import write_text
 
 ENV = "PIXMIM_WARM"  # the server's socket path, set for the jobs of a local run
+# A server started once (:func:`launch`, or `python -m pixmim warm --socket PATH`) that every
+# local Snakemake run started with this variable uses instead of starting its own (~12 CPU-s
+# of imports each): the test suite's DAG runs share one per test process.
+SHARED = "PIXMIM_WARM_SHARED"
 # What a job imports before its first step (a cold pretraining: ~10 CPU-s, `python -X
 # importtime`): torch, torchvision and timm, MLflow with its SQL store (alembic, SQLAlchemy)
 # and pandas; and what a dense job imports from OpenMMLab (~4-5 CPU-s more each, measured:
@@ -350,18 +354,11 @@ def _reap(children: dict[int, socket.socket]) -> None:
 _server: dict = {}
 
 
-def start(config: dict, workflow) -> None:
-    """Start the server for this Snakemake run's local jobs (``onstart``); nothing where
-    ``warm_start`` is off, for a rehearsal, where the jobs run elsewhere (a cluster executor)
-    or in their own environments (``--sdm conda``)."""
-    if (not config.get("warm_start", True) or config.get("rehearsal")
-            or not workflow.local_exec or os.name != "posix"):
-        return
-    if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower():
-        return
-    folder = tempfile.mkdtemp(prefix="pixmim-warm-")
-    path = os.path.join(folder, "socket")
-    log = Path(config["results"]) / "logs" / "warm.log"
+def launch(log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a server in the background, its output in ``log``; return its process and its
+    socket's path (in a new temporary folder, the server's pid beside it, so that a job
+    started before it listens waits for it)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="pixmim-warm-"), "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")  # each fork sets its job's own thread count
     with open(log, "w") as out:
@@ -369,7 +366,35 @@ def start(config: dict, workflow) -> None:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 start_new_session=True)
     write_text(_pid_file(path), str(proc.pid))  # atomic: a client reads all of it or none
-    _server.update(proc=proc, folder=folder)
+    return proc, path
+
+
+def _running(path: str) -> bool:
+    """Whether a server listens on ``path``, or one :func:`launch` started is importing."""
+    if os.path.exists(path):
+        return True
+    try:
+        os.kill(int(_pid_file(path).read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def start(config: dict, workflow) -> None:
+    """Start the server for this Snakemake run's local jobs (``onstart``), or use the one
+    named by :data:`SHARED`; nothing where ``warm_start`` is off, for a rehearsal, where the
+    jobs run elsewhere (a cluster executor) or in their own environments (``--sdm conda``)."""
+    if (not config.get("warm_start", True) or config.get("rehearsal")
+            or not workflow.local_exec or os.name != "posix"):
+        return
+    if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower():
+        return
+    shared = os.environ.get(SHARED, "")
+    if shared and _running(shared):  # its owner stops it, not this run
+        os.environ[ENV] = shared
+        return
+    proc, path = launch(Path(config["results"]) / "logs" / "warm.log")
+    _server.update(proc=proc, folder=os.path.dirname(path))
     os.environ[ENV] = path
 
 

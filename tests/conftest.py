@@ -1,6 +1,7 @@
 """Shared fixtures: the repo root, the default config, a tiny end-to-end config."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,32 @@ def pytest_collection_modifyitems(items):
     """The modules of LONGEST_FIRST first, in its order; the rest keep collection order."""
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_warm_server(request, tmp_path_factory):
+    """One warm server per test process (pixmim.warm.SHARED) for every local Snakemake run
+    the tests start, instead of one per run (~12 CPU-s of imports each, 10 runs in the
+    suite). The `python -m pixmim` commands the tests start themselves still run cold
+    (they read pixmim.warm.ENV, not SHARED). Not for `make test-fast`, which runs no DAG."""
+    from pixmim import warm
+
+    if "not slow" in request.config.option.markexpr or os.environ.get(warm.SHARED) or \
+            os.name != "posix":
+        yield None
+        return
+    proc, path = warm.launch(tmp_path_factory.getbasetemp() / "warm-server.log")
+    os.environ[warm.SHARED] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(warm.SHARED, None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 @pytest.fixture

@@ -100,6 +100,40 @@ def test_a_job_in_a_fork_sees_what_it_would_see_cold(server, tmp_path):
     assert warm_log.read_text() == cold_log.read_text() == "probe stdout\nprobe stderr\n"
 
 
+def test_a_run_uses_the_shared_server_and_leaves_it_running(server, tmp_path, monkeypatch):
+    """A Snakemake run (:func:`pixmim.warm.start` / :func:`~pixmim.warm.stop`) with
+    ``PIXMIM_WARM_SHARED`` naming a live server hands its jobs that server and leaves it
+    running; naming none, it starts its own and stops it."""
+    from types import SimpleNamespace
+
+    from pixmim import warm
+
+    launched = []
+
+    def launch(log):
+        launched.append(SimpleNamespace(terminate=lambda: launched.append("stopped"),
+                                        wait=lambda timeout: 0))
+        return launched[0], str(tmp_path / "own" / "socket")
+
+    monkeypatch.setattr(warm, "launch", launch)
+    flow = SimpleNamespace(local_exec=True, deployment_settings=None)
+    config = {"results": str(tmp_path / "results")}
+    monkeypatch.delenv(warm.ENV, raising=False)
+    monkeypatch.setenv(warm.SHARED, str(server))
+    warm.start(config, flow)
+    assert os.environ[warm.ENV] == str(server) and launched == []
+    warm.stop()
+    assert warm.ENV not in os.environ
+    proc, report, _ = probe(tmp_path / "after", server)  # it still serves
+    assert proc.wait(timeout=120) == 0 and wait_for(report)["preloaded"] == ["numpy"]
+
+    monkeypatch.setenv(warm.SHARED, str(tmp_path / "gone" / "socket"))
+    warm.start(config, flow)
+    assert os.environ[warm.ENV] == str(tmp_path / "own" / "socket") and len(launched) == 1
+    warm.stop()
+    assert launched[1:] == ["stopped"]
+
+
 def test_an_error_is_reported_by_the_job_as_cold(server, tmp_path):
     proc, _, log = probe(tmp_path / "crash", server, then="crash")
     assert proc.wait(timeout=120) == 1

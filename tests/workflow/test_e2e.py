@@ -48,10 +48,14 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_default_dag_end_to_end(default_run):
+def test_default_dag_end_to_end(default_run, shared_warm_server, tmp_path_factory):
     tmp_path, overlay, res, started = default_run
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     results = tmp_path / "results"
+    if shared_warm_server:  # its jobs forked from the suite's server; it started none itself
+        forked = (tmp_path_factory.getbasetemp() / "warm-server.log").read_text()
+        assert f"run --config {results}/jobs/" in forked
+        assert not (results / "logs" / "warm.log").exists()
 
     # every cell of every table is a finite number produced by this run
     from pixmim import registry
