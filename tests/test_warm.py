@@ -170,7 +170,7 @@ def test_a_client_killed_outright_takes_its_job_with_it(server, tmp_path):
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except OSError:  # gone between the check and the read (ENOENT, or ESRCH mid-exit)
         return "Z"
 
 
