@@ -144,24 +144,25 @@ def relay(argv: Sequence[str]) -> int | None:
 
 
 def _pid_file(socket_path: str) -> Path:
-    """Where :func:`start` writes the server's pid: beside its socket."""
+    """Where :func:`launch` writes the server's pid: beside its socket."""
     return Path(socket_path).with_name("pid")
+
+
+def _importing(path: str) -> bool:
+    """Whether the process :func:`launch` started for ``path`` (its pid file) is alive."""
+    try:
+        os.kill(int(_pid_file(path).read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _await_server(path: str) -> None:
     """Wait while the server is still importing (it listens ~10-14 s after the run starts):
     a job started meanwhile would spend longer importing cold. Not once the server's process
-    (:func:`_pid_file`) is gone, nor past :data:`AWAIT_LIMIT` seconds."""
-    try:
-        pid = int(_pid_file(path).read_text())
-    except (OSError, ValueError):
-        return
+    (:func:`_importing`) is gone, nor past :data:`AWAIT_LIMIT` seconds."""
     deadline = time.monotonic() + AWAIT_LIMIT
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while not os.path.exists(path) and _importing(path) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -369,17 +370,6 @@ def launch(log: Path) -> tuple[subprocess.Popen, str]:
     return proc, path
 
 
-def _running(path: str) -> bool:
-    """Whether a server listens on ``path``, or one :func:`launch` started is importing."""
-    if os.path.exists(path):
-        return True
-    try:
-        os.kill(int(_pid_file(path).read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def start(config: dict, workflow) -> None:
     """Start the server for this Snakemake run's local jobs (``onstart``), or use the one
     named by :data:`SHARED`; nothing where ``warm_start`` is off, for a rehearsal, where the
@@ -390,25 +380,30 @@ def start(config: dict, workflow) -> None:
     if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower():
         return
     shared = os.environ.get(SHARED, "")
-    if shared and _running(shared):  # its owner stops it, not this run
+    if shared and (os.path.exists(shared) or _importing(shared)):  # its owner stops it
         os.environ[ENV] = shared
         return
     proc, path = launch(Path(config["results"]) / "logs" / "warm.log")
-    _server.update(proc=proc, folder=os.path.dirname(path))
+    _server.update(proc=proc, path=path)
     os.environ[ENV] = path
 
 
+def halt(proc: subprocess.Popen, path: str) -> None:
+    """Stop a server :func:`launch` started (it ends once its forks have) and remove its
+    folder."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
 def stop() -> None:
-    """Stop the server (``onsuccess`` / ``onerror``): it ends once its forks have."""
+    """Stop this run's server (``onsuccess`` / ``onerror``), if it started one."""
     os.environ.pop(ENV, None)
-    proc = _server.pop("proc", None)
-    if proc is not None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    shutil.rmtree(_server.pop("folder", ""), ignore_errors=True)
+    if "proc" in _server:
+        halt(_server.pop("proc"), _server.pop("path"))
 
 
 def main(argv: list[str] | None = None) -> list[str] | None:

@@ -1,7 +1,6 @@
 """Shared fixtures: the repo root, the default config, a tiny end-to-end config."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +75,7 @@ def shared_warm_server(request, tmp_path_factory):
         yield path
     finally:
         os.environ.pop(warm.SHARED, None)
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        warm.halt(proc, path)
 
 
 @pytest.fixture
