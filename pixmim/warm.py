@@ -396,6 +396,7 @@ def halt(proc: subprocess.Popen, path: str) -> None:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
